@@ -1,0 +1,176 @@
+//! The browser's side of Web Push: notification permission, the service worker, the push
+//! subscription, and the channel over which the worker relays every push to this page.
+//! Each function turns the browser's exceptions into a sentence for the person.
+
+use std::future::Future;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use futures::future::{select, Either};
+use js_sys::{Array, Promise, Reflect, Uint8Array, JSON};
+use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MessageChannel, MessageEvent, Notification, NotificationPermission, PushSubscriptionOptionsInit,
+    ServiceWorkerContainer, ServiceWorkerRegistration,
+};
+
+use crate::{api::describe, wire};
+
+const WORKER_URL: &str = "/sw.js";
+const NAME_KEY: &str = "pushchat.name";
+/// Firefox can leave `subscribe()` pending forever while its push service is unreachable.
+const SUBSCRIBE_DEADLINE_MS: i32 = 20_000;
+
+/// Whether this browser can receive pushes at all (service workers, Push API, notifications).
+pub fn push_supported() -> bool {
+    let Some(window) = web_sys::window() else { return false };
+    let has = |target: &JsValue, name: &str| Reflect::has(target, &name.into()).unwrap_or(false);
+    has(&window.navigator(), "serviceWorker")
+        && has(&window, "PushManager")
+        && has(&window, "Notification")
+}
+
+/// Asks for permission to show notifications; only ever called from a button press.
+pub async fn request_permission() -> Result<(), String> {
+    let asked = Notification::request_permission().map_err(|e| describe(&e))?;
+    JsFuture::from(asked).await.map_err(|e| describe(&e))?;
+    match Notification::permission() {
+        NotificationPermission::Granted => Ok(()),
+        NotificationPermission::Denied => Err("Notifications are blocked for this site, so the \
+            chat cannot reach you. Allow them in the site settings (the icon beside the address \
+            bar), reload, and press Subscribe again."
+            .into()),
+        _ => Err("The chat needs permission to show notifications. Press Subscribe again and \
+            choose Allow."
+            .into()),
+    }
+}
+
+fn service_workers() -> Result<ServiceWorkerContainer, String> {
+    if !push_supported() {
+        return Err("This browser cannot receive push messages, so you can read but not join.".into());
+    }
+    Ok(web_sys::window().ok_or("This page has no window.")?.navigator().service_worker())
+}
+
+/// Registers the service worker and waits until it is active (push needs an active worker).
+pub async fn register_worker() -> Result<ServiceWorkerRegistration, String> {
+    let container = service_workers()?;
+    let failed = |e: JsValue| format!("The service worker could not start ({}).", describe(&e));
+    JsFuture::from(container.register(WORKER_URL)).await.map_err(failed)?;
+    let ready = JsFuture::from(container.ready().map_err(failed)?).await.map_err(failed)?;
+    Ok(ready.unchecked_into())
+}
+
+/// The worker registered by an earlier visit, if any; registers nothing.
+pub async fn existing_registration() -> Option<ServiceWorkerRegistration> {
+    let container = service_workers().ok()?;
+    let found = JsFuture::from(container.get_registration()).await.ok()?;
+    found.dyn_into().ok()
+}
+
+/// The push subscription the browser already holds for this site, if any.
+pub async fn current_subscription(
+    registration: &ServiceWorkerRegistration,
+) -> Option<web_sys::PushSubscription> {
+    let pending = registration.push_manager().ok()?.get_subscription().ok()?;
+    JsFuture::from(pending).await.ok()?.dyn_into().ok()
+}
+
+/// Subscribes this browser to pushes signed with the server's VAPID public key.
+pub async fn subscribe(
+    registration: &ServiceWorkerRegistration,
+    server_key: &str,
+) -> Result<web_sys::PushSubscription, String> {
+    let failed = |e: JsValue| format!("The browser could not subscribe to push ({}).", describe(&e));
+    let key = URL_SAFE_NO_PAD
+        .decode(server_key.trim_end_matches('='))
+        .map_err(|_| "The server sent an unreadable VAPID key.".to_string())?;
+    let options = PushSubscriptionOptionsInit::new();
+    options.set_user_visible_only(true);
+    options.set_application_server_key(&Uint8Array::from(key.as_slice()));
+    let manager = registration.push_manager().map_err(failed)?;
+    let pending = manager.subscribe_with_options(&options).map_err(failed)?;
+    match within(SUBSCRIBE_DEADLINE_MS, JsFuture::from(pending)).await {
+        Some(subscribed) => Ok(subscribed.map_err(failed)?.unchecked_into()),
+        None => Err("The browser's push service did not answer. Check the connection and press \
+            Subscribe again."
+            .into()),
+    }
+}
+
+/// The subscription as the server's API takes it.
+pub fn subscription_json(
+    subscription: &web_sys::PushSubscription,
+) -> Result<wire::PushSubscription, String> {
+    let text = JSON::stringify(subscription).map_err(|e| describe(&e))?;
+    serde_json::from_str(&String::from(text))
+        .map_err(|e| format!("The browser gave a push subscription without keys ({e})."))
+}
+
+/// Removes the browser's subscription; the push service then answers 410 for it.
+pub async fn unsubscribe(subscription: &web_sys::PushSubscription) -> Result<(), String> {
+    let pending = subscription.unsubscribe().map_err(|e| describe(&e))?;
+    JsFuture::from(pending).await.map(drop).map_err(|e| describe(&e))
+}
+
+/// Calls `on_push` with every push the service worker relays to this page: over a
+/// MessageChannel handed to the worker, and over the worker's own `postMessage` when a
+/// restarted worker lost that channel. The listeners live as long as the page.
+pub fn listen_for_pushes(
+    registration: &ServiceWorkerRegistration,
+    on_push: impl Fn(wire::PushMessage) + 'static,
+) -> Result<(), String> {
+    let handler = Closure::<dyn Fn(MessageEvent)>::new(move |event: MessageEvent| {
+        let parsed = event.data().as_string().and_then(|text| serde_json::from_str(&text).ok());
+        if let Some(message) = parsed {
+            on_push(message);
+        }
+    });
+    let handler_fn: &js_sys::Function = handler.as_ref().unchecked_ref();
+    service_workers()?.set_onmessage(Some(handler_fn));
+
+    let channel = MessageChannel::new().map_err(|e| describe(&e))?;
+    channel.port1().set_onmessage(Some(handler_fn));
+    let worker = registration.active().ok_or("The service worker is not active.")?;
+    let hello = js_sys::Object::new();
+    Reflect::set(&hello, &"type".into(), &"connect".into()).map_err(|e| describe(&e))?;
+    worker
+        .post_message_with_transferable(&hello, &Array::of1(&channel.port2()))
+        .map_err(|e| describe(&e))?;
+    handler.forget();
+    Ok(())
+}
+
+/// The name this browser joined with, kept so a reload can restore the membership.
+pub fn saved_name() -> Option<String> {
+    local_storage()?.get_item(NAME_KEY).ok().flatten()
+}
+
+pub fn save_name(name: Option<&str>) {
+    if let Some(storage) = local_storage() {
+        // Storage can be full or disabled; the chat still works, only reload forgets the name.
+        let _ = match name {
+            Some(name) => storage.set_item(NAME_KEY, name),
+            None => storage.remove_item(NAME_KEY),
+        };
+    }
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+/// Runs `future` for at most `ms` milliseconds.
+async fn within<T>(ms: i32, future: impl Future<Output = T>) -> Option<T> {
+    let timer = Promise::new(&mut |resolve, _| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let future = std::pin::pin!(future);
+    match select(future, JsFuture::from(timer)).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(_) => None,
+    }
+}

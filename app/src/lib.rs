@@ -1,0 +1,54 @@
+//! The pushchat page and what it shares with the server: the Leptos components (rendered
+//! on the server, hydrated in the browser), the wire types of the JSON API and of every
+//! push, and the rules for names.
+
+pub mod names;
+pub mod wire;
+
+mod api;
+mod browser;
+mod page;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    path,
+};
+
+/// The HTML document around the app; the server renders it for every page request.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/pushchat.css" />
+        <Link rel="manifest" href="/manifest.webmanifest" />
+        <Link rel="icon" href="/icons/icon-192.png" />
+        <Meta name="theme-color" content="#2b5797" />
+        <Title text="pushchat" />
+        <Router>
+            <Routes fallback=|| view! { <p class="problem">"There is no such page."</p> }>
+                <Route path=path!("") view=page::ChatPage />
+            </Routes>
+        </Router>
+    }
+}

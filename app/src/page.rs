@@ -1,0 +1,331 @@
+//! The chat page: a name field and a Subscribe button, the member list, the message list
+//! and, for members, a send box. The server renders it empty; in the browser it restores
+//! an earlier membership (`init`) and then changes only on pushes relayed by the service
+//! worker and on the answers to this page's own requests.
+
+use leptos::{prelude::*, task::spawn_local};
+
+use crate::{
+    api, browser,
+    names::clean_name,
+    wire::{chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
+        SubscribeRequest, PUSH_PAYLOAD_LIMIT},
+};
+
+/// Where this browser stands in the chat.
+#[derive(Clone, Debug, PartialEq)]
+enum Membership {
+    /// The page is looking for a subscription from an earlier visit.
+    Restoring,
+    /// Not a member; the Subscribe button is offered.
+    Visitor,
+    /// A Subscribe or Unsubscribe press is being carried out.
+    Busy,
+    Member(Member),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Member {
+    name: String,
+    credentials: MemberCredentials,
+}
+
+/// The live state of the room as this page knows it.
+#[derive(Clone, Copy)]
+struct Room {
+    members: RwSignal<Vec<String>>,
+    lines: RwSignal<Vec<ChatLine>>,
+}
+
+impl Room {
+    fn new() -> Self {
+        Room { members: RwSignal::new(Vec::new()), lines: RwSignal::new(Vec::new()) }
+    }
+
+    fn replace(&self, state: RoomState) {
+        self.members.set(state.members);
+        self.lines.set(state.history);
+    }
+
+    fn clear(&self) {
+        self.replace(RoomState::default());
+    }
+
+    fn apply(&self, message: PushMessage) {
+        match message {
+            PushMessage::Subscribe { name } => self.members.update(|members| {
+                if !members.contains(&name) {
+                    members.push(name);
+                    members.sort();
+                }
+            }),
+            PushMessage::Unsubscribe { name } => {
+                self.members.update(|members| members.retain(|member| *member != name))
+            }
+            PushMessage::ChatMsg(line) => self.add_line(line),
+        }
+    }
+
+    /// Adds a line once, in id order: a line can arrive both as a push and as the answer
+    /// to this page's own send.
+    fn add_line(&self, line: ChatLine) {
+        self.lines.update(|lines| {
+            if let Err(at) = lines.binary_search_by_key(&line.id, |l| l.id) {
+                lines.insert(at, line);
+            }
+        });
+    }
+}
+
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let membership = RwSignal::new(Membership::Restoring);
+    let problem = RwSignal::new(None::<String>);
+    let room = Room::new();
+    let name_input = RwSignal::new(String::new());
+    let draft = RwSignal::new(String::new());
+
+    // Runs in the browser only, once hydrated.
+    Effect::new(move |_| spawn_local(restore(membership, room, name_input, problem)));
+
+    let on_subscribe = move |_| {
+        let current = membership.get_untracked();
+        problem.set(None);
+        match current {
+            Membership::Visitor => {
+                spawn_local(join(name_input.get_untracked(), membership, room, problem))
+            }
+            Membership::Member(member) => spawn_local(leave(member, membership, room, problem)),
+            Membership::Restoring | Membership::Busy => {}
+        }
+    };
+
+    let on_send = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let Membership::Member(member) = membership.get_untracked() else { return };
+        let msg = draft.get_untracked();
+        if msg.trim().is_empty() {
+            return;
+        }
+        if let Some(excess) = chat_payload_excess(&member.name, &msg) {
+            problem.set(Some(format!("That message is {excess} bytes too long to push.")));
+            return;
+        }
+        problem.set(None);
+        spawn_local(async move {
+            let request = ChatRequest { member: member.credentials, msg };
+            match api::chat(&request).await {
+                Ok(line) => {
+                    draft.set(String::new());
+                    room.add_line(line);
+                }
+                Err(error) => problem.set(Some(error)),
+            }
+        });
+    };
+
+    let is_member = move || matches!(membership.get(), Membership::Member(_));
+    let busy = move || matches!(membership.get(), Membership::Restoring | Membership::Busy);
+    let button_label = move || if is_member() { "Unsubscribe" } else { "Subscribe" };
+
+    view! {
+        <main class="chat">
+            <header>
+                <h1>"pushchat"</h1>
+                <p class="tagline">"A group chat that reaches you even when this tab is closed."</p>
+            </header>
+            <section class="join" aria-label="Membership">
+                <label for="name">"Your name"</label>
+                <input
+                    id="name"
+                    type="text"
+                    autocomplete="nickname"
+                    maxlength="64"
+                    prop:value=move || name_input.get()
+                    on:input=move |ev| name_input.set(event_target_value(&ev))
+                    prop:disabled=move || is_member() || busy()
+                />
+                <button id="subscribe" type="button" on:click=on_subscribe prop:disabled=busy>
+                    {button_label}
+                </button>
+            </section>
+            <p id="problem" class="problem" role="alert">{move || problem.get()}</p>
+            <div class="room">
+                <section class="members" aria-labelledby="members-title">
+                    <h2 id="members-title">"Members"</h2>
+                    <ul id="members">
+                        <For
+                            each=move || room.members.get()
+                            key=|name| name.clone()
+                            children=|name| view! { <li>{name}</li> }
+                        />
+                    </ul>
+                </section>
+                <section class="messages" aria-labelledby="messages-title">
+                    <h2 id="messages-title">"Messages"</h2>
+                    <ol id="messages" aria-live="polite">
+                        <For
+                            each=move || room.lines.get()
+                            key=|line| line.id
+                            children=|line| view! {
+                                <li data-id=line.id.to_string()>
+                                    <span class="who">{line.name}</span>
+                                    <span class="text">{line.msg}</span>
+                                    <time>{clock_time(line.time)}</time>
+                                </li>
+                            }
+                        />
+                    </ol>
+                    <Show when=is_member>
+                        <form id="send-form" class="send" on:submit=on_send>
+                            <label for="message">"Message"</label>
+                            <input
+                                id="message"
+                                type="text"
+                                autocomplete="off"
+                                maxlength=PUSH_PAYLOAD_LIMIT
+                                prop:value=move || draft.get()
+                                on:input=move |ev| draft.set(event_target_value(&ev))
+                            />
+                            <button id="send" type="submit">"Send"</button>
+                        </form>
+                    </Show>
+                </section>
+            </div>
+        </main>
+    }
+}
+
+/// On load: a browser that already holds a subscription is a member; ask the server for
+/// the room (`init`), which pushes nothing to the others.
+async fn restore(
+    membership: RwSignal<Membership>,
+    room: Room,
+    name_input: RwSignal<String>,
+    problem: RwSignal<Option<String>>,
+) {
+    if !browser::push_supported() {
+        problem.set(Some("This browser cannot receive push messages, so it cannot join.".into()));
+        membership.set(Membership::Visitor);
+        return;
+    }
+    let restored = async {
+        let registration = browser::existing_registration().await?;
+        let subscription = browser::current_subscription(&registration).await?;
+        let Some(name) = browser::saved_name() else {
+            // A subscription without a name cannot rejoin; drop it so Subscribe starts clean.
+            let _ = browser::unsubscribe(&subscription).await;
+            return None;
+        };
+        name_input.set(name.clone());
+        Some(connect(&registration, &subscription, name, room, Announce::Init).await)
+    };
+    match restored.await {
+        Some(Ok(member)) => membership.set(Membership::Member(member)),
+        Some(Err(error)) => {
+            problem.set(Some(error));
+            membership.set(Membership::Visitor);
+        }
+        None => membership.set(Membership::Visitor),
+    }
+}
+
+/// The Subscribe press: permission, worker, push subscription, then the server.
+async fn join(
+    raw_name: String,
+    membership: RwSignal<Membership>,
+    room: Room,
+    problem: RwSignal<Option<String>>,
+) {
+    let name = match clean_name(&raw_name) {
+        Ok(name) => name,
+        Err(error) => return problem.set(Some(error.to_string())),
+    };
+    membership.set(Membership::Busy);
+    let joined = async {
+        browser::request_permission().await?;
+        let registration = browser::register_worker().await?;
+        let key = api::vapid_public_key().await?;
+        let subscription = browser::subscribe(&registration, &key.public_key).await?;
+        let member = connect(&registration, &subscription, name, room, Announce::Subscribe).await;
+        if member.is_err() {
+            // The server said no (a taken name, say): leave no orphan subscription behind.
+            let _ = browser::unsubscribe(&subscription).await;
+        }
+        member
+    };
+    match joined.await {
+        Ok(member) => {
+            browser::save_name(Some(&member.name));
+            membership.set(Membership::Member(member));
+        }
+        Err(error) => {
+            problem.set(Some(error));
+            membership.set(Membership::Visitor);
+        }
+    }
+}
+
+/// How the page tells the server about this browser.
+enum Announce {
+    /// A new member: the others are told.
+    Subscribe,
+    /// A member coming back after a reload: nobody is told.
+    Init,
+}
+
+/// Opens the relay from the service worker, then announces this member to the server and
+/// shows the room it answers with.
+async fn connect(
+    registration: &web_sys::ServiceWorkerRegistration,
+    subscription: &web_sys::PushSubscription,
+    name: String,
+    room: Room,
+    announce: Announce,
+) -> Result<Member, String> {
+    // Listen before announcing, so no push sent in between is missed.
+    browser::listen_for_pushes(registration, move |message| room.apply(message))?;
+    let subscription = browser::subscription_json(subscription)?;
+    let credentials = MemberCredentials {
+        endpoint: subscription.endpoint.clone(),
+        auth: subscription.keys.auth.clone(),
+    };
+    let request = SubscribeRequest { name: name.clone(), subscription };
+    let state = match announce {
+        Announce::Subscribe => api::subscribe(&request).await?,
+        Announce::Init => api::init(&request).await?,
+    };
+    room.replace(state);
+    Ok(Member { name, credentials })
+}
+
+/// The Unsubscribe press: the server first (so the others hear of it), then the browser.
+async fn leave(
+    member: Member,
+    membership: RwSignal<Membership>,
+    room: Room,
+    problem: RwSignal<Option<String>>,
+) {
+    membership.set(Membership::Busy);
+    if let Err(error) = api::unsubscribe(&member.credentials).await {
+        problem.set(Some(error));
+        membership.set(Membership::Member(member));
+        return;
+    }
+    if let Some(registration) = browser::existing_registration().await {
+        if let Some(subscription) = browser::current_subscription(&registration).await {
+            if let Err(error) = browser::unsubscribe(&subscription).await {
+                problem.set(Some(format!("You left, but the browser kept its subscription: {error}")));
+            }
+        }
+    }
+    browser::save_name(None);
+    room.clear();
+    membership.set(Membership::Visitor);
+}
+
+/// "14:05" in the reader's time zone.
+fn clock_time(millis: u64) -> String {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(millis as f64));
+    format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+}

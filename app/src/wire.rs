@@ -1,0 +1,169 @@
+//! The JSON that crosses the network: the HTTP API's requests and answers, and the push
+//! payload every member's service worker receives. Server, page and tests all use these
+//! types, so the two sides cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// The most plaintext one push may carry: the smallest limit in the chain (`web-push`
+/// refuses more; other push services take a little more).
+pub const PUSH_PAYLOAD_LIMIT: usize = 3052;
+
+/// The keys of a browser's push subscription, as `PushSubscription.toJSON()` gives them
+/// (base64url).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionKeys {
+    /// The browser's P-256 public key (uncompressed point).
+    pub p256dh: String,
+    /// The 16-byte secret shared with the browser; the push service never sees it.
+    pub auth: String,
+}
+
+/// A browser's push subscription, as `PushSubscription.toJSON()` gives it (other fields
+/// such as `expirationTime` are ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscription {
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+}
+
+/// `POST /api/subscribe` and `POST /api/init`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeRequest {
+    pub name: String,
+    pub subscription: PushSubscription,
+}
+
+/// Who is asking: a member is its endpoint, proven by its `auth` secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCredentials {
+    pub endpoint: String,
+    pub auth: String,
+}
+
+/// `POST /api/unsubscribe`.
+pub type UnsubscribeRequest = MemberCredentials;
+
+/// `POST /api/chat`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    #[serde(flatten)]
+    pub member: MemberCredentials,
+    pub msg: String,
+}
+
+/// One line of the chat, as stored and as pushed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// Increases with every line, across restarts.
+    pub id: u64,
+    /// The sender's name, taken from the server's store.
+    pub name: String,
+    pub msg: String,
+    /// When the server accepted the line, in milliseconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// What a member sees on arrival: the answer to `subscribe` and `init`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    /// Member names, sorted.
+    pub members: Vec<String>,
+    /// The most recent lines, oldest first.
+    pub history: Vec<ChatLine>,
+}
+
+/// `GET /api/vapid-public-key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VapidPublicKey {
+    /// The server's VAPID public key: an uncompressed P-256 point, base64url.
+    #[serde(rename = "publicKey")]
+    pub public_key: String,
+}
+
+/// The body of every 4xx/5xx answer of the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A sentence for a person.
+    pub error: String,
+}
+
+/// The plaintext of a push: the status update the server fans out. The service worker
+/// shows it and relays the same JSON text to open pages.
+///
+/// `init` is a request, not a push: every push must end in a visible notification, so a
+/// page load never pushes anything to the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action")]
+pub enum PushMessage {
+    /// NAME joined.
+    #[serde(rename = "subscribe")]
+    Subscribe { name: String },
+    /// NAME left.
+    #[serde(rename = "unsubscribe")]
+    Unsubscribe { name: String },
+    /// A chat line.
+    #[serde(rename = "chatMsg")]
+    ChatMsg(ChatLine),
+}
+
+impl PushMessage {
+    /// The bytes that get encrypted for each member.
+    pub fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a PushMessage always serialises")
+    }
+}
+
+/// How far a chat line from `name` would exceed the push payload budget, in bytes; `None`
+/// when it fits.
+///
+/// The line is measured with the largest id and time it could ever carry, so whether a
+/// message fits depends only on its text and its sender, never on when it is sent.
+pub fn chat_payload_excess(name: &str, msg: &str) -> Option<usize> {
+    let widest = PushMessage::ChatMsg(ChatLine {
+        id: u64::MAX,
+        name: name.to_owned(),
+        msg: msg.to_owned(),
+        time: u64::MAX,
+    });
+    let len = widest.to_payload().len();
+    len.checked_sub(PUSH_PAYLOAD_LIMIT).filter(|&excess| excess > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_messages_are_tagged_by_action() {
+        let line = ChatLine { id: 7, name: "Ann".into(), msg: "hi".into(), time: 5 };
+        let json = serde_json::to_value(PushMessage::ChatMsg(line)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"action": "chatMsg", "id": 7, "name": "Ann", "msg": "hi", "time": 5})
+        );
+        let join = serde_json::to_value(PushMessage::Subscribe { name: "Bo".into() }).unwrap();
+        assert_eq!(join, serde_json::json!({"action": "subscribe", "name": "Bo"}));
+    }
+
+    #[test]
+    fn chat_request_is_flat() {
+        let req: ChatRequest =
+            serde_json::from_str(r#"{"endpoint":"https://p/1","auth":"a","msg":"m"}"#).unwrap();
+        assert_eq!(req.member.endpoint, "https://p/1");
+        assert_eq!(req.msg, "m");
+    }
+
+    #[test]
+    fn payload_budget_is_measured_with_the_widest_numbers() {
+        let fits = "a".repeat(PUSH_PAYLOAD_LIMIT - widest_overhead("Ann"));
+        assert_eq!(chat_payload_excess("Ann", &fits), None);
+        assert_eq!(chat_payload_excess("Ann", &format!("{fits}b")), Some(1));
+        // Escaping counts: a quote costs two bytes on the wire.
+        assert_eq!(chat_payload_excess("Ann", &format!("{}\"", &fits[1..])), Some(1));
+    }
+
+    fn widest_overhead(name: &str) -> usize {
+        let max = u64::MAX;
+        format!(r#"{{"action":"chatMsg","id":{max},"name":"{name}","msg":"","time":{max}}}"#).len()
+    }
+}

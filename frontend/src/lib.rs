@@ -1,0 +1,7 @@
+//! The wasm entry point: the browser calls `hydrate()` once the server-rendered page loads.
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

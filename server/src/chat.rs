@@ -1,0 +1,326 @@
+//! The chat's rules: who may join under which name, who may speak or leave, and who is
+//! told what. Each operation checks its input, changes the store, flushes it before it
+//! answers (a success is on disk), and returns the [`Broadcast`] to fan out. Nothing here
+//! touches the network, so the rules are tested without one.
+//!
+//! A member is its push endpoint, proven by its `auth` secret (which push services never
+//! see). Names come from the store, never from the request of a member who speaks.
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use app::{
+    names::{clean_name, NameError},
+    wire::{chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
+        SubscribeRequest},
+};
+
+use crate::{
+    delivery::Broadcast,
+    store::{ChatStore, Member, StoreError},
+    subscription::{self, SubscriptionError},
+};
+
+/// Why a request was refused. Every variant but `Store` is the client's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("{0}")]
+    InvalidName(#[from] NameError),
+    #[error("{0}")]
+    InvalidSubscription(#[from] SubscriptionError),
+    #[error("The name {0:?} is taken; please choose another.")]
+    NameTaken(String),
+    #[error("This browser is already a member as {0:?}; unsubscribe first to change the name.")]
+    AlreadyMember(String),
+    #[error("This browser is not a member of the chat; subscribe first.")]
+    UnknownMember,
+    #[error("The auth secret does not match this member's subscription.")]
+    WrongSecret,
+    #[error("The message is empty.")]
+    EmptyMessage,
+    #[error("The message is {0} bytes too long to fit in a push.")]
+    MessageTooLong(usize),
+    #[error("the store failed")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for ChatError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NameTaken(name) => ChatError::NameTaken(name),
+            other => ChatError::Store(other),
+        }
+    }
+}
+
+/// Settings the rules depend on.
+#[derive(Clone, Debug)]
+pub struct ChatRules {
+    /// Admit http/https endpoints on loopback hosts (local testing only).
+    pub allow_loopback_endpoints: bool,
+    /// How many chat lines the history keeps and `init` returns.
+    pub history_limit: usize,
+}
+
+pub struct Chat {
+    store: Arc<ChatStore>,
+    rules: ChatRules,
+}
+
+impl Chat {
+    pub fn new(store: Arc<ChatStore>, rules: ChatRules) -> Self {
+        Chat { store, rules }
+    }
+
+    /// A browser joins: everyone, the newcomer included, is told. Subscribing again with
+    /// the same subscription and name changes nothing and tells nobody.
+    pub async fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
+        let member = self.new_member(&request)?;
+        if let Some(known) = self.known(&member)? {
+            return if known.name == member.name {
+                Ok((self.room()?, None))
+            } else {
+                Err(ChatError::AlreadyMember(known.name))
+            };
+        }
+        self.store.put_member(&member)?;
+        self.store.flush().await?;
+        let broadcast = self.to_everyone(PushMessage::Subscribe { name: member.name })?;
+        Ok((self.room()?, Some(broadcast)))
+    }
+
+    /// A page loads with a subscription from an earlier visit: it gets the room. A member
+    /// the server lost (a restored backup, say) is stored again. Nobody is told either way:
+    /// a page load must not cost every member a notification.
+    pub async fn init(&self, request: SubscribeRequest) -> Result<RoomState, ChatError> {
+        let member = self.new_member(&request)?;
+        if self.known(&member)?.is_none() {
+            self.store.put_member(&member)?;
+            self.store.flush().await?;
+        }
+        self.room()
+    }
+
+    /// A member leaves: it is deleted, then the others are told.
+    pub async fn unsubscribe(&self, request: MemberCredentials) -> Result<Broadcast, ChatError> {
+        let member = self.authenticate(&request)?;
+        self.store.remove_member(&member.subscription.endpoint, &member.subscription.auth)?;
+        self.store.flush().await?;
+        self.to_everyone(PushMessage::Unsubscribe { name: member.name })
+    }
+
+    /// A member speaks: the line is stored under the member's stored name and goes to
+    /// everyone, the sender's other open pages included.
+    pub async fn chat(&self, request: ChatRequest) -> Result<(ChatLine, Broadcast), ChatError> {
+        let member = self.authenticate(&request.member)?;
+        if request.msg.trim().is_empty() {
+            return Err(ChatError::EmptyMessage);
+        }
+        if let Some(excess) = chat_payload_excess(&member.name, &request.msg) {
+            return Err(ChatError::MessageTooLong(excess));
+        }
+        let line =
+            self.store.append_line(&member.name, &request.msg, now_millis(), self.rules.history_limit)?;
+        self.store.flush().await?;
+        let broadcast = self.to_everyone(PushMessage::ChatMsg(line.clone()))?;
+        Ok((line, broadcast))
+    }
+
+    /// The member list (sorted by name) and the recent history.
+    pub fn room(&self) -> Result<RoomState, ChatError> {
+        let mut members: Vec<String> =
+            self.store.members()?.into_iter().map(|member| member.name).collect();
+        members.sort_by_key(|name| name.to_lowercase());
+        let history = self.store.recent_lines(self.rules.history_limit)?;
+        Ok(RoomState { members, history })
+    }
+
+    fn new_member(&self, request: &SubscribeRequest) -> Result<Member, ChatError> {
+        let name = clean_name(&request.name)?;
+        let subscription =
+            subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
+        Ok(Member { name, subscription, joined: now_millis() })
+    }
+
+    /// The stored member with `candidate`'s endpoint, if any; an error if that endpoint
+    /// belongs to a member with another secret.
+    fn known(&self, candidate: &Member) -> Result<Option<Member>, ChatError> {
+        let credentials = MemberCredentials {
+            endpoint: candidate.subscription.endpoint.clone(),
+            auth: candidate.subscription.auth.clone(),
+        };
+        match self.authenticate(&credentials) {
+            Ok(member) => Ok(Some(member)),
+            Err(ChatError::UnknownMember) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn authenticate(&self, credentials: &MemberCredentials) -> Result<Member, ChatError> {
+        let member = self.store.member(&credentials.endpoint)?.ok_or(ChatError::UnknownMember)?;
+        if member.subscription.auth_matches(&credentials.auth) {
+            Ok(member)
+        } else {
+            Err(ChatError::WrongSecret)
+        }
+    }
+
+    fn to_everyone(&self, message: PushMessage) -> Result<Broadcast, ChatError> {
+        let recipients = self.store.members()?.into_iter().map(|m| m.subscription).collect();
+        Ok(Broadcast { message, recipients })
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use app::wire::{PushSubscription, SubscriptionKeys, PUSH_PAYLOAD_LIMIT};
+
+    use super::*;
+
+    // Real P-256 points (RFC 8291 Appendix A's two public keys).
+    const KEY_A: &str =
+        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+    const KEY_B: &str =
+        "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
+
+    fn chat() -> (tempfile::TempDir, Chat) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChatStore::open(dir.path(), 1 << 20).unwrap());
+        let rules = ChatRules { allow_loopback_endpoints: false, history_limit: 50 };
+        (dir, Chat::new(store, rules))
+    }
+
+    fn auth(n: u8) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([n; 16])
+    }
+
+    fn join_request(name: &str, n: u8) -> SubscribeRequest {
+        SubscribeRequest {
+            name: name.into(),
+            subscription: PushSubscription {
+                endpoint: format!("https://push.example.com/{n}"),
+                keys: SubscriptionKeys {
+                    p256dh: if n % 2 == 0 { KEY_A } else { KEY_B }.into(),
+                    auth: auth(n),
+                },
+            },
+        }
+    }
+
+    fn credentials(n: u8) -> MemberCredentials {
+        MemberCredentials { endpoint: format!("https://push.example.com/{n}"), auth: auth(n) }
+    }
+
+    fn names(broadcast: &Broadcast) -> Vec<String> {
+        broadcast.recipients.iter().map(|r| r.endpoint.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn test_a_join_is_pushed_to_everyone_including_the_newcomer() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        let (room, broadcast) = chat.subscribe(join_request("  Bo ", 2)).await.unwrap();
+        assert_eq!(room.members, ["Ann", "Bo"]);
+        let broadcast = broadcast.unwrap();
+        assert_eq!(broadcast.message, PushMessage::Subscribe { name: "Bo".into() });
+        assert_eq!(broadcast.recipients.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn test_subscribing_twice_the_same_way_tells_nobody() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        let (room, broadcast) = chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        assert!(broadcast.is_none());
+        assert_eq!(room.members, ["Ann"]);
+        let renamed = chat.subscribe(join_request("Annie", 1)).await;
+        assert!(matches!(renamed, Err(ChatError::AlreadyMember(name)) if name == "Ann"));
+    }
+
+    #[tokio::test]
+    async fn test_a_taken_name_is_refused_whatever_its_case() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        let clash = chat.subscribe(join_request("aNN", 2)).await;
+        assert!(matches!(clash, Err(ChatError::NameTaken(_))));
+        assert_eq!(chat.room().unwrap().members, ["Ann"]);
+    }
+
+    #[tokio::test]
+    async fn test_an_endpoint_replayed_with_another_secret_is_refused() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        let mut replay = join_request("Mallory", 3);
+        replay.subscription.endpoint = credentials(1).endpoint;
+        assert!(matches!(chat.subscribe(replay.clone()).await, Err(ChatError::WrongSecret)));
+        assert!(matches!(chat.init(replay).await, Err(ChatError::WrongSecret)));
+        assert_eq!(chat.room().unwrap().members, ["Ann"]);
+    }
+
+    #[tokio::test]
+    async fn test_init_restores_a_lost_member_without_telling_anyone() {
+        let (_dir, chat) = chat();
+        let room = chat.init(join_request("Ann", 1)).await.unwrap();
+        assert_eq!(room.members, ["Ann"]);
+        let again = chat.init(join_request("Ann", 1)).await.unwrap();
+        assert_eq!(again.members, ["Ann"]);
+    }
+
+    #[tokio::test]
+    async fn test_chat_lines_carry_the_stored_name_and_reach_everyone() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Bo", 2)).await.unwrap();
+        let request = ChatRequest { member: credentials(2), msg: "hello".into() };
+        let (line, broadcast) = chat.chat(request).await.unwrap();
+        assert_eq!(line.name, "Bo");
+        assert_eq!(broadcast.message, PushMessage::ChatMsg(line.clone()));
+        assert_eq!(names(&broadcast).len(), 2);
+        assert_eq!(chat.room().unwrap().history, vec![line]);
+    }
+
+    #[tokio::test]
+    async fn test_only_the_secret_holder_can_speak_or_leave() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        let forged = MemberCredentials { endpoint: credentials(1).endpoint, auth: auth(9) };
+        let post = ChatRequest { member: forged.clone(), msg: "hi".into() };
+        assert!(matches!(chat.chat(post).await, Err(ChatError::WrongSecret)));
+        assert!(matches!(chat.unsubscribe(forged).await, Err(ChatError::WrongSecret)));
+        assert!(matches!(chat.unsubscribe(credentials(5)).await, Err(ChatError::UnknownMember)));
+        assert_eq!(chat.room().unwrap().members, ["Ann"]);
+        assert!(chat.room().unwrap().history.is_empty());
+    }
+
+    #[tokio::test]
+    async fn test_leaving_tells_only_those_who_remain() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Bo", 2)).await.unwrap();
+        let broadcast = chat.unsubscribe(credentials(1)).await.unwrap();
+        assert_eq!(broadcast.message, PushMessage::Unsubscribe { name: "Ann".into() });
+        assert_eq!(names(&broadcast), [credentials(2).endpoint]);
+        assert_eq!(chat.room().unwrap().members, ["Bo"]);
+    }
+
+    #[tokio::test]
+    async fn test_messages_must_fit_the_push_budget() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        let empty = ChatRequest { member: credentials(1), msg: "  ".into() };
+        assert!(matches!(chat.chat(empty).await, Err(ChatError::EmptyMessage)));
+        let huge = ChatRequest { member: credentials(1), msg: "x".repeat(PUSH_PAYLOAD_LIMIT) };
+        assert!(matches!(chat.chat(huge).await, Err(ChatError::MessageTooLong(_))));
+        assert!(chat.room().unwrap().history.is_empty());
+    }
+}

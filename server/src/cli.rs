@@ -1,0 +1,48 @@
+//! The command line, parsed and nothing more: `config` checks what it means.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+/// A group chat whose live channel is Web Push.
+#[derive(Debug, Parser)]
+#[command(name = "pushchat", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the chat: the page, its service worker and the JSON API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PUSHCHAT_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Folder for the database and the VAPID key pair; created on first start.
+    #[arg(long, env = "PUSHCHAT_DATA_DIR", default_value = "pushchat-data")]
+    pub data_dir: PathBuf,
+
+    /// Contact push services can reach the operator at: mailto:you@example.org or an
+    /// https: URL. Required.
+    #[arg(long, env = "PUSHCHAT_VAPID_SUBJECT", value_name = "CONTACT")]
+    pub vapid_subject: Option<String>,
+
+    /// Accept push endpoints on loopback addresses (http or https), for local testing
+    /// with the local push service. Never on a public server.
+    #[arg(long, env = "PUSHCHAT_ALLOW_LOOPBACK_ENDPOINTS")]
+    pub allow_loopback_endpoints: bool,
+
+    /// How many chat lines to keep and show to arriving members.
+    #[arg(long, env = "PUSHCHAT_HISTORY_LIMIT", default_value_t = 200)]
+    pub history_limit: usize,
+
+    /// Upper bound of the database's page cache, in MiB.
+    #[arg(long, env = "PUSHCHAT_CACHE_MIB", default_value_t = 64)]
+    pub cache_mib: u64,
+}

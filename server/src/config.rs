@@ -1,0 +1,106 @@
+//! The server's validated configuration: built once from the command line and the
+//! environment, and the only thing the rest of the server sees.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use url::Url;
+
+use crate::{chat::ChatRules, cli::ServeArgs};
+
+/// The most history lines a server keeps; each arriving member receives them all.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub vapid_subject: String,
+    pub rules: ChatRules,
+    pub cache_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "push services need a contact for this server: pass --vapid-subject \
+         mailto:you@example.org (or an https: URL), or set PUSHCHAT_VAPID_SUBJECT"
+    )]
+    MissingSubject,
+    #[error("--vapid-subject {subject:?} is not usable: {why}")]
+    BadSubject { subject: String, why: &'static str },
+    #[error("--history-limit must be between 1 and {MAX_HISTORY_LIMIT}")]
+    HistoryLimit,
+    #[error("--cache-mib must be at least 1")]
+    CacheSize,
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let subject = args.vapid_subject.ok_or(ConfigError::MissingSubject)?;
+        let vapid_subject = validate_subject(subject.trim())?;
+        if !(1..=MAX_HISTORY_LIMIT).contains(&args.history_limit) {
+            return Err(ConfigError::HistoryLimit);
+        }
+        if args.cache_mib == 0 {
+            return Err(ConfigError::CacheSize);
+        }
+        Ok(Config {
+            addr: args.addr,
+            data_dir: args.data_dir,
+            vapid_subject,
+            rules: ChatRules {
+                allow_loopback_endpoints: args.allow_loopback_endpoints,
+                history_limit: args.history_limit,
+            },
+            cache_bytes: args.cache_mib * 1024 * 1024,
+        })
+    }
+}
+
+/// RFC 8292's `sub`: a mailto: address or an https: URL where the operator can be reached.
+fn validate_subject(subject: &str) -> Result<String, ConfigError> {
+    let bad = |why| ConfigError::BadSubject { subject: subject.to_owned(), why };
+    let url = Url::parse(subject).map_err(|_| bad("it must start with mailto: or https:"))?;
+    let host = match url.scheme() {
+        "mailto" => {
+            let (user, domain) = url.path().split_once('@').ok_or_else(|| bad("a mailto: needs an address like mailto:you@example.org"))?;
+            if user.is_empty() || domain.is_empty() {
+                return Err(bad("a mailto: needs an address like mailto:you@example.org"));
+            }
+            domain.to_ascii_lowercase()
+        }
+        "https" => url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        _ => return Err(bad("it must start with mailto: or https:")),
+    };
+    let host = host.trim_end_matches('.');
+    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") {
+        return Err(bad("Apple's push service rejects localhost and .local contacts; give one people can reach"));
+    }
+    Ok(subject.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_mailto_and_https_contacts_are_accepted() {
+        assert!(validate_subject("mailto:ops@example.org").is_ok());
+        assert!(validate_subject("https://chat.example.org/contact").is_ok());
+    }
+
+    #[test]
+    fn test_other_contacts_are_refused_with_a_reason() {
+        for subject in ["ops@example.org", "http://example.org", "mailto:", "mailto:@example.org", "https://"] {
+            assert!(matches!(validate_subject(subject), Err(ConfigError::BadSubject { .. })), "{subject}");
+        }
+    }
+
+    #[test]
+    fn test_localhost_contacts_are_refused_because_apple_rejects_them() {
+        for subject in ["mailto:me@localhost", "https://localhost/", "mailto:me@box.local"] {
+            let error = validate_subject(subject).unwrap_err().to_string();
+            assert!(error.contains("Apple"), "{subject}: {error}");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The API's one error type: every refusal is an HTTP status with a JSON body
+//! `{"error": "..."}` a person can read. Internal failures are logged in full and shown
+//! only as a short apology, never with their detail.
+
+use axum::{
+    extract::rejection::JsonRejection,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+
+use app::wire;
+
+use crate::chat::ChatError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(error: ChatError) -> Self {
+        let status = match &error {
+            ChatError::InvalidName(_)
+            | ChatError::InvalidSubscription(_)
+            | ChatError::EmptyMessage => StatusCode::UNPROCESSABLE_ENTITY,
+            ChatError::NameTaken(_) | ChatError::AlreadyMember(_) => StatusCode::CONFLICT,
+            ChatError::UnknownMember => StatusCode::NOT_FOUND,
+            ChatError::WrongSecret => StatusCode::FORBIDDEN,
+            ChatError::MessageTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ChatError::Store(source) => {
+                tracing::error!(error = ?source, "store failure");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The server could not save this; please try again.",
+                );
+            }
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// A body that is not JSON, or not the JSON this route takes.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(wire::ApiError { error: self.message })).into_response()
+    }
+}
+
+/// `axum::Json`, but a rejected body answers in the API's error shape.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);

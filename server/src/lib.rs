@@ -1,0 +1,69 @@
+//! The pushchat server. `main.rs` parses the command line; [`serve`] does the rest.
+//!
+//! Modules, each with one job: `cli` (parsing), `config` (validated settings), `store`
+//! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
+//! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
+//! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
+//! error answers), `state` (what handlers share).
+
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod subscription;
+pub mod vapid;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use leptos::config::get_configuration;
+use tokio::net::TcpListener;
+
+use crate::{
+    chat::Chat, config::Config, delivery::Delivery, state::AppState, store::ChatStore,
+    vapid::VapidKeys,
+};
+
+/// How long shutdown waits for fan-outs in flight.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Opens the data dir, serves until `shutdown` resolves, then lets pushes in flight finish
+/// and flushes the store. Prints `pushchat listening on http://ADDR` once it accepts
+/// connections (with port 0, ADDR has the port the system chose).
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let db_dir = data_dir.join("db");
+    let store = ChatStore::open(&db_dir, config.cache_bytes).with_context(|| {
+        format!("cannot open the database in {} (is another pushchat using it?)", db_dir.display())
+    })?;
+    let store = Arc::new(store);
+    let vapid = VapidKeys::load_or_create(data_dir, config.vapid_subject.clone(), store.has_members()?)?;
+    let vapid = Arc::new(vapid);
+    let delivery = Arc::new(Delivery::new(Arc::clone(&vapid), Arc::clone(&store))?);
+    let chat = Arc::new(Chat::new(Arc::clone(&store), config.rules.clone()));
+
+    let mut leptos = get_configuration(None)?.leptos_options;
+    leptos.site_addr = config.addr;
+    let state = AppState { chat, delivery: Arc::clone(&delivery), vapid, leptos };
+
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    println!("pushchat listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown).await?;
+
+    if !delivery.drain(DRAIN_DEADLINE).await {
+        tracing::warn!("shut down with pushes still in flight");
+    }
+    store.flush().await.context("cannot flush the database")?;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The HTTP surface: the JSON API under `/api`, the server-rendered page, and the static
+//! site (service worker, manifest, icons, wasm bundle). Handlers are thin: they parse,
+//! call the chat's rules, hand any broadcast to delivery, and answer.
+
+use axum::{
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    routing::{get, post},
+    Json, Router,
+};
+use leptos_axum::{generate_route_list, LeptosRoutes};
+
+use app::{
+    wire::{ChatLine, ChatRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey},
+    App,
+};
+
+use crate::{
+    error::{ApiError, ApiJson},
+    state::AppState,
+};
+
+/// API request bodies are small: a subscription, or one message within the push budget.
+const API_BODY_LIMIT: usize = 16 * 1024;
+
+/// Every route of the server; tests call it directly with `tower::ServiceExt::oneshot`.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/vapid-public-key", get(vapid_public_key))
+        .route("/subscribe", post(subscribe))
+        .route("/init", post(init))
+        .route("/unsubscribe", post(unsubscribe))
+        .route("/chat", post(chat))
+        .fallback(api_not_found)
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+
+    let page = {
+        let options = state.leptos.clone();
+        move || app::shell(options.clone())
+    };
+    Router::new()
+        .nest("/api", api)
+        .leptos_routes(&state, generate_route_list(App), page)
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .with_state(state)
+}
+
+async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey> {
+    Json(VapidPublicKey { public_key: state.vapid.public_key_base64() })
+}
+
+async fn subscribe(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SubscribeRequest>,
+) -> Result<Json<RoomState>, ApiError> {
+    let (room, broadcast) = state.chat.subscribe(request).await?;
+    if let Some(broadcast) = broadcast {
+        state.delivery.dispatch(broadcast);
+    }
+    Ok(Json(room))
+}
+
+async fn init(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SubscribeRequest>,
+) -> Result<Json<RoomState>, ApiError> {
+    Ok(Json(state.chat.init(request).await?))
+}
+
+async fn unsubscribe(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<UnsubscribeRequest>,
+) -> Result<StatusCode, ApiError> {
+    let broadcast = state.chat.unsubscribe(request).await?;
+    state.delivery.dispatch(broadcast);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Json<ChatLine>, ApiError> {
+    let (line, broadcast) = state.chat.chat(request).await?;
+    state.delivery.dispatch(broadcast);
+    Ok(Json(line))
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "There is no such API route; see the README for the API.")
+}

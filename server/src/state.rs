@@ -1,0 +1,22 @@
+//! What every request handler shares; cheap to clone.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+
+use crate::{chat::Chat, delivery::Delivery, vapid::VapidKeys};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub chat: Arc<Chat>,
+    pub delivery: Arc<Delivery>,
+    pub vapid: Arc<VapidKeys>,
+    pub leptos: LeptosOptions,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}

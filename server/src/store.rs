@@ -1,0 +1,266 @@
+//! The chat's durable state, in sled: members keyed by their push endpoint, an index that
+//! keeps names unique, and the chat history keyed by line id (big-endian, so it reads back
+//! in order). The store only stores; who may do what is decided in `chat`. sled's byte
+//! types never leave this module, and every change that spans trees is one transaction.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sled::{
+    transaction::{ConflictableTransactionError, TransactionError},
+    Transactional, Tree,
+};
+
+use app::{names::name_key, wire::ChatLine};
+
+use crate::subscription::Subscription;
+
+const MEMBERS: &str = "members";
+const NAMES: &str = "member_names";
+const HISTORY: &str = "history";
+
+/// A member of the chat as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub subscription: Subscription,
+    /// When the member joined, in milliseconds since the Unix epoch.
+    pub joined: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the name {0:?} belongs to another member")]
+    NameTaken(String),
+    #[error("the database failed")]
+    Database(#[from] sled::Error),
+    #[error("a stored record is unreadable")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(error: TransactionError<StoreError>) -> Self {
+        match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => StoreError::Database(error),
+        }
+    }
+}
+
+/// Members and history on disk. Cheap to share behind an `Arc`; sled is thread-safe.
+pub struct ChatStore {
+    db: sled::Db,
+    members: Tree,
+    names: Tree,
+    history: Tree,
+}
+
+impl ChatStore {
+    /// Opens (or creates) the database in `dir`, with sled's page cache limited to
+    /// `cache_bytes` (its default would be 1 GiB).
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        Ok(ChatStore {
+            members: db.open_tree(MEMBERS)?,
+            names: db.open_tree(NAMES)?,
+            history: db.open_tree(HISTORY)?,
+            db,
+        })
+    }
+
+    pub fn member(&self, endpoint: &str) -> Result<Option<Member>, StoreError> {
+        self.members.get(endpoint)?.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    /// Every member, in no particular order.
+    pub fn members(&self) -> Result<Vec<Member>, StoreError> {
+        self.members.iter().values().map(|bytes| decode(&bytes?)).collect()
+    }
+
+    /// Whether the store holds any member; cheaper than counting.
+    pub fn has_members(&self) -> Result<bool, StoreError> {
+        Ok(self.members.first()?.is_some())
+    }
+
+    /// Stores `member`, replacing the member with the same endpoint if there is one.
+    /// Refuses a name (compared by [`name_key`]) that another endpoint holds.
+    pub fn put_member(&self, member: &Member) -> Result<(), StoreError> {
+        let endpoint = member.subscription.endpoint.as_bytes();
+        let key = name_key(&member.name);
+        let record = serde_json::to_vec(member)?;
+        (&self.members, &self.names).transaction(|(members, names)| {
+            if let Some(holder) = names.get(&key)? {
+                if holder != endpoint {
+                    return abort(StoreError::NameTaken(member.name.clone()));
+                }
+            }
+            if let Some(old) = members.get(endpoint)? {
+                let old: Member = decode(&old).or_else(abort)?;
+                names.remove(name_key(&old.name).as_bytes())?;
+            }
+            members.insert(endpoint, record.as_slice())?;
+            names.insert(key.as_bytes(), endpoint)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Removes the member at `endpoint` if its auth secret is still `auth` (it may have
+    /// been replaced meanwhile). Returns the removed member.
+    pub fn remove_member(&self, endpoint: &str, auth: &str) -> Result<Option<Member>, StoreError> {
+        let removed = (&self.members, &self.names).transaction(|(members, names)| {
+            let Some(record) = members.get(endpoint)? else { return Ok(None) };
+            let member: Member = decode(&record).or_else(abort)?;
+            if !member.subscription.auth_matches(auth) {
+                return Ok(None);
+            }
+            members.remove(endpoint.as_bytes())?;
+            let key = name_key(&member.name);
+            if names.get(&key)?.is_some_and(|holder| holder == endpoint.as_bytes()) {
+                names.remove(key.as_bytes())?;
+            }
+            Ok(Some(member))
+        })?;
+        Ok(removed)
+    }
+
+    /// Appends a line to the history and drops the oldest lines beyond `keep`.
+    pub fn append_line(
+        &self,
+        name: &str,
+        msg: &str,
+        time: u64,
+        keep: usize,
+    ) -> Result<ChatLine, StoreError> {
+        // sled's ids only grow, across restarts too, so they order the history.
+        let line = ChatLine { id: self.db.generate_id()?, name: name.into(), msg: msg.into(), time };
+        self.history.insert(line.id.to_be_bytes(), serde_json::to_vec(&line)?)?;
+        for old in self.history.iter().keys().rev().skip(keep) {
+            self.history.remove(old?)?;
+        }
+        Ok(line)
+    }
+
+    /// The newest `limit` lines, oldest first.
+    pub fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
+        let mut lines = self
+            .history
+            .iter()
+            .values()
+            .rev()
+            .take(limit)
+            .map(|bytes| decode(&bytes?))
+            .collect::<Result<Vec<ChatLine>, _>>()?;
+        lines.reverse();
+        Ok(lines)
+    }
+
+    /// Waits until every change so far is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+fn abort<T>(error: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ChatStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        (dir, store)
+    }
+
+    fn member(name: &str, endpoint: &str, auth: &str) -> Member {
+        Member {
+            name: name.into(),
+            subscription: Subscription {
+                endpoint: endpoint.into(),
+                p256dh: "key".into(),
+                auth: auth.into(),
+            },
+            joined: 1,
+        }
+    }
+
+    const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+    const OTHER_AUTH: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn test_members_are_stored_and_read_back() {
+        let (_dir, store) = store();
+        assert!(!store.has_members().unwrap());
+        let ann = member("Ann", "https://p.example/1", AUTH);
+        store.put_member(&ann).unwrap();
+        assert_eq!(store.member("https://p.example/1").unwrap(), Some(ann.clone()));
+        assert_eq!(store.members().unwrap(), vec![ann]);
+        assert!(store.has_members().unwrap());
+    }
+
+    #[test]
+    fn test_a_name_cannot_be_held_by_two_endpoints_whatever_its_case() {
+        let (_dir, store) = store();
+        store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
+        let clash = store.put_member(&member("ANN", "https://p.example/2", AUTH));
+        assert!(matches!(clash, Err(StoreError::NameTaken(name)) if name == "ANN"));
+        assert_eq!(store.members().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn test_replacing_a_member_frees_its_old_name() {
+        let (_dir, store) = store();
+        store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
+        store.put_member(&member("Annie", "https://p.example/1", AUTH)).unwrap();
+        store.put_member(&member("Ann", "https://p.example/2", AUTH)).unwrap();
+        assert_eq!(store.members().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn test_removal_needs_the_current_secret_and_frees_the_name() {
+        let (_dir, store) = store();
+        store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
+        assert_eq!(store.remove_member("https://p.example/1", OTHER_AUTH).unwrap(), None);
+        assert_eq!(store.remove_member("https://p.example/9", AUTH).unwrap(), None);
+        let removed = store.remove_member("https://p.example/1", AUTH).unwrap();
+        assert_eq!(removed.map(|m| m.name), Some("Ann".into()));
+        assert!(!store.has_members().unwrap());
+        store.put_member(&member("Ann", "https://p.example/2", AUTH)).unwrap();
+    }
+
+    #[test]
+    fn test_history_keeps_the_newest_lines_in_order() {
+        let (_dir, store) = store();
+        for n in 0..5 {
+            store.append_line("Ann", &format!("line {n}"), n, 3).unwrap();
+        }
+        let lines = store.recent_lines(10).unwrap();
+        let texts: Vec<_> = lines.iter().map(|l| l.msg.as_str()).collect();
+        assert_eq!(texts, ["line 2", "line 3", "line 4"]);
+        assert!(lines.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(store.recent_lines(2).unwrap()[0].msg, "line 3");
+    }
+
+    #[test]
+    fn test_everything_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_id = {
+            let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+            store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
+            store.append_line("Ann", "hello", 7, 10).unwrap().id
+        };
+        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.members().unwrap().len(), 1);
+        assert_eq!(store.recent_lines(10).unwrap()[0].msg, "hello");
+        let next = store.append_line("Ann", "again", 8, 10).unwrap();
+        assert!(next.id > first_id);
+    }
+}
