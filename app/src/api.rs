@@ -24,7 +24,9 @@ pub async fn init(request: &SubscribeRequest) -> Result<RoomState, String> {
 }
 
 pub async fn unsubscribe(request: &UnsubscribeRequest) -> Result<(), String> {
-    post::<_, serde_json::Value>("/api/unsubscribe", request).await.map(drop)
+    post::<_, serde_json::Value>("/api/unsubscribe", request)
+        .await
+        .map(drop)
 }
 
 pub async fn chat(request: &ChatRequest) -> Result<ChatLine, String> {
@@ -52,7 +54,10 @@ async fn call<Resp: DeserializeOwned>(
     }
     let request = Request::new_with_str_and_init(path, &init).map_err(unreachable)?;
     if json_body.is_some() {
-        request.headers().set("Content-Type", "application/json").map_err(unreachable)?;
+        request
+            .headers()
+            .set("Content-Type", "application/json")
+            .map_err(unreachable)?;
     }
     let window = web_sys::window().ok_or("This page has no window.")?;
     let response: Response = JsFuture::from(window.fetch_with_request(&request))
@@ -68,9 +73,15 @@ async fn call<Resp: DeserializeOwned>(
         serde_json::from_str(&text)
             .map_err(|e| format!("The server sent an answer this page cannot read ({e})."))
     } else {
-        Err(serde_json::from_str::<ApiError>(&text).map(|e| e.error).unwrap_or_else(|_| {
-            format!("The server answered {} {}.", response.status(), response.status_text())
-        }))
+        Err(serde_json::from_str::<ApiError>(&text)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| {
+                format!(
+                    "The server answered {} {}.",
+                    response.status(),
+                    response.status_text()
+                )
+            }))
     }
 }
 

@@ -10,8 +10,8 @@ use js_sys::{Array, Promise, Reflect, Uint8Array, JSON};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MessageChannel, MessageEvent, Notification, NotificationPermission, PushSubscriptionOptionsInit,
-    ServiceWorkerContainer, ServiceWorkerRegistration,
+    MessageChannel, MessageEvent, Notification, NotificationPermission,
+    PushSubscriptionOptionsInit, ServiceWorkerContainer, ServiceWorkerRegistration,
 };
 
 use crate::{api::describe, wire};
@@ -23,7 +23,9 @@ const SUBSCRIBE_DEADLINE_MS: i32 = 20_000;
 
 /// Whether this browser can receive pushes at all (service workers, Push API, notifications).
 pub fn push_supported() -> bool {
-    let Some(window) = web_sys::window() else { return false };
+    let Some(window) = web_sys::window() else {
+        return false;
+    };
     let has = |target: &JsValue, name: &str| Reflect::has(target, &name.into()).unwrap_or(false);
     has(&window.navigator(), "serviceWorker")
         && has(&window, "PushManager")
@@ -40,25 +42,36 @@ pub async fn request_permission() -> Result<(), String> {
             chat cannot reach you. Allow them in the site settings (the icon beside the address \
             bar), reload, and press Subscribe again."
             .into()),
-        _ => Err("The chat needs permission to show notifications. Press Subscribe again and \
+        _ => Err(
+            "The chat needs permission to show notifications. Press Subscribe again and \
             choose Allow."
-            .into()),
+                .into(),
+        ),
     }
 }
 
 fn service_workers() -> Result<ServiceWorkerContainer, String> {
     if !push_supported() {
-        return Err("This browser cannot receive push messages, so you can read but not join.".into());
+        return Err(
+            "This browser cannot receive push messages, so you can read but not join.".into(),
+        );
     }
-    Ok(web_sys::window().ok_or("This page has no window.")?.navigator().service_worker())
+    Ok(web_sys::window()
+        .ok_or("This page has no window.")?
+        .navigator()
+        .service_worker())
 }
 
 /// Registers the service worker and waits until it is active (push needs an active worker).
 pub async fn register_worker() -> Result<ServiceWorkerRegistration, String> {
     let container = service_workers()?;
     let failed = |e: JsValue| format!("The service worker could not start ({}).", describe(&e));
-    JsFuture::from(container.register(WORKER_URL)).await.map_err(failed)?;
-    let ready = JsFuture::from(container.ready().map_err(failed)?).await.map_err(failed)?;
+    JsFuture::from(container.register(WORKER_URL))
+        .await
+        .map_err(failed)?;
+    let ready = JsFuture::from(container.ready().map_err(failed)?)
+        .await
+        .map_err(failed)?;
     Ok(ready.unchecked_into())
 }
 
@@ -82,7 +95,12 @@ pub async fn subscribe(
     registration: &ServiceWorkerRegistration,
     server_key: &str,
 ) -> Result<web_sys::PushSubscription, String> {
-    let failed = |e: JsValue| format!("The browser could not subscribe to push ({}).", describe(&e));
+    let failed = |e: JsValue| {
+        format!(
+            "The browser could not subscribe to push ({}).",
+            describe(&e)
+        )
+    };
     let key = URL_SAFE_NO_PAD
         .decode(server_key.trim_end_matches('='))
         .map_err(|_| "The server sent an unreadable VAPID key.".to_string())?;
@@ -93,9 +111,11 @@ pub async fn subscribe(
     let pending = manager.subscribe_with_options(&options).map_err(failed)?;
     match within(SUBSCRIBE_DEADLINE_MS, JsFuture::from(pending)).await {
         Some(subscribed) => Ok(subscribed.map_err(failed)?.unchecked_into()),
-        None => Err("The browser's push service did not answer. Check the connection and press \
+        None => Err(
+            "The browser's push service did not answer. Check the connection and press \
             Subscribe again."
-            .into()),
+                .into(),
+        ),
     }
 }
 
@@ -111,7 +131,10 @@ pub fn subscription_json(
 /// Removes the browser's subscription; the push service then answers 410 for it.
 pub async fn unsubscribe(subscription: &web_sys::PushSubscription) -> Result<(), String> {
     let pending = subscription.unsubscribe().map_err(|e| describe(&e))?;
-    JsFuture::from(pending).await.map(drop).map_err(|e| describe(&e))
+    JsFuture::from(pending)
+        .await
+        .map(drop)
+        .map_err(|e| describe(&e))
 }
 
 /// Calls `on_push` with every push the service worker relays to this page: over a
@@ -122,7 +145,10 @@ pub fn listen_for_pushes(
     on_push: impl Fn(wire::PushMessage) + 'static,
 ) -> Result<(), String> {
     let handler = Closure::<dyn Fn(MessageEvent)>::new(move |event: MessageEvent| {
-        let parsed = event.data().as_string().and_then(|text| serde_json::from_str(&text).ok());
+        let parsed = event
+            .data()
+            .as_string()
+            .and_then(|text| serde_json::from_str(&text).ok());
         if let Some(message) = parsed {
             on_push(message);
         }
@@ -132,7 +158,9 @@ pub fn listen_for_pushes(
 
     let channel = MessageChannel::new().map_err(|e| describe(&e))?;
     channel.port1().set_onmessage(Some(handler_fn));
-    let worker = registration.active().ok_or("The service worker is not active.")?;
+    let worker = registration
+        .active()
+        .ok_or("The service worker is not active.")?;
     let hello = js_sys::Object::new();
     Reflect::set(&hello, &"type".into(), &"connect".into()).map_err(|e| describe(&e))?;
     worker

@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_spaces_collapsed() {
-        assert_eq!(clean_name("  Ada \t Lovelace \n"), Ok("Ada Lovelace".into()));
+        assert_eq!(
+            clean_name("  Ada \t Lovelace \n"),
+            Ok("Ada Lovelace".into())
+        );
     }
 
     #[test]
@@ -71,7 +74,9 @@ mod tests {
         assert!(clean_name(&"é".repeat(MAX_NAME_CHARS)).is_ok());
         assert_eq!(
             clean_name(&"é".repeat(MAX_NAME_CHARS + 1)),
-            Err(NameError::TooLong { chars: MAX_NAME_CHARS + 1 })
+            Err(NameError::TooLong {
+                chars: MAX_NAME_CHARS + 1
+            })
         );
     }
 

@@ -8,8 +8,10 @@ use leptos::{prelude::*, task::spawn_local};
 use crate::{
     api, browser,
     names::clean_name,
-    wire::{chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
-        SubscribeRequest, PUSH_PAYLOAD_LIMIT},
+    wire::{
+        chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
+        SubscribeRequest, PUSH_PAYLOAD_LIMIT,
+    },
 };
 
 /// Where this browser stands in the chat.
@@ -39,7 +41,10 @@ struct Room {
 
 impl Room {
     fn new() -> Self {
-        Room { members: RwSignal::new(Vec::new()), lines: RwSignal::new(Vec::new()) }
+        Room {
+            members: RwSignal::new(Vec::new()),
+            lines: RwSignal::new(Vec::new()),
+        }
     }
 
     fn replace(&self, state: RoomState) {
@@ -59,9 +64,9 @@ impl Room {
                     members.sort();
                 }
             }),
-            PushMessage::Unsubscribe { name } => {
-                self.members.update(|members| members.retain(|member| *member != name))
-            }
+            PushMessage::Unsubscribe { name } => self
+                .members
+                .update(|members| members.retain(|member| *member != name)),
             PushMessage::ChatMsg(line) => self.add_line(line),
         }
     }
@@ -102,18 +107,25 @@ pub fn ChatPage() -> impl IntoView {
 
     let on_send = move |event: leptos::ev::SubmitEvent| {
         event.prevent_default();
-        let Membership::Member(member) = membership.get_untracked() else { return };
+        let Membership::Member(member) = membership.get_untracked() else {
+            return;
+        };
         let msg = draft.get_untracked();
         if msg.trim().is_empty() {
             return;
         }
         if let Some(excess) = chat_payload_excess(&member.name, &msg) {
-            problem.set(Some(format!("That message is {excess} bytes too long to push.")));
+            problem.set(Some(format!(
+                "That message is {excess} bytes too long to push."
+            )));
             return;
         }
         problem.set(None);
         spawn_local(async move {
-            let request = ChatRequest { member: member.credentials, msg };
+            let request = ChatRequest {
+                member: member.credentials,
+                msg,
+            };
             match api::chat(&request).await {
                 Ok(line) => {
                     draft.set(String::new());
@@ -126,7 +138,13 @@ pub fn ChatPage() -> impl IntoView {
 
     let is_member = move || matches!(membership.get(), Membership::Member(_));
     let busy = move || matches!(membership.get(), Membership::Restoring | Membership::Busy);
-    let button_label = move || if is_member() { "Unsubscribe" } else { "Subscribe" };
+    let button_label = move || {
+        if is_member() {
+            "Unsubscribe"
+        } else {
+            "Subscribe"
+        }
+    };
 
     view! {
         <main class="chat">
@@ -143,9 +161,9 @@ pub fn ChatPage() -> impl IntoView {
                     maxlength="64"
                     prop:value=move || name_input.get()
                     on:input=move |ev| name_input.set(event_target_value(&ev))
-                    prop:disabled=move || is_member() || busy()
+                    disabled=move || is_member() || busy()
                 />
-                <button id="subscribe" type="button" on:click=on_subscribe prop:disabled=busy>
+                <button id="subscribe" type="button" on:click=on_subscribe disabled=busy>
                     {button_label}
                 </button>
             </section>
@@ -205,7 +223,9 @@ async fn restore(
     problem: RwSignal<Option<String>>,
 ) {
     if !browser::push_supported() {
-        problem.set(Some("This browser cannot receive push messages, so it cannot join.".into()));
+        problem.set(Some(
+            "This browser cannot receive push messages, so it cannot join.".into(),
+        ));
         membership.set(Membership::Visitor);
         return;
     }
@@ -247,7 +267,14 @@ async fn join(
         let registration = browser::register_worker().await?;
         let key = api::vapid_public_key().await?;
         let subscription = browser::subscribe(&registration, &key.public_key).await?;
-        let member = connect(&registration, &subscription, name, room, Announce::Subscribe).await;
+        let member = connect(
+            &registration,
+            &subscription,
+            name,
+            room,
+            Announce::Subscribe,
+        )
+        .await;
         if member.is_err() {
             // The server said no (a taken name, say): leave no orphan subscription behind.
             let _ = browser::unsubscribe(&subscription).await;
@@ -290,7 +317,10 @@ async fn connect(
         endpoint: subscription.endpoint.clone(),
         auth: subscription.keys.auth.clone(),
     };
-    let request = SubscribeRequest { name: name.clone(), subscription };
+    let request = SubscribeRequest {
+        name: name.clone(),
+        subscription,
+    };
     let state = match announce {
         Announce::Subscribe => api::subscribe(&request).await?,
         Announce::Init => api::init(&request).await?,
@@ -315,7 +345,9 @@ async fn leave(
     if let Some(registration) = browser::existing_registration().await {
         if let Some(subscription) = browser::current_subscription(&registration).await {
             if let Err(error) = browser::unsubscribe(&subscription).await {
-                problem.set(Some(format!("You left, but the browser kept its subscription: {error}")));
+                problem.set(Some(format!(
+                    "You left, but the browser kept its subscription: {error}"
+                )));
             }
         }
     }

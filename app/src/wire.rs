@@ -126,7 +126,8 @@ pub fn chat_payload_excess(name: &str, msg: &str) -> Option<usize> {
         time: u64::MAX,
     });
     let len = widest.to_payload().len();
-    len.checked_sub(PUSH_PAYLOAD_LIMIT).filter(|&excess| excess > 0)
+    len.checked_sub(PUSH_PAYLOAD_LIMIT)
+        .filter(|&excess| excess > 0)
 }
 
 #[cfg(test)]
@@ -135,14 +136,22 @@ mod tests {
 
     #[test]
     fn push_messages_are_tagged_by_action() {
-        let line = ChatLine { id: 7, name: "Ann".into(), msg: "hi".into(), time: 5 };
+        let line = ChatLine {
+            id: 7,
+            name: "Ann".into(),
+            msg: "hi".into(),
+            time: 5,
+        };
         let json = serde_json::to_value(PushMessage::ChatMsg(line)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"action": "chatMsg", "id": 7, "name": "Ann", "msg": "hi", "time": 5})
         );
         let join = serde_json::to_value(PushMessage::Subscribe { name: "Bo".into() }).unwrap();
-        assert_eq!(join, serde_json::json!({"action": "subscribe", "name": "Bo"}));
+        assert_eq!(
+            join,
+            serde_json::json!({"action": "subscribe", "name": "Bo"})
+        );
     }
 
     #[test]
@@ -159,7 +168,10 @@ mod tests {
         assert_eq!(chat_payload_excess("Ann", &fits), None);
         assert_eq!(chat_payload_excess("Ann", &format!("{fits}b")), Some(1));
         // Escaping counts: a quote costs two bytes on the wire.
-        assert_eq!(chat_payload_excess("Ann", &format!("{}\"", &fits[1..])), Some(1));
+        assert_eq!(
+            chat_payload_excess("Ann", &format!("{}\"", &fits[1..])),
+            Some(1)
+        );
     }
 
     fn widest_overhead(name: &str) -> usize {

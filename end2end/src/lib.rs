@@ -1,0 +1,171 @@
+//! The local push service: a small Web Push service that runs on loopback, so pushchat's
+//! real delivery path (encryption, VAPID, HTTP) is exercised without the internet.
+//!
+//! It speaks RFC 8030 to the pushchat server and checks every push the way a strict push
+//! service does (see `service`). Its subscribers are virtual: the service holds their
+//! key pairs and auth secrets, decrypts what they receive (`crypto`, pinned by the RFC 8291
+//! known-answer vector) and keeps it for tests to read through [`LocalPushClient`].
+//!
+//! Run it as a library with [`LocalPush::start`] or as the `localpush` binary.
+
+pub mod crypto;
+mod service;
+pub mod vapid;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, sync::oneshot};
+
+use app::wire;
+
+pub use service::MAX_BODY_BYTES;
+
+/// Body of `POST /subscribers`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NewSubscriber {
+    /// The VAPID public key pushes for this subscriber must be signed with.
+    #[serde(rename = "applicationServerKey", default)]
+    pub application_server_key: Option<String>,
+}
+
+/// A virtual subscriber: its id at the service and the subscription a browser would give.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VirtualSubscription {
+    pub id: String,
+    pub subscription: wire::PushSubscription,
+}
+
+/// One push a virtual subscriber received, decrypted, with its headers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedPush {
+    pub ttl: u32,
+    pub urgency: Option<String>,
+    pub topic: Option<String>,
+    /// The `sub` claim of the push's VAPID JWT.
+    pub vapid_subject: String,
+    /// The decrypted plaintext.
+    pub payload: String,
+}
+
+impl ReceivedPush {
+    /// The payload as pushchat's push message, if it is one.
+    pub fn message(&self) -> Option<wire::PushMessage> {
+        serde_json::from_str(&self.payload).ok()
+    }
+}
+
+/// Pushes accepted and refused since the service started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub accepted: u64,
+    pub refused: u64,
+}
+
+/// A running local push service; stops when dropped.
+pub struct LocalPush {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl LocalPush {
+    /// Starts the service on `addr` (port 0 picks a free port).
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = service::router(Arc::new(service::PushService::new(url.clone())));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "local push service stopped");
+            }
+        });
+        Ok(LocalPush {
+            url,
+            stop: Some(stop),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn client(&self) -> LocalPushClient {
+        LocalPushClient::new(&self.url)
+    }
+}
+
+impl Drop for LocalPush {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A client of a local push service's test API.
+#[derive(Clone)]
+pub struct LocalPushClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl LocalPushClient {
+    pub fn new(base: &str) -> Self {
+        LocalPushClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A new virtual subscriber. With `server_key` (a VAPID public key, base64url) the
+    /// service refuses pushes signed with any other key, as browsers' push services do.
+    pub async fn subscribe(
+        &self,
+        server_key: Option<&str>,
+    ) -> reqwest::Result<VirtualSubscription> {
+        let request = NewSubscriber {
+            application_server_key: server_key.map(str::to_owned),
+        };
+        let url = format!("{}/subscribers", self.base);
+        let response = self.http.post(url).json(&request).send().await?;
+        response.error_for_status()?.json().await
+    }
+
+    /// Everything subscriber `id` received so far, oldest first.
+    pub async fn received(&self, id: &str) -> reqwest::Result<Vec<ReceivedPush>> {
+        let url = format!("{}/subscribers/{id}/messages", self.base);
+        self.http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    /// Expires subscriber `id`: later pushes to it get 410.
+    pub async fn expire(&self, id: &str) -> reqwest::Result<()> {
+        let url = format!("{}/subscribers/{id}", self.base);
+        self.http
+            .delete(url)
+            .send()
+            .await?
+            .error_for_status()
+            .map(drop)
+    }
+
+    pub async fn stats(&self) -> reqwest::Result<Stats> {
+        self.http
+            .get(format!("{}/stats", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+}

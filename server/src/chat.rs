@@ -13,8 +13,10 @@ use std::{
 
 use app::{
     names::{clean_name, NameError},
-    wire::{chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
-        SubscribeRequest},
+    wire::{
+        chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
+        SubscribeRequest,
+    },
 };
 
 use crate::{
@@ -109,7 +111,8 @@ impl Chat {
     /// A member leaves: it is deleted, then the others are told.
     pub async fn unsubscribe(&self, request: MemberCredentials) -> Result<Broadcast, ChatError> {
         let member = self.authenticate(&request)?;
-        self.store.remove_member(&member.subscription.endpoint, &member.subscription.auth)?;
+        self.store
+            .remove_member(&member.subscription.endpoint, &member.subscription.auth)?;
         self.store.flush().await?;
         self.to_everyone(PushMessage::Unsubscribe { name: member.name })
     }
@@ -124,8 +127,12 @@ impl Chat {
         if let Some(excess) = chat_payload_excess(&member.name, &request.msg) {
             return Err(ChatError::MessageTooLong(excess));
         }
-        let line =
-            self.store.append_line(&member.name, &request.msg, now_millis(), self.rules.history_limit)?;
+        let line = self.store.append_line(
+            &member.name,
+            &request.msg,
+            now_millis(),
+            self.rules.history_limit,
+        )?;
         self.store.flush().await?;
         let broadcast = self.to_everyone(PushMessage::ChatMsg(line.clone()))?;
         Ok((line, broadcast))
@@ -133,8 +140,12 @@ impl Chat {
 
     /// The member list (sorted by name) and the recent history.
     pub fn room(&self) -> Result<RoomState, ChatError> {
-        let mut members: Vec<String> =
-            self.store.members()?.into_iter().map(|member| member.name).collect();
+        let mut members: Vec<String> = self
+            .store
+            .members()?
+            .into_iter()
+            .map(|member| member.name)
+            .collect();
         members.sort_by_key(|name| name.to_lowercase());
         let history = self.store.recent_lines(self.rules.history_limit)?;
         Ok(RoomState { members, history })
@@ -144,7 +155,11 @@ impl Chat {
         let name = clean_name(&request.name)?;
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
-        Ok(Member { name, subscription, joined: now_millis() })
+        Ok(Member {
+            name,
+            subscription,
+            joined: now_millis(),
+        })
     }
 
     /// The stored member with `candidate`'s endpoint, if any; an error if that endpoint
@@ -162,7 +177,10 @@ impl Chat {
     }
 
     fn authenticate(&self, credentials: &MemberCredentials) -> Result<Member, ChatError> {
-        let member = self.store.member(&credentials.endpoint)?.ok_or(ChatError::UnknownMember)?;
+        let member = self
+            .store
+            .member(&credentials.endpoint)?
+            .ok_or(ChatError::UnknownMember)?;
         if member.subscription.auth_matches(&credentials.auth) {
             Ok(member)
         } else {
@@ -171,13 +189,23 @@ impl Chat {
     }
 
     fn to_everyone(&self, message: PushMessage) -> Result<Broadcast, ChatError> {
-        let recipients = self.store.members()?.into_iter().map(|m| m.subscription).collect();
-        Ok(Broadcast { message, recipients })
+        let recipients = self
+            .store
+            .members()?
+            .into_iter()
+            .map(|m| m.subscription)
+            .collect();
+        Ok(Broadcast {
+            message,
+            recipients,
+        })
     }
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -195,7 +223,10 @@ mod tests {
     fn chat() -> (tempfile::TempDir, Chat) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ChatStore::open(dir.path(), 1 << 20).unwrap());
-        let rules = ChatRules { allow_loopback_endpoints: false, history_limit: 50 };
+        let rules = ChatRules {
+            allow_loopback_endpoints: false,
+            history_limit: 50,
+        };
         (dir, Chat::new(store, rules))
     }
 
@@ -218,11 +249,18 @@ mod tests {
     }
 
     fn credentials(n: u8) -> MemberCredentials {
-        MemberCredentials { endpoint: format!("https://push.example.com/{n}"), auth: auth(n) }
+        MemberCredentials {
+            endpoint: format!("https://push.example.com/{n}"),
+            auth: auth(n),
+        }
     }
 
     fn names(broadcast: &Broadcast) -> Vec<String> {
-        broadcast.recipients.iter().map(|r| r.endpoint.clone()).collect()
+        broadcast
+            .recipients
+            .iter()
+            .map(|r| r.endpoint.clone())
+            .collect()
     }
 
     #[tokio::test]
@@ -232,7 +270,10 @@ mod tests {
         let (room, broadcast) = chat.subscribe(join_request("  Bo ", 2)).await.unwrap();
         assert_eq!(room.members, ["Ann", "Bo"]);
         let broadcast = broadcast.unwrap();
-        assert_eq!(broadcast.message, PushMessage::Subscribe { name: "Bo".into() });
+        assert_eq!(
+            broadcast.message,
+            PushMessage::Subscribe { name: "Bo".into() }
+        );
         assert_eq!(broadcast.recipients.len(), 2);
     }
 
@@ -262,8 +303,14 @@ mod tests {
         chat.subscribe(join_request("Ann", 1)).await.unwrap();
         let mut replay = join_request("Mallory", 3);
         replay.subscription.endpoint = credentials(1).endpoint;
-        assert!(matches!(chat.subscribe(replay.clone()).await, Err(ChatError::WrongSecret)));
-        assert!(matches!(chat.init(replay).await, Err(ChatError::WrongSecret)));
+        assert!(matches!(
+            chat.subscribe(replay.clone()).await,
+            Err(ChatError::WrongSecret)
+        ));
+        assert!(matches!(
+            chat.init(replay).await,
+            Err(ChatError::WrongSecret)
+        ));
         assert_eq!(chat.room().unwrap().members, ["Ann"]);
     }
 
@@ -281,7 +328,10 @@ mod tests {
         let (_dir, chat) = chat();
         chat.subscribe(join_request("Ann", 1)).await.unwrap();
         chat.subscribe(join_request("Bo", 2)).await.unwrap();
-        let request = ChatRequest { member: credentials(2), msg: "hello".into() };
+        let request = ChatRequest {
+            member: credentials(2),
+            msg: "hello".into(),
+        };
         let (line, broadcast) = chat.chat(request).await.unwrap();
         assert_eq!(line.name, "Bo");
         assert_eq!(broadcast.message, PushMessage::ChatMsg(line.clone()));
@@ -293,11 +343,23 @@ mod tests {
     async fn test_only_the_secret_holder_can_speak_or_leave() {
         let (_dir, chat) = chat();
         chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        let forged = MemberCredentials { endpoint: credentials(1).endpoint, auth: auth(9) };
-        let post = ChatRequest { member: forged.clone(), msg: "hi".into() };
+        let forged = MemberCredentials {
+            endpoint: credentials(1).endpoint,
+            auth: auth(9),
+        };
+        let post = ChatRequest {
+            member: forged.clone(),
+            msg: "hi".into(),
+        };
         assert!(matches!(chat.chat(post).await, Err(ChatError::WrongSecret)));
-        assert!(matches!(chat.unsubscribe(forged).await, Err(ChatError::WrongSecret)));
-        assert!(matches!(chat.unsubscribe(credentials(5)).await, Err(ChatError::UnknownMember)));
+        assert!(matches!(
+            chat.unsubscribe(forged).await,
+            Err(ChatError::WrongSecret)
+        ));
+        assert!(matches!(
+            chat.unsubscribe(credentials(5)).await,
+            Err(ChatError::UnknownMember)
+        ));
         assert_eq!(chat.room().unwrap().members, ["Ann"]);
         assert!(chat.room().unwrap().history.is_empty());
     }
@@ -308,7 +370,10 @@ mod tests {
         chat.subscribe(join_request("Ann", 1)).await.unwrap();
         chat.subscribe(join_request("Bo", 2)).await.unwrap();
         let broadcast = chat.unsubscribe(credentials(1)).await.unwrap();
-        assert_eq!(broadcast.message, PushMessage::Unsubscribe { name: "Ann".into() });
+        assert_eq!(
+            broadcast.message,
+            PushMessage::Unsubscribe { name: "Ann".into() }
+        );
         assert_eq!(names(&broadcast), [credentials(2).endpoint]);
         assert_eq!(chat.room().unwrap().members, ["Bo"]);
     }
@@ -317,10 +382,22 @@ mod tests {
     async fn test_messages_must_fit_the_push_budget() {
         let (_dir, chat) = chat();
         chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        let empty = ChatRequest { member: credentials(1), msg: "  ".into() };
-        assert!(matches!(chat.chat(empty).await, Err(ChatError::EmptyMessage)));
-        let huge = ChatRequest { member: credentials(1), msg: "x".repeat(PUSH_PAYLOAD_LIMIT) };
-        assert!(matches!(chat.chat(huge).await, Err(ChatError::MessageTooLong(_))));
+        let empty = ChatRequest {
+            member: credentials(1),
+            msg: "  ".into(),
+        };
+        assert!(matches!(
+            chat.chat(empty).await,
+            Err(ChatError::EmptyMessage)
+        ));
+        let huge = ChatRequest {
+            member: credentials(1),
+            msg: "x".repeat(PUSH_PAYLOAD_LIMIT),
+        };
+        assert!(matches!(
+            chat.chat(huge).await,
+            Err(ChatError::MessageTooLong(_))
+        ));
         assert!(chat.room().unwrap().history.is_empty());
     }
 }

@@ -59,13 +59,21 @@ impl Config {
 
 /// RFC 8292's `sub`: a mailto: address or an https: URL where the operator can be reached.
 fn validate_subject(subject: &str) -> Result<String, ConfigError> {
-    let bad = |why| ConfigError::BadSubject { subject: subject.to_owned(), why };
+    let bad = |why| ConfigError::BadSubject {
+        subject: subject.to_owned(),
+        why,
+    };
     let url = Url::parse(subject).map_err(|_| bad("it must start with mailto: or https:"))?;
     let host = match url.scheme() {
         "mailto" => {
-            let (user, domain) = url.path().split_once('@').ok_or_else(|| bad("a mailto: needs an address like mailto:you@example.org"))?;
+            let (user, domain) = url
+                .path()
+                .split_once('@')
+                .ok_or_else(|| bad("a mailto: needs an address like mailto:you@example.org"))?;
             if user.is_empty() || domain.is_empty() {
-                return Err(bad("a mailto: needs an address like mailto:you@example.org"));
+                return Err(bad(
+                    "a mailto: needs an address like mailto:you@example.org",
+                ));
             }
             domain.to_ascii_lowercase()
         }
@@ -74,7 +82,9 @@ fn validate_subject(subject: &str) -> Result<String, ConfigError> {
     };
     let host = host.trim_end_matches('.');
     if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") {
-        return Err(bad("Apple's push service rejects localhost and .local contacts; give one people can reach"));
+        return Err(bad(
+            "Apple's push service rejects localhost and .local contacts; give one people can reach",
+        ));
     }
     Ok(subject.to_owned())
 }
@@ -91,14 +101,30 @@ mod tests {
 
     #[test]
     fn test_other_contacts_are_refused_with_a_reason() {
-        for subject in ["ops@example.org", "http://example.org", "mailto:", "mailto:@example.org", "https://"] {
-            assert!(matches!(validate_subject(subject), Err(ConfigError::BadSubject { .. })), "{subject}");
+        for subject in [
+            "ops@example.org",
+            "http://example.org",
+            "mailto:",
+            "mailto:@example.org",
+            "https://",
+        ] {
+            assert!(
+                matches!(
+                    validate_subject(subject),
+                    Err(ConfigError::BadSubject { .. })
+                ),
+                "{subject}"
+            );
         }
     }
 
     #[test]
     fn test_localhost_contacts_are_refused_because_apple_rejects_them() {
-        for subject in ["mailto:me@localhost", "https://localhost/", "mailto:me@box.local"] {
+        for subject in [
+            "mailto:me@localhost",
+            "https://localhost/",
+            "mailto:me@box.local",
+        ] {
             let error = validate_subject(subject).unwrap_err().to_string();
             assert!(error.contains("Apple"), "{subject}: {error}");
         }

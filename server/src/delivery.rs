@@ -64,13 +64,17 @@ impl PushOptions {
     fn for_message(message: &PushMessage) -> Self {
         match message {
             // People wait for chat lines; a day-old line is still worth showing.
-            PushMessage::ChatMsg(_) => {
-                PushOptions { ttl_secs: 24 * 3600, urgency: Urgency::High, topic: None }
-            }
+            PushMessage::ChatMsg(_) => PushOptions {
+                ttl_secs: 24 * 3600,
+                urgency: Urgency::High,
+                topic: None,
+            },
             // Only the newest member-list change matters to a browser that was away.
-            PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => {
-                PushOptions { ttl_secs: 3600, urgency: Urgency::Normal, topic: Some("members") }
-            }
+            PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => PushOptions {
+                ttl_secs: 3600,
+                urgency: Urgency::Normal,
+                topic: Some("members"),
+            },
         }
     }
 }
@@ -106,19 +110,27 @@ impl Delivery {
             // A push service has no reason to redirect; following one could reach anywhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Delivery { http, vapid, store, in_flight: TaskTracker::new() })
+        Ok(Delivery {
+            http,
+            vapid,
+            store,
+            in_flight: TaskTracker::new(),
+        })
     }
 
     /// Starts the fan-out in the background and returns at once.
     pub fn dispatch(self: &Arc<Self>, broadcast: Broadcast) {
         let delivery = Arc::clone(self);
-        self.in_flight.spawn(async move { delivery.deliver(broadcast).await });
+        self.in_flight
+            .spawn(async move { delivery.deliver(broadcast).await });
     }
 
     /// Waits up to `deadline` for every dispatched fan-out to finish.
     pub async fn drain(&self, deadline: Duration) -> bool {
         self.in_flight.close();
-        tokio::time::timeout(deadline, self.in_flight.wait()).await.is_ok()
+        tokio::time::timeout(deadline, self.in_flight.wait())
+            .await
+            .is_ok()
     }
 
     /// Pushes `broadcast` to every recipient, deletes members whose subscription is gone,

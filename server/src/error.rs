@@ -21,7 +21,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -56,7 +59,13 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(wire::ApiError { error: self.message })).into_response()
+        (
+            self.status,
+            Json(wire::ApiError {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 

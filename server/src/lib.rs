@@ -43,23 +43,34 @@ pub async fn serve(
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let db_dir = data_dir.join("db");
     let store = ChatStore::open(&db_dir, config.cache_bytes).with_context(|| {
-        format!("cannot open the database in {} (is another pushchat using it?)", db_dir.display())
+        format!(
+            "cannot open the database in {} (is another pushchat using it?)",
+            db_dir.display()
+        )
     })?;
     let store = Arc::new(store);
-    let vapid = VapidKeys::load_or_create(data_dir, config.vapid_subject.clone(), store.has_members()?)?;
+    let vapid =
+        VapidKeys::load_or_create(data_dir, config.vapid_subject.clone(), store.has_members()?)?;
     let vapid = Arc::new(vapid);
     let delivery = Arc::new(Delivery::new(Arc::clone(&vapid), Arc::clone(&store))?);
     let chat = Arc::new(Chat::new(Arc::clone(&store), config.rules.clone()));
 
     let mut leptos = get_configuration(None)?.leptos_options;
     leptos.site_addr = config.addr;
-    let state = AppState { chat, delivery: Arc::clone(&delivery), vapid, leptos };
+    let state = AppState {
+        chat,
+        delivery: Arc::clone(&delivery),
+        vapid,
+        leptos,
+    };
 
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
     println!("pushchat listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
 
     if !delivery.drain(DRAIN_DEADLINE).await {
         tracing::warn!("shut down with pushes still in flight");

@@ -11,7 +11,9 @@ use axum::{
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
-    wire::{ChatLine, ChatRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey},
+    wire::{
+        ChatLine, ChatRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
+    },
     App,
 };
 
@@ -41,12 +43,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .leptos_routes(&state, generate_route_list(App), page)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
         .with_state(state)
 }
 
 async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey> {
-    Json(VapidPublicKey { public_key: state.vapid.public_key_base64() })
+    Json(VapidPublicKey {
+        public_key: state.vapid.public_key_base64(),
+    })
 }
 
 async fn subscribe(
@@ -86,5 +92,8 @@ async fn chat(
 }
 
 async fn api_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "There is no such API route; see the README for the API.")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "There is no such API route; see the README for the API.",
+    )
 }

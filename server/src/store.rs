@@ -59,7 +59,10 @@ impl ChatStore {
     /// Opens (or creates) the database in `dir`, with sled's page cache limited to
     /// `cache_bytes` (its default would be 1 GiB).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
         Ok(ChatStore {
             members: db.open_tree(MEMBERS)?,
             names: db.open_tree(NAMES)?,
@@ -69,12 +72,19 @@ impl ChatStore {
     }
 
     pub fn member(&self, endpoint: &str) -> Result<Option<Member>, StoreError> {
-        self.members.get(endpoint)?.map(|bytes| decode(&bytes)).transpose()
+        self.members
+            .get(endpoint)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     /// Every member, in no particular order.
     pub fn members(&self) -> Result<Vec<Member>, StoreError> {
-        self.members.iter().values().map(|bytes| decode(&bytes?)).collect()
+        self.members
+            .iter()
+            .values()
+            .map(|bytes| decode(&bytes?))
+            .collect()
     }
 
     /// Whether the store holds any member; cheaper than counting.
@@ -109,14 +119,19 @@ impl ChatStore {
     /// been replaced meanwhile). Returns the removed member.
     pub fn remove_member(&self, endpoint: &str, auth: &str) -> Result<Option<Member>, StoreError> {
         let removed = (&self.members, &self.names).transaction(|(members, names)| {
-            let Some(record) = members.get(endpoint)? else { return Ok(None) };
+            let Some(record) = members.get(endpoint)? else {
+                return Ok(None);
+            };
             let member: Member = decode(&record).or_else(abort)?;
             if !member.subscription.auth_matches(auth) {
                 return Ok(None);
             }
             members.remove(endpoint.as_bytes())?;
             let key = name_key(&member.name);
-            if names.get(&key)?.is_some_and(|holder| holder == endpoint.as_bytes()) {
+            if names
+                .get(&key)?
+                .is_some_and(|holder| holder == endpoint.as_bytes())
+            {
                 names.remove(key.as_bytes())?;
             }
             Ok(Some(member))
@@ -133,8 +148,14 @@ impl ChatStore {
         keep: usize,
     ) -> Result<ChatLine, StoreError> {
         // sled's ids only grow, across restarts too, so they order the history.
-        let line = ChatLine { id: self.db.generate_id()?, name: name.into(), msg: msg.into(), time };
-        self.history.insert(line.id.to_be_bytes(), serde_json::to_vec(&line)?)?;
+        let line = ChatLine {
+            id: self.db.generate_id()?,
+            name: name.into(),
+            msg: msg.into(),
+            time,
+        };
+        self.history
+            .insert(line.id.to_be_bytes(), serde_json::to_vec(&line)?)?;
         for old in self.history.iter().keys().rev().skip(keep) {
             self.history.remove(old?)?;
         }
@@ -201,7 +222,10 @@ mod tests {
         assert!(!store.has_members().unwrap());
         let ann = member("Ann", "https://p.example/1", AUTH);
         store.put_member(&ann).unwrap();
-        assert_eq!(store.member("https://p.example/1").unwrap(), Some(ann.clone()));
+        assert_eq!(
+            store.member("https://p.example/1").unwrap(),
+            Some(ann.clone())
+        );
         assert_eq!(store.members().unwrap(), vec![ann]);
         assert!(store.has_members().unwrap());
     }
@@ -209,7 +233,9 @@ mod tests {
     #[test]
     fn test_a_name_cannot_be_held_by_two_endpoints_whatever_its_case() {
         let (_dir, store) = store();
-        store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
+        store
+            .put_member(&member("Ann", "https://p.example/1", AUTH))
+            .unwrap();
         let clash = store.put_member(&member("ANN", "https://p.example/2", AUTH));
         assert!(matches!(clash, Err(StoreError::NameTaken(name)) if name == "ANN"));
         assert_eq!(store.members().unwrap().len(), 1);
@@ -218,29 +244,49 @@ mod tests {
     #[test]
     fn test_replacing_a_member_frees_its_old_name() {
         let (_dir, store) = store();
-        store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
-        store.put_member(&member("Annie", "https://p.example/1", AUTH)).unwrap();
-        store.put_member(&member("Ann", "https://p.example/2", AUTH)).unwrap();
+        store
+            .put_member(&member("Ann", "https://p.example/1", AUTH))
+            .unwrap();
+        store
+            .put_member(&member("Annie", "https://p.example/1", AUTH))
+            .unwrap();
+        store
+            .put_member(&member("Ann", "https://p.example/2", AUTH))
+            .unwrap();
         assert_eq!(store.members().unwrap().len(), 2);
     }
 
     #[test]
     fn test_removal_needs_the_current_secret_and_frees_the_name() {
         let (_dir, store) = store();
-        store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
-        assert_eq!(store.remove_member("https://p.example/1", OTHER_AUTH).unwrap(), None);
-        assert_eq!(store.remove_member("https://p.example/9", AUTH).unwrap(), None);
+        store
+            .put_member(&member("Ann", "https://p.example/1", AUTH))
+            .unwrap();
+        assert_eq!(
+            store
+                .remove_member("https://p.example/1", OTHER_AUTH)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.remove_member("https://p.example/9", AUTH).unwrap(),
+            None
+        );
         let removed = store.remove_member("https://p.example/1", AUTH).unwrap();
         assert_eq!(removed.map(|m| m.name), Some("Ann".into()));
         assert!(!store.has_members().unwrap());
-        store.put_member(&member("Ann", "https://p.example/2", AUTH)).unwrap();
+        store
+            .put_member(&member("Ann", "https://p.example/2", AUTH))
+            .unwrap();
     }
 
     #[test]
     fn test_history_keeps_the_newest_lines_in_order() {
         let (_dir, store) = store();
         for n in 0..5 {
-            store.append_line("Ann", &format!("line {n}"), n, 3).unwrap();
+            store
+                .append_line("Ann", &format!("line {n}"), n, 3)
+                .unwrap();
         }
         let lines = store.recent_lines(10).unwrap();
         let texts: Vec<_> = lines.iter().map(|l| l.msg.as_str()).collect();
@@ -254,7 +300,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first_id = {
             let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
-            store.put_member(&member("Ann", "https://p.example/1", AUTH)).unwrap();
+            store
+                .put_member(&member("Ann", "https://p.example/1", AUTH))
+                .unwrap();
             store.append_line("Ann", "hello", 7, 10).unwrap().id
         };
         let store = ChatStore::open(dir.path(), 1 << 20).unwrap();

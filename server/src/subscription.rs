@@ -104,7 +104,9 @@ fn is_loopback(host: &Host<&str>) -> bool {
             name == "localhost" || name.ends_with(".localhost")
         }
         Host::Ipv4(ip) => ip.is_loopback(),
-        Host::Ipv6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Host::Ipv6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -163,7 +165,10 @@ mod tests {
     fn subscription(endpoint: &str, p256dh: &str, auth: &str) -> wire::PushSubscription {
         wire::PushSubscription {
             endpoint: endpoint.into(),
-            keys: wire::SubscriptionKeys { p256dh: p256dh.into(), auth: auth.into() },
+            keys: wire::SubscriptionKeys {
+                p256dh: p256dh.into(),
+                auth: auth.into(),
+            },
         }
     }
 
@@ -173,7 +178,11 @@ mod tests {
 
     #[test]
     fn https_endpoints_on_public_hosts_are_accepted() {
-        let ok = check("https://updates.push.services.mozilla.com/wpush/v2/abc", false).unwrap();
+        let ok = check(
+            "https://updates.push.services.mozilla.com/wpush/v2/abc",
+            false,
+        )
+        .unwrap();
         assert_eq!(ok.p256dh, P256DH);
         assert_eq!(ok.auth, AUTH);
         assert!(check("https://8.8.8.8/push/1", false).is_ok());
@@ -181,13 +190,23 @@ mod tests {
 
     #[test]
     fn plain_http_is_refused() {
-        assert_eq!(check("http://push.example.com/1", false), Err(SubscriptionError::EndpointNotHttps));
-        assert_eq!(check("ftp://push.example.com/1", true), Err(SubscriptionError::EndpointNotHttps));
+        assert_eq!(
+            check("http://push.example.com/1", false),
+            Err(SubscriptionError::EndpointNotHttps)
+        );
+        assert_eq!(
+            check("ftp://push.example.com/1", true),
+            Err(SubscriptionError::EndpointNotHttps)
+        );
     }
 
     #[test]
     fn loopback_is_refused_unless_allowed() {
-        for endpoint in ["http://127.0.0.1:8790/push/1", "https://localhost/push/1", "http://[::1]/p"] {
+        for endpoint in [
+            "http://127.0.0.1:8790/push/1",
+            "https://localhost/push/1",
+            "http://[::1]/p",
+        ] {
             assert!(check(endpoint, false).is_err(), "{endpoint}");
             assert!(check(endpoint, true).is_ok(), "{endpoint}");
         }
@@ -213,7 +232,10 @@ mod tests {
 
     #[test]
     fn odd_endpoints_are_refused() {
-        assert_eq!(check("not a url", false), Err(SubscriptionError::EndpointNotUrl));
+        assert_eq!(
+            check("not a url", false),
+            Err(SubscriptionError::EndpointNotUrl)
+        );
         assert_eq!(
             check("https://user:pw@push.example.com/1", false),
             Err(SubscriptionError::EndpointHasCredentials)
@@ -226,15 +248,30 @@ mod tests {
     fn keys_must_be_a_curve_point_and_a_16_byte_secret() {
         let endpoint = "https://push.example.com/1";
         let off_curve = format!("BA{}", &P256DH[2..]);
-        assert_eq!(validate(&subscription(endpoint, &off_curve, AUTH), false), Err(SubscriptionError::BadP256dh));
-        assert_eq!(validate(&subscription(endpoint, "BAAA", AUTH), false), Err(SubscriptionError::BadP256dh));
-        assert_eq!(validate(&subscription(endpoint, "%%%", AUTH), false), Err(SubscriptionError::BadP256dh));
-        assert_eq!(validate(&subscription(endpoint, P256DH, "AAAA"), false), Err(SubscriptionError::BadAuth));
+        assert_eq!(
+            validate(&subscription(endpoint, &off_curve, AUTH), false),
+            Err(SubscriptionError::BadP256dh)
+        );
+        assert_eq!(
+            validate(&subscription(endpoint, "BAAA", AUTH), false),
+            Err(SubscriptionError::BadP256dh)
+        );
+        assert_eq!(
+            validate(&subscription(endpoint, "%%%", AUTH), false),
+            Err(SubscriptionError::BadP256dh)
+        );
+        assert_eq!(
+            validate(&subscription(endpoint, P256DH, "AAAA"), false),
+            Err(SubscriptionError::BadAuth)
+        );
     }
 
     #[test]
     fn padded_keys_are_stored_unpadded() {
-        let padded = validate(&subscription("https://push.example.com/1", P256DH, &format!("{AUTH}==")), false);
+        let padded = validate(
+            &subscription("https://push.example.com/1", P256DH, &format!("{AUTH}==")),
+            false,
+        );
         assert_eq!(padded.unwrap().auth, AUTH);
     }
 

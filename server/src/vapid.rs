@@ -36,7 +36,10 @@ const TOKEN_RENEW_MARGIN_SECS: u64 = 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum VapidError {
     #[error("cannot read or write the VAPID key file {path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the VAPID key file {path} is not a PKCS#8 PEM P-256 private key")]
     Unreadable { path: PathBuf },
     #[error(
@@ -70,16 +73,22 @@ impl VapidKeys {
         store_has_members: bool,
     ) -> Result<Self, VapidError> {
         let path = data_dir.join(KEY_FILE);
-        let io = |source| VapidError::Io { path: path.clone(), source };
+        let io = |source| VapidError::Io {
+            path: path.clone(),
+            source,
+        };
         let secret = if path.exists() {
             tighten_permissions(&path).map_err(io)?;
             let pem = fs::read_to_string(&path).map_err(io)?;
-            SecretKey::from_pkcs8_pem(&pem).map_err(|_| VapidError::Unreadable { path: path.clone() })?
+            SecretKey::from_pkcs8_pem(&pem)
+                .map_err(|_| VapidError::Unreadable { path: path.clone() })?
         } else if store_has_members {
             return Err(VapidError::MissingWithMembers { path });
         } else {
             let secret = SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-            let pem = secret.to_pkcs8_pem(LineEnding::LF).map_err(|_| VapidError::Unreadable { path: path.clone() })?;
+            let pem = secret
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|_| VapidError::Unreadable { path: path.clone() })?;
             write_private(&path, pem.as_bytes()).map_err(io)?;
             tracing::info!(path = %path.display(), "created a new VAPID key pair");
             secret
@@ -106,12 +115,20 @@ impl VapidKeys {
     pub fn signature_for(&self, endpoint: &Url) -> VapidSignature {
         let audience = endpoint.origin().ascii_serialization();
         let now = unix_now();
-        let mut tokens = self.tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let token = tokens.entry(audience.clone()).or_insert_with(|| self.sign(&audience, now));
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let token = tokens
+            .entry(audience.clone())
+            .or_insert_with(|| self.sign(&audience, now));
         if token.expires < now + TOKEN_RENEW_MARGIN_SECS {
             *token = self.sign(&audience, now);
         }
-        VapidSignature { auth_t: token.jwt.clone(), auth_k: self.public_key.clone() }
+        VapidSignature {
+            auth_t: token.jwt.clone(),
+            auth_k: self.public_key.clone(),
+        }
     }
 
     fn sign(&self, audience: &str, now: u64) -> Token {
@@ -130,7 +147,11 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
 }
@@ -146,7 +167,9 @@ fn tighten_permissions(path: &Path) -> std::io::Result<()> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 #[cfg(test)]
@@ -163,7 +186,10 @@ mod tests {
     fn test_key_file_is_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let first = keys(dir.path()).public_key_base64();
-        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(keys(dir.path()).public_key_base64(), first);
     }
@@ -172,7 +198,10 @@ mod tests {
     fn test_a_lost_key_is_not_replaced_while_members_exist() {
         let dir = tempfile::tempdir().unwrap();
         let refused = VapidKeys::load_or_create(dir.path(), "mailto:a@example.org".into(), true);
-        assert!(matches!(refused, Err(VapidError::MissingWithMembers { .. })));
+        assert!(matches!(
+            refused,
+            Err(VapidError::MissingWithMembers { .. })
+        ));
         assert!(!dir.path().join(KEY_FILE).exists());
     }
 
@@ -200,7 +229,8 @@ mod tests {
 
         let key = VerifyingKey::from_sec1_bytes(&signature.auth_k).unwrap();
         let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
-        key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig).unwrap();
+        key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+            .unwrap();
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! The push service itself: an axum app that keeps virtual subscribers and receives
+//! RFC 8030 pushes for them.
+//!
+//! Routes:
+//! - `POST /subscribers` (optional JSON `{"applicationServerKey": "..."}`): a new virtual
+//!   subscriber; answers `{"id", "subscription": {"endpoint", "keys": {"p256dh", "auth"}}}`.
+//! - `POST /push/{id}`: a push. Checked like a strict push service: TTL present,
+//!   `Content-Encoding: aes128gcm`, at most 4096 bytes, valid VAPID for this origin (and
+//!   the subscription's key, when it was given one). Then decrypted with the subscriber's
+//!   keys and recorded. 201 with a Location; 404 unknown subscription; 410 expired.
+//! - `GET /subscribers/{id}/messages`: what the subscriber received, decrypted.
+//! - `DELETE /subscribers/{id}`: expires the subscription (later pushes get 410).
+//! - `GET /stats`: pushes accepted and refused so far.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use p256::SecretKey;
+use rand::RngCore;
+
+use app::wire;
+
+use crate::{
+    crypto::SubscriberKeys, vapid, NewSubscriber, ReceivedPush, Stats, VirtualSubscription,
+};
+
+/// The largest encrypted body a push service must accept (RFC 8030 §7.2).
+pub const MAX_BODY_BYTES: usize = 4096;
+
+struct Subscriber {
+    keys: SubscriberKeys,
+    /// The applicationServerKey the subscription was made with, if any.
+    server_key: Option<Vec<u8>>,
+    expired: bool,
+    received: Vec<ReceivedPush>,
+}
+
+pub(crate) struct PushService {
+    /// `http://127.0.0.1:PORT`: the origin of every endpoint, and so the VAPID `aud`.
+    origin: String,
+    subscribers: Mutex<HashMap<String, Subscriber>>,
+    stats: Mutex<Stats>,
+}
+
+/// A push the service will not take, and why.
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl ToString) -> Self {
+        Refusal {
+            status,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl PushService {
+    pub(crate) fn new(origin: String) -> Self {
+        PushService {
+            origin,
+            subscribers: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    fn subscribers(&self) -> MutexGuard<'_, HashMap<String, Subscriber>> {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn stats(&self) -> MutexGuard<'_, Stats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add_subscriber(&self, request: NewSubscriber) -> Result<VirtualSubscription, Refusal> {
+        let server_key = request
+            .application_server_key
+            .map(|key| URL_SAFE_NO_PAD.decode(key.trim_end_matches('=')))
+            .transpose()
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "applicationServerKey is not base64url",
+                )
+            })?;
+        let mut rng = rand::thread_rng();
+        let mut auth = [0u8; 16];
+        rng.fill_bytes(&mut auth);
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        let id: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
+        let keys = SubscriberKeys {
+            secret: SecretKey::random(&mut rng),
+            auth,
+        };
+        let subscription = wire::PushSubscription {
+            endpoint: format!("{}/push/{id}", self.origin),
+            keys: wire::SubscriptionKeys {
+                p256dh: URL_SAFE_NO_PAD.encode(keys.public_key()),
+                auth: URL_SAFE_NO_PAD.encode(auth),
+            },
+        };
+        let subscriber = Subscriber {
+            keys,
+            server_key,
+            expired: false,
+            received: Vec::new(),
+        };
+        self.subscribers().insert(id.clone(), subscriber);
+        Ok(VirtualSubscription { id, subscription })
+    }
+
+    /// Checks and records one push; returns its message number.
+    fn accept(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Result<u64, Refusal> {
+        let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let ttl = headers
+            .get("ttl")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "TTL header missing or not a number",
+                )
+            })?;
+        if !text(header::CONTENT_ENCODING).is_some_and(|v| v.eq_ignore_ascii_case("aes128gcm")) {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding must be aes128gcm",
+            ));
+        }
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body larger than 4096 bytes",
+            ));
+        }
+        let authorization = text(header::AUTHORIZATION).unwrap_or_default();
+        let identity = vapid::verify(authorization, &self.origin, unix_now())
+            .map_err(|error| Refusal::new(StatusCode::UNAUTHORIZED, error))?;
+
+        let mut subscribers = self.subscribers();
+        let subscriber = subscribers
+            .get_mut(id)
+            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no such subscription"))?;
+        if subscriber.expired {
+            return Err(Refusal::new(StatusCode::GONE, "subscription expired"));
+        }
+        if subscriber
+            .server_key
+            .as_ref()
+            .is_some_and(|key| *key != identity.key)
+        {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "VAPID key differs from the subscription's",
+            ));
+        }
+        let plaintext = subscriber.keys.decrypt(body).map_err(|error| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("payload does not decrypt: {error}"),
+            )
+        })?;
+        subscriber.received.push(ReceivedPush {
+            ttl,
+            urgency: text(header::HeaderName::from_static("urgency")).map(str::to_owned),
+            topic: text(header::HeaderName::from_static("topic")).map(str::to_owned),
+            vapid_subject: identity.subject,
+            payload: String::from_utf8_lossy(&plaintext).into_owned(),
+        });
+        drop(subscribers);
+        let mut stats = self.stats();
+        stats.accepted += 1;
+        Ok(stats.accepted)
+    }
+}
+
+pub(crate) fn router(service: Arc<PushService>) -> Router {
+    Router::new()
+        .route("/subscribers", post(add_subscriber))
+        .route("/subscribers/{id}", axum::routing::delete(expire))
+        .route("/subscribers/{id}/messages", get(messages))
+        .route("/push/{id}", post(receive))
+        .route("/stats", get(stats))
+        .with_state(service)
+}
+
+async fn add_subscriber(State(service): State<Arc<PushService>>, body: Bytes) -> Response {
+    let request = if body.is_empty() {
+        Ok(NewSubscriber::default())
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e))
+    };
+    match request.and_then(|request| service.add_subscriber(request)) {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Err(refusal) => (refusal.status, refusal.reason).into_response(),
+    }
+}
+
+async fn receive(
+    State(service): State<Arc<PushService>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match service.accept(&id, &headers, &body) {
+        Ok(number) => (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/messages/{number}"))],
+        )
+            .into_response(),
+        Err(refusal) => {
+            service.stats().refused += 1;
+            tracing::warn!(status = %refusal.status, reason = %refusal.reason, "refused a push");
+            (refusal.status, refusal.reason).into_response()
+        }
+    }
+}
+
+async fn messages(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> Response {
+    match service.subscribers().get(&id) {
+        Some(subscriber) => Json(subscriber.received.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such subscription").into_response(),
+    }
+}
+
+async fn expire(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> StatusCode {
+    match service.subscribers().get_mut(&id) {
+        Some(subscriber) => {
+            subscriber.expired = true;
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn stats(State(service): State<Arc<PushService>>) -> Json<Stats> {
+    Json(service.stats().clone())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}

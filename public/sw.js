@@ -1,0 +1,104 @@
+// pushchat's service worker.
+//
+// Every push is a status update from the server (JSON tagged by `action`: subscribe,
+// unsubscribe, chatMsg). The worker relays the push's JSON text to every open page of the
+// site and shows a system notification: always for member-list changes, and for chat
+// lines only when no window of the site is focused (the focused page shows the line).
+//
+// event.waitUntil(promise): the browser may stop a worker as soon as an event handler
+// returns. waitUntil keeps it alive until the promise settles, so each handler below
+// hands all of its work to it.
+
+const ICON = '/icons/icon-192.png';
+
+// The MessagePort each open page handed over, by the page's client id. They are lost
+// when the browser stops an idle worker; pages are then reached with client.postMessage.
+const ports = new Map();
+
+async function handlePush(event) {
+  const text = event.data ? event.data.text() : '';
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  relay(windows, text);
+
+  let message = null;
+  try {
+    message = JSON.parse(text);
+  } catch (_) {
+    // Not ours to read; it still has to end in a notification.
+  }
+  switch (message && message.action) {
+    case 'subscribe':
+      return showMemberChange(`${message.name} joined`, 'Open the chat to say hello.');
+    case 'unsubscribe':
+      return showMemberChange(`${message.name} left`, 'They no longer get the chat.');
+    case 'chatMsg':
+      return showChatLine(message, windows);
+    default:
+      return self.registration.showNotification('pushchat', { body: 'Something new in the chat.', icon: ICON });
+  }
+}
+
+// Hands the push to every open page: over its port when the page gave us one, else
+// through the client itself. Ports of pages that are gone are dropped.
+function relay(windows, text) {
+  const open = new Set(windows.map((client) => client.id));
+  for (const id of ports.keys()) {
+    if (!open.has(id)) ports.delete(id);
+  }
+  for (const client of windows) {
+    const port = ports.get(client.id);
+    if (port) port.postMessage(text);
+    else client.postMessage(text);
+  }
+}
+
+// One notification for the member list: a newer change replaces an older unseen one.
+function showMemberChange(title, body) {
+  return self.registration.showNotification(title, {
+    body,
+    icon: ICON,
+    tag: 'members',
+    renotify: true,
+  });
+}
+
+// A chat line, unless a window of the site is focused. Lines from one sender collapse
+// into one notification that counts them.
+async function showChatLine(line, windows) {
+  if (windows.some((client) => client.focused)) return;
+  const tag = `chat:${line.name}`;
+  const [previous] = await self.registration.getNotifications({ tag });
+  const count = ((previous && previous.data && previous.data.count) || 0) + 1;
+  const title = count === 1 ? line.name : 'pushchat';
+  const body = count === 1 ? line.msg : `${count} new messages from ${line.name}`;
+  return self.registration.showNotification(title, {
+    body,
+    icon: ICON,
+    tag,
+    renotify: count > 1,
+    data: { count, id: line.id },
+  });
+}
+
+// Focus an open window of the site, or open one.
+async function handleNotificationClick(event) {
+  event.notification.close();
+  const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+  const open = windows.find((client) => 'focus' in client);
+  if (open) return open.focus();
+  return self.clients.openWindow('/');
+}
+
+// A page hands over one end of a MessageChannel; pushes are relayed through it.
+function handleMessage(event) {
+  const data = event.data;
+  if (data && data.type === 'connect' && event.ports[0] && event.source) {
+    ports.set(event.source.id, event.ports[0]);
+  }
+}
+
+self.addEventListener('install', () => self.skipWaiting());
+self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener('push', (event) => event.waitUntil(handlePush(event)));
+self.addEventListener('notificationclick', (event) => event.waitUntil(handleNotificationClick(event)));
+self.addEventListener('message', handleMessage);

@@ -1,0 +1,635 @@
+//! The JSON API end to end: the real `pushchat` binary on a temporary data dir, talking
+//! to the local push service on loopback, with virtual members whose pushes the service
+//! decrypts. Every wait has a deadline; nothing sleeps a fixed time.
+
+use std::{future::Future, path::Path, process::Stdio, time::Duration};
+
+use app::wire::{
+    ChatLine, ChatRequest, MemberCredentials, PushMessage, PushSubscription, RoomState,
+    SubscribeRequest, VapidPublicKey, PUSH_PAYLOAD_LIMIT,
+};
+use localpush::{LocalPush, LocalPushClient, ReceivedPush, VirtualSubscription};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const SUBJECT: &str = "mailto:tests@pushchat.example.org";
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A running `pushchat serve`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushchat"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--allow-loopback-endpoints",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--vapid-subject", SUBJECT])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("pushchat starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = lines.next_line().await.expect("stdout is readable") {
+                if let Some(url) = line.strip_prefix("pushchat listening on ") {
+                    return url.to_owned();
+                }
+            }
+            panic!("pushchat exited before listening");
+        })
+        .await
+        .expect("pushchat listens within the deadline");
+        Server {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, so only what was flushed survives.
+    async fn kill(mut self) {
+        self.child.kill().await.expect("pushchat can be killed");
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post_ok<T: serde::de::DeserializeOwned>(&self, path: &str, body: &Value) -> T {
+        let (status, answer) = self.post(path, body).await;
+        assert!(status.is_success(), "{path} answered {status}: {answer}");
+        serde_json::from_value(answer).unwrap()
+    }
+
+    async fn vapid_key(&self) -> String {
+        let url = format!("{}/api/vapid-public-key", self.base);
+        let key: VapidPublicKey = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        key.public_key
+    }
+
+    async fn subscribe(&self, name: &str, member: &VirtualSubscription) -> RoomState {
+        self.post_ok("/api/subscribe", &join_body(name, &member.subscription))
+            .await
+    }
+
+    async fn init(&self, name: &str, member: &VirtualSubscription) -> RoomState {
+        self.post_ok("/api/init", &join_body(name, &member.subscription))
+            .await
+    }
+
+    async fn chat(&self, member: &VirtualSubscription, msg: &str) -> ChatLine {
+        self.post_ok("/api/chat", &chat_body(member, msg)).await
+    }
+}
+
+fn join_body(name: &str, subscription: &PushSubscription) -> Value {
+    json!(SubscribeRequest {
+        name: name.into(),
+        subscription: subscription.clone()
+    })
+}
+
+fn credentials(member: &VirtualSubscription) -> MemberCredentials {
+    MemberCredentials {
+        endpoint: member.subscription.endpoint.clone(),
+        auth: member.subscription.keys.auth.clone(),
+    }
+}
+
+fn chat_body(member: &VirtualSubscription, msg: &str) -> Value {
+    json!(ChatRequest {
+        member: credentials(member),
+        msg: msg.into()
+    })
+}
+
+/// The local push service, plus the data dir and server of one test.
+struct Fixture {
+    push: LocalPush,
+    data_dir: tempfile::TempDir,
+    server: Server,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
+        let server = Server::start(data_dir.path()).await;
+        Fixture {
+            push,
+            data_dir,
+            server,
+        }
+    }
+
+    fn pushes(&self) -> LocalPushClient {
+        self.push.client()
+    }
+
+    /// A virtual browser subscribed with this server's VAPID key, as a page would be.
+    async fn browser(&self) -> VirtualSubscription {
+        let key = self.server.vapid_key().await;
+        self.pushes().subscribe(Some(&key)).await.unwrap()
+    }
+
+    /// Subscribes one member per name; returns them in order.
+    async fn members(&self, names: &[&str]) -> Vec<VirtualSubscription> {
+        let mut members = Vec::new();
+        for name in names {
+            let member = self.browser().await;
+            self.server.subscribe(name, &member).await;
+            members.push(member);
+        }
+        members
+    }
+
+    /// Kills the server and starts a new one on the same data dir.
+    async fn restarted(self) -> Fixture {
+        let Fixture {
+            push,
+            data_dir,
+            server,
+        } = self;
+        server.kill().await;
+        let server = Server::start(data_dir.path()).await;
+        Fixture {
+            push,
+            data_dir,
+            server,
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `member` has received exactly `count` pushes; returns them.
+async fn received(
+    pushes: &LocalPushClient,
+    member: &VirtualSubscription,
+    count: usize,
+) -> Vec<ReceivedPush> {
+    let got = eventually(&format!("{count} pushes"), || async {
+        let got = pushes.received(&member.id).await.unwrap();
+        (got.len() >= count).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), count, "more pushes than expected: {got:?}");
+    got
+}
+
+fn messages(pushes: &[ReceivedPush]) -> Vec<PushMessage> {
+    let mut messages: Vec<PushMessage> = pushes
+        .iter()
+        .map(|push| push.message().expect("payload is a PushMessage"))
+        .collect();
+    messages.sort_by_key(|message| format!("{message:?}"));
+    messages
+}
+
+fn joined(name: &str) -> PushMessage {
+    PushMessage::Subscribe { name: name.into() }
+}
+
+#[tokio::test]
+async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
+    let fx = Fixture::new().await;
+    let [ann, bo, cy] = <[_; 3]>::try_from(fx.members(&["Ann", "Bo", "Cy"]).await).unwrap();
+    let pushes = fx.pushes();
+
+    // Each member hears its own join and every later one.
+    let ann_got = received(&pushes, &ann, 3).await;
+    assert_eq!(
+        messages(&ann_got),
+        vec![joined("Ann"), joined("Bo"), joined("Cy")]
+    );
+    assert_eq!(
+        messages(&received(&pushes, &bo, 2).await),
+        vec![joined("Bo"), joined("Cy")]
+    );
+    assert_eq!(
+        messages(&received(&pushes, &cy, 1).await),
+        vec![joined("Cy")]
+    );
+    let join = &ann_got[0];
+    assert_eq!(join.vapid_subject, SUBJECT);
+    assert_eq!(join.topic.as_deref(), Some("members"));
+    assert!(join.ttl > 0);
+
+    // The request carries no name: the line goes out under the sender's stored name.
+    let line = fx.server.chat(&bo, "hello <b>all</b>").await;
+    assert_eq!(
+        (line.name.as_str(), line.msg.as_str()),
+        ("Bo", "hello <b>all</b>")
+    );
+    for (member, before) in [(&ann, 3), (&bo, 2), (&cy, 1)] {
+        let got = received(&pushes, member, before + 1).await;
+        let last = got.iter().find_map(|push| match push.message() {
+            Some(PushMessage::ChatMsg(line)) => Some((line, push.urgency.clone())),
+            _ => None,
+        });
+        assert_eq!(last, Some((line.clone(), Some("high".into()))));
+    }
+}
+
+#[tokio::test]
+async fn test_init_returns_the_room_and_pushes_nothing() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 2).await;
+    received(&pushes, &bo, 1).await;
+    fx.server.chat(&ann, "first").await;
+    received(&pushes, &bo, 2).await;
+
+    let room = fx.server.init("Bo", &bo).await;
+    assert_eq!(room.members, ["Ann", "Bo"]);
+    assert_eq!(
+        room.history
+            .iter()
+            .map(|l| l.msg.as_str())
+            .collect::<Vec<_>>(),
+        ["first"]
+    );
+
+    // Had init pushed, this line would not be each member's only new push.
+    fx.server.chat(&bo, "second").await;
+    received(&pushes, &ann, 4).await;
+    received(&pushes, &bo, 3).await;
+    assert_eq!(pushes.stats().await.unwrap().accepted, 7);
+}
+
+#[tokio::test]
+async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let pushes = fx.pushes();
+    received(&pushes, &bo, 1).await;
+    let mut forged = credentials(&ann);
+    forged.auth = bo.subscription.keys.auth.clone();
+
+    let (status, _) = fx
+        .server
+        .post(
+            "/api/chat",
+            &json!(ChatRequest {
+                member: forged.clone(),
+                msg: "I am Ann".into()
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = fx.server.post("/api/unsubscribe", &json!(forged)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let room = fx.server.init("Ann", &ann).await;
+    assert_eq!(room.members, ["Ann", "Bo"]);
+    assert!(room.history.is_empty());
+    assert_eq!(pushes.stats().await.unwrap().accepted, 3);
+}
+
+#[tokio::test]
+async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 2).await;
+    received(&pushes, &bo, 1).await;
+
+    let (status, _) = fx
+        .server
+        .post("/api/unsubscribe", &json!(credentials(&ann)))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let bo_got = received(&pushes, &bo, 2).await;
+    assert!(messages(&bo_got).contains(&PushMessage::Unsubscribe { name: "Ann".into() }));
+    assert_eq!(fx.server.init("Bo", &bo).await.members, ["Bo"]);
+    // Ann is not told of her own leaving, and may no longer speak.
+    received(&pushes, &ann, 2).await;
+    let (status, _) = fx
+        .server
+        .post("/api/chat", &chat_body(&ann, "still here?"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn test_a_member_whose_endpoint_answers_410_is_deleted() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let pushes = fx.pushes();
+    received(&pushes, &bo, 1).await;
+    pushes.expire(&bo.id).await.unwrap();
+
+    fx.server.chat(&ann, "anyone?").await;
+    eventually("Bo to be deleted", || async {
+        let room = fx.server.init("Ann", &ann).await;
+        (room.members == ["Ann"]).then_some(())
+    })
+    .await;
+    assert_eq!(pushes.stats().await.unwrap().refused, 1);
+}
+
+#[tokio::test]
+async fn test_members_history_and_keys_survive_a_killed_server() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let line = fx.server.chat(&ann, "remember me").await;
+    let key = fx.server.vapid_key().await;
+    let key_file = fx.data_dir.path().join("vapid_private_key.pem");
+    assert_eq!(mode(&key_file) & 0o777, 0o600);
+
+    let fx = fx.restarted().await;
+
+    assert_eq!(fx.server.vapid_key().await, key);
+    let room = fx.server.init("Bo", &bo).await;
+    assert_eq!(room.members, ["Ann", "Bo"]);
+    assert_eq!(room.history, vec![line.clone()]);
+    let next = fx.server.chat(&bo, "back").await;
+    assert!(next.id > line.id);
+    // Pushes after the restart are still signed with the key the browsers subscribed with.
+    let ann_got = received(&fx.pushes(), &ann, 4).await;
+    assert!(messages(&ann_got).contains(&PushMessage::ChatMsg(next)));
+}
+
+#[tokio::test]
+async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
+    let fx = Fixture::new().await;
+    let [ann, _bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 2).await;
+    let newcomer = fx.browser().await;
+    let sub = serde_json::to_value(&newcomer.subscription).unwrap();
+    let with = |field: &str, value: Value| {
+        let mut sub = sub.clone();
+        match field {
+            "endpoint" => sub["endpoint"] = value,
+            key => sub["keys"][key] = value,
+        }
+        json!({"name": "Newcomer", "subscription": sub})
+    };
+    let ann_creds = credentials(&ann);
+    let off_curve = format!("BA{}", &newcomer.subscription.keys.p256dh[2..]);
+    let over_budget = "x".repeat(PUSH_PAYLOAD_LIMIT);
+
+    let cases: Vec<(&str, &str, Value, StatusCode)> = vec![
+        (
+            "missing name",
+            "/api/subscribe",
+            json!({"subscription": sub}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "missing subscription",
+            "/api/subscribe",
+            json!({"name": "X"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "empty name",
+            "/api/subscribe",
+            json!({"name": "  ", "subscription": sub}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "long name",
+            "/api/subscribe",
+            json!({"name": "n".repeat(33), "subscription": sub}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "control character",
+            "/api/subscribe",
+            json!({"name": "A\u{1b}[31m", "subscription": sub}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "taken name",
+            "/api/subscribe",
+            json!({"name": "ann", "subscription": sub}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "taken name on init",
+            "/api/init",
+            json!({"name": "ANN", "subscription": sub}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "short p256dh",
+            "/api/subscribe",
+            with("p256dh", json!("BAAA")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "p256dh off the curve",
+            "/api/subscribe",
+            with("p256dh", json!(off_curve)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "auth of 4 bytes",
+            "/api/subscribe",
+            with("auth", json!("AAAAAA")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "plain http endpoint",
+            "/api/subscribe",
+            with("endpoint", json!("http://push.example.com/1")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "private endpoint",
+            "/api/subscribe",
+            with("endpoint", json!("https://10.1.2.3/push")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "endpoint not a URL",
+            "/api/subscribe",
+            with("endpoint", json!("push me")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unknown member",
+            "/api/chat",
+            chat_body(&newcomer, "hi"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "unknown member leaving",
+            "/api/unsubscribe",
+            json!(credentials(&newcomer)),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "wrong auth",
+            "/api/chat",
+            json!({"endpoint": ann_creds.endpoint, "auth": newcomer.subscription.keys.auth, "msg": "hi"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "empty message",
+            "/api/chat",
+            chat_body(&ann, " \n "),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "message over budget",
+            "/api/chat",
+            chat_body(&ann, &over_budget),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "msg is a number",
+            "/api/chat",
+            json!({"endpoint": ann_creds.endpoint, "auth": ann_creds.auth, "msg": 5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+
+    let room_before = fx.server.init("Ann", &ann).await;
+    let stats_before = pushes.stats().await.unwrap();
+    for (what, path, body, expected) in cases {
+        let (status, answer) = fx.server.post(path, &body).await;
+        assert_eq!(status, expected, "{what}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.len() > 10,
+            "{what}: the error should explain itself, got {answer}"
+        );
+    }
+    for (what, body, content_type, expected) in [
+        (
+            "malformed JSON",
+            "{\"name\": ",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "not JSON",
+            "name=Ann",
+            "application/x-www-form-urlencoded",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let response = fx
+            .server
+            .http
+            .post(format!("{}/api/subscribe", fx.server.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{what}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {answer}"
+        );
+    }
+
+    assert_eq!(fx.server.init("Ann", &ann).await, room_before);
+    assert_eq!(pushes.stats().await.unwrap(), stats_before);
+}
+
+#[tokio::test]
+async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_refused() {
+    let fx = Fixture::new().await;
+    let [ann] = <[_; 1]>::try_from(fx.members(&["Ann"]).await).unwrap();
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 1).await;
+    // The payload's size with the widest id and time a line can have, and an empty message.
+    let overhead =
+        json!({"action": "chatMsg", "id": u64::MAX, "name": "Ann", "msg": "", "time": u64::MAX})
+            .to_string()
+            .len();
+    let fits = "m".repeat(PUSH_PAYLOAD_LIMIT - overhead);
+
+    let line = fx.server.chat(&ann, &fits).await;
+    let got = received(&pushes, &ann, 2).await;
+    assert!(got
+        .iter()
+        .any(|push| push.message() == Some(PushMessage::ChatMsg(line.clone()))));
+    assert!(got
+        .iter()
+        .all(|push| push.payload.len() <= PUSH_PAYLOAD_LIMIT));
+
+    let (status, answer) = fx
+        .server
+        .post("/api/chat", &chat_body(&ann, &format!("{fits}m")))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(fx.server.init("Ann", &ann).await.history, vec![line]);
+}
+
+#[tokio::test]
+async fn test_the_server_refuses_to_start_without_a_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pushchat"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("PUSHCHAT_VAPID_SUBJECT")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--vapid-subject mailto:"), "{stderr}");
+    assert!(!dir.path().join("vapid_private_key.pem").exists());
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode()
+}
