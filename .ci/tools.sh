@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the build tools a fresh machine lacks; skips every tool already present.
+# Installs the build and test tools a fresh machine lacks; skips every tool already present.
 # Sourced by .ci/run and by the README's commands, so it also puts the tools on PATH.
 set -euo pipefail
 
@@ -22,7 +22,8 @@ apt_install() {
     fi
 }
 
-apt_install pkg-config libssl-dev
+# libssl-dev: web-push's encryption uses OpenSSL; firefox-esr: the browser tests.
+apt_install pkg-config libssl-dev firefox-esr
 command -v npm >/dev/null || apt_install npm
 
 export PATH="$HOME/.cargo/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
@@ -38,6 +39,10 @@ fi
 if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
     # --locked fails: its lockfile wants a crate version the registry does not serve.
     cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+
+if ! command -v geckodriver >/dev/null; then
+    cargo install geckodriver --locked
 fi
 
 if ! "$TOOLS_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "$BINARYEN_VERSION"; then

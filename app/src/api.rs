@@ -70,7 +70,13 @@ async fn call<Resp: DeserializeOwned>(
         .as_string()
         .unwrap_or_default();
     if response.ok() {
-        serde_json::from_str(&text)
+        // A 204 has no body: read it as JSON null, which is what `()` expects.
+        let text = if text.is_empty() {
+            "null"
+        } else {
+            text.as_str()
+        };
+        serde_json::from_str(text)
             .map_err(|e| format!("The server sent an answer this page cannot read ({e})."))
     } else {
         Err(serde_json::from_str::<ApiError>(&text)

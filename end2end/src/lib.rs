@@ -2,13 +2,17 @@
 //! real delivery path (encryption, VAPID, HTTP) is exercised without the internet.
 //!
 //! It speaks RFC 8030 to the pushchat server and checks every push the way a strict push
-//! service does (see `service`). Its subscribers are virtual: the service holds their
-//! key pairs and auth secrets, decrypts what they receive (`crypto`, pinned by the RFC 8291
-//! known-answer vector) and keeps it for tests to read through [`LocalPushClient`].
+//! service does (see `service`), and Mozilla's WebSocket push protocol to Firefox
+//! (`mozilla`), so a real browser subscribes through it and receives real encrypted pushes.
+//! It also offers virtual subscribers: the service holds their key pairs and auth secrets,
+//! decrypts what they receive (`crypto`, pinned by the RFC 8291 known-answer vector) and
+//! keeps it for tests to read through [`LocalPushClient`].
 //!
 //! Run it as a library with [`LocalPush::start`] or as the `localpush` binary.
 
 pub mod crypto;
+pub mod harness;
+mod mozilla;
 mod service;
 pub mod vapid;
 
@@ -36,7 +40,7 @@ pub struct VirtualSubscription {
     pub subscription: wire::PushSubscription,
 }
 
-/// One push a virtual subscriber received, decrypted, with its headers.
+/// One push a subscription received, with its headers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceivedPush {
     pub ttl: u32,
@@ -44,14 +48,18 @@ pub struct ReceivedPush {
     pub topic: Option<String>,
     /// The `sub` claim of the push's VAPID JWT.
     pub vapid_subject: String,
-    /// The decrypted plaintext.
-    pub payload: String,
+    /// The decrypted plaintext, for a virtual subscriber (a browser decrypts its own).
+    pub payload: Option<String>,
+    /// The message id the push was forwarded to a browser under.
+    pub version: String,
+    /// The browser's ack code: 100 decrypted and handled, 101 could not decrypt.
+    pub ack: Option<u16>,
 }
 
 impl ReceivedPush {
     /// The payload as pushchat's push message, if it is one.
     pub fn message(&self) -> Option<wire::PushMessage> {
-        serde_json::from_str(&self.payload).ok()
+        serde_json::from_str(self.payload.as_deref()?).ok()
     }
 }
 

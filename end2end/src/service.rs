@@ -1,14 +1,18 @@
-//! The push service itself: an axum app that keeps virtual subscribers and receives
-//! RFC 8030 pushes for them.
+//! The push service itself: an axum app that keeps subscriptions and receives RFC 8030
+//! pushes for them. A subscription's receiver is either virtual (the service holds its
+//! keys and decrypts what arrives) or a browser's channel (the push is forwarded over the
+//! browser's WebSocket, see `mozilla`, and the browser's ack is recorded).
 //!
 //! Routes:
+//! - `GET /` with a WebSocket upgrade: Firefox's push connection (`dom.push.serverURL`).
 //! - `POST /subscribers` (optional JSON `{"applicationServerKey": "..."}`): a new virtual
 //!   subscriber; answers `{"id", "subscription": {"endpoint", "keys": {"p256dh", "auth"}}}`.
 //! - `POST /push/{id}`: a push. Checked like a strict push service: TTL present,
 //!   `Content-Encoding: aes128gcm`, at most 4096 bytes, valid VAPID for this origin (and
-//!   the subscription's key, when it was given one). Then decrypted with the subscriber's
-//!   keys and recorded. 201 with a Location; 404 unknown subscription; 410 expired.
-//! - `GET /subscribers/{id}/messages`: what the subscriber received, decrypted.
+//!   the subscription's key, when it was given one). 201 with a Location; 404 unknown
+//!   subscription; 410 expired or unregistered.
+//! - `GET /subscribers/{id}/messages`: what the subscription received (decrypted for
+//!   virtual subscribers, with the browser's ack code for channels).
 //! - `DELETE /subscribers/{id}`: expires the subscription (later pushes get 410).
 //! - `GET /stats`: pushes accepted and refused so far.
 
@@ -33,14 +37,22 @@ use rand::RngCore;
 use app::wire;
 
 use crate::{
-    crypto::SubscriberKeys, vapid, NewSubscriber, ReceivedPush, Stats, VirtualSubscription,
+    crypto::SubscriberKeys, mozilla, vapid, NewSubscriber, ReceivedPush, Stats, VirtualSubscription,
 };
 
 /// The largest encrypted body a push service must accept (RFC 8030 §7.2).
 pub const MAX_BODY_BYTES: usize = 4096;
 
+/// Who gets a subscription's pushes.
+enum Receiver {
+    /// Keys held here: pushes are decrypted and recorded.
+    Virtual(SubscriberKeys),
+    /// A browser's channel: pushes are forwarded to the browser with this uaid.
+    Browser { uaid: String },
+}
+
 struct Subscriber {
-    keys: SubscriberKeys,
+    receiver: Receiver,
     /// The applicationServerKey the subscription was made with, if any.
     server_key: Option<Vec<u8>>,
     expired: bool,
@@ -52,6 +64,7 @@ pub(crate) struct PushService {
     origin: String,
     subscribers: Mutex<HashMap<String, Subscriber>>,
     stats: Mutex<Stats>,
+    pub(crate) browsers: mozilla::Browsers,
 }
 
 /// A push the service will not take, and why.
@@ -75,6 +88,7 @@ impl PushService {
             origin,
             subscribers: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
+            browsers: mozilla::Browsers::default(),
         }
     }
 
@@ -119,7 +133,7 @@ impl PushService {
             },
         };
         let subscriber = Subscriber {
-            keys,
+            receiver: Receiver::Virtual(keys),
             server_key,
             expired: false,
             received: Vec::new(),
@@ -128,8 +142,63 @@ impl PushService {
         Ok(VirtualSubscription { id, subscription })
     }
 
+    /// A browser's channel (Firefox's `register`); returns its push endpoint, or `None`
+    /// when the key is not base64url.
+    pub(crate) fn add_channel(
+        &self,
+        channel_id: &str,
+        uaid: &str,
+        key: Option<&str>,
+    ) -> Option<String> {
+        let server_key = match key {
+            Some(key) => Some(URL_SAFE_NO_PAD.decode(key.trim_end_matches('=')).ok()?),
+            None => None,
+        };
+        let subscriber = Subscriber {
+            receiver: Receiver::Browser {
+                uaid: uaid.to_owned(),
+            },
+            server_key,
+            expired: false,
+            received: Vec::new(),
+        };
+        self.subscribers().insert(channel_id.to_owned(), subscriber);
+        Some(format!("{}/push/{channel_id}", self.origin))
+    }
+
+    /// Expires a subscription: later pushes to it get 410. False if there is none.
+    pub(crate) fn expire(&self, id: &str) -> bool {
+        match self.subscribers().get_mut(id) {
+            Some(subscriber) => {
+                subscriber.expired = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A browser's ack for the push `version` on `channel_id`.
+    pub(crate) fn record_ack(&self, channel_id: &str, version: &str, code: u16) {
+        if let Some(subscriber) = self.subscribers().get_mut(channel_id) {
+            if let Some(push) = subscriber
+                .received
+                .iter_mut()
+                .find(|push| push.version == version)
+            {
+                push.ack = Some(code);
+            }
+        }
+    }
+
     /// Checks and records one push; returns its message number.
     fn accept(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Result<u64, Refusal> {
+        let mut subscribers = self.subscribers();
+        let subscriber = subscribers
+            .get_mut(id)
+            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no such subscription"))?;
+        if subscriber.expired {
+            return Err(Refusal::new(StatusCode::GONE, "subscription expired"));
+        }
         let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let ttl = headers
             .get("ttl")
@@ -157,13 +226,6 @@ impl PushService {
         let identity = vapid::verify(authorization, &self.origin, unix_now())
             .map_err(|error| Refusal::new(StatusCode::UNAUTHORIZED, error))?;
 
-        let mut subscribers = self.subscribers();
-        let subscriber = subscribers
-            .get_mut(id)
-            .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no such subscription"))?;
-        if subscriber.expired {
-            return Err(Refusal::new(StatusCode::GONE, "subscription expired"));
-        }
         if subscriber
             .server_key
             .as_ref()
@@ -174,28 +236,43 @@ impl PushService {
                 "VAPID key differs from the subscription's",
             ));
         }
-        let plaintext = subscriber.keys.decrypt(body).map_err(|error| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                format!("payload does not decrypt: {error}"),
-            )
-        })?;
+        let payload = match &subscriber.receiver {
+            Receiver::Virtual(keys) => {
+                let plaintext = keys.decrypt(body).map_err(|error| {
+                    Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("payload does not decrypt: {error}"),
+                    )
+                })?;
+                Some(String::from_utf8_lossy(&plaintext).into_owned())
+            }
+            Receiver::Browser { .. } => None,
+        };
+        let number = {
+            let mut stats = self.stats();
+            stats.accepted += 1;
+            stats.accepted
+        };
+        let version = format!("m{number}");
+        if let Receiver::Browser { uaid } = &subscriber.receiver {
+            self.browsers.notify(uaid, id, &version, body);
+        }
         subscriber.received.push(ReceivedPush {
             ttl,
             urgency: text(header::HeaderName::from_static("urgency")).map(str::to_owned),
             topic: text(header::HeaderName::from_static("topic")).map(str::to_owned),
             vapid_subject: identity.subject,
-            payload: String::from_utf8_lossy(&plaintext).into_owned(),
+            payload,
+            version,
+            ack: None,
         });
-        drop(subscribers);
-        let mut stats = self.stats();
-        stats.accepted += 1;
-        Ok(stats.accepted)
+        Ok(number)
     }
 }
 
 pub(crate) fn router(service: Arc<PushService>) -> Router {
     Router::new()
+        .route("/", get(mozilla::connect))
         .route("/subscribers", post(add_subscriber))
         .route("/subscribers/{id}", axum::routing::delete(expire))
         .route("/subscribers/{id}/messages", get(messages))
@@ -244,12 +321,10 @@ async fn messages(State(service): State<Arc<PushService>>, Path(id): Path<String
 }
 
 async fn expire(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> StatusCode {
-    match service.subscribers().get_mut(&id) {
-        Some(subscriber) => {
-            subscriber.expired = true;
-            StatusCode::NO_CONTENT
-        }
-        None => StatusCode::NOT_FOUND,
+    if service.expire(&id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
     }
 }
 

@@ -2,69 +2,39 @@
 //! to the local push service on loopback, with virtual members whose pushes the service
 //! decrypts. Every wait has a deadline; nothing sleeps a fixed time.
 
-use std::{future::Future, path::Path, process::Stdio, time::Duration};
+use std::path::Path;
 
 use app::wire::{
     ChatLine, ChatRequest, MemberCredentials, PushMessage, PushSubscription, RoomState,
     SubscribeRequest, VapidPublicKey, PUSH_PAYLOAD_LIMIT,
 };
-use localpush::{LocalPush, LocalPushClient, ReceivedPush, VirtualSubscription};
+use localpush::{
+    harness::{eventually, PushchatProcess},
+    LocalPush, LocalPushClient, ReceivedPush, VirtualSubscription,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use tokio::process::Command;
 
 const SUBJECT: &str = "mailto:tests@pushchat.example.org";
-const DEADLINE: Duration = Duration::from_secs(15);
 
-/// A running `pushchat serve`, killed when dropped.
+/// A running `pushchat serve` and a client of its API.
 struct Server {
-    child: Child,
+    process: PushchatProcess,
     base: String,
     http: reqwest::Client,
 }
 
 impl Server {
     async fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pushchat"))
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--allow-loopback-endpoints",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--vapid-subject", SUBJECT])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pushchat starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let base = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = lines.next_line().await.expect("stdout is readable") {
-                if let Some(url) = line.strip_prefix("pushchat listening on ") {
-                    return url.to_owned();
-                }
-            }
-            panic!("pushchat exited before listening");
-        })
-        .await
-        .expect("pushchat listens within the deadline");
+        let binary = Path::new(env!("CARGO_BIN_EXE_pushchat"));
+        let process = PushchatProcess::start(binary, data_dir, data_dir, SUBJECT).await;
+        let base = process.url.clone();
         Server {
-            child,
+            process,
             base,
             http: reqwest::Client::new(),
         }
-    }
-
-    /// SIGKILL: no graceful shutdown, so only what was flushed survives.
-    async fn kill(mut self) {
-        self.child.kill().await.expect("pushchat can be killed");
     }
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
@@ -185,29 +155,13 @@ impl Fixture {
             data_dir,
             server,
         } = self;
-        server.kill().await;
+        server.process.kill().await;
         let server = Server::start(data_dir.path()).await;
         Fixture {
             push,
             data_dir,
             server,
         }
-    }
-}
-
-/// Polls `check` until it returns `Some`, or fails the test after the deadline.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -601,9 +555,10 @@ async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_
     assert!(got
         .iter()
         .any(|push| push.message() == Some(PushMessage::ChatMsg(line.clone()))));
-    assert!(got
-        .iter()
-        .all(|push| push.payload.len() <= PUSH_PAYLOAD_LIMIT));
+    assert!(got.iter().all(|push| push
+        .payload
+        .as_deref()
+        .is_some_and(|p| p.len() <= PUSH_PAYLOAD_LIMIT)));
 
     let (status, answer) = fx
         .server

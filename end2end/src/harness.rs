@@ -1,0 +1,76 @@
+//! Helpers for tests that run pushchat for real: start the `pushchat` binary and learn
+//! the address it chose, and wait for a condition with a deadline instead of sleeping.
+
+use std::{future::Future, path::Path, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// How long any one wait of a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `pushchat serve` on `127.0.0.1` with a port of its choosing and loopback
+/// endpoints allowed. Killed when dropped.
+pub struct PushchatProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl PushchatProcess {
+    /// Starts `binary` in `workdir` (where it finds the site, `target/site`) on `data_dir`.
+    pub async fn start(binary: &Path, workdir: &Path, data_dir: &Path, subject: &str) -> Self {
+        let mut child = Command::new(binary)
+            .current_dir(workdir)
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--allow-loopback-endpoints",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--vapid-subject", subject])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = lines.next_line().await.expect("stdout is readable") {
+                if let Some(url) = line.strip_prefix("pushchat listening on ") {
+                    return url.to_owned();
+                }
+            }
+            panic!("pushchat exited before listening");
+        })
+        .await
+        .expect("pushchat listens within the deadline");
+        PushchatProcess { child, url }
+    }
+
+    /// SIGKILL: no graceful shutdown, so only what was flushed survives.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("pushchat can be killed");
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,434 @@
+//! Real-browser tests. Headless Firefox, a fresh profile per browser, is pointed at the
+//! local push service (Mozilla's WebSocket protocol); the real `pushchat` release build
+//! serves the real page, driven by its real controls. Firefox subscribes, receives the
+//! server's encrypted pushes, decrypts them itself and runs the page's service worker.
+//!
+//! Needs `cargo leptos build --release` first (the README's test command does it),
+//! `firefox-esr` and `geckodriver`. Tests run one at a time (each Firefox is heavy on two
+//! cores), wait with deadlines, never fixed sleeps, and kill every process they start,
+//! Firefox included, whether they pass or fail.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use localpush::{
+    harness::{eventually, PushchatProcess, DEADLINE},
+    LocalPush, LocalPushClient, ReceivedPush,
+};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::Mutex,
+};
+
+const FIREFOX: &str = "/usr/lib/firefox-esr/firefox-esr";
+const SUBJECT: &str = "mailto:browser-tests@pushchat.example.org";
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("end2end is in the workspace")
+        .to_owned()
+}
+
+/// The local push service and a pushchat server on a fresh data dir.
+struct Stack {
+    push: LocalPush,
+    server: PushchatProcess,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let root = workspace();
+        let binary = root.join("target/release/pushchat");
+        assert!(
+            binary.exists() && root.join("target/site/sw.js").exists(),
+            "build the site first: cargo leptos build --release (bash .ci/test does)"
+        );
+        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let data_dir = tempfile::tempdir().unwrap();
+        let server = PushchatProcess::start(&binary, &root, data_dir.path(), SUBJECT).await;
+        Stack {
+            push,
+            server,
+            _data_dir: data_dir,
+        }
+    }
+
+    async fn firefox(&self) -> Firefox {
+        let push_url = self.push.url().replacen("http://", "ws://", 1);
+        Firefox::launch(&format!("{push_url}/"), &self.server.url).await
+    }
+
+    fn pushes(&self) -> LocalPushClient {
+        self.push.client()
+    }
+}
+
+/// One headless Firefox with its own geckodriver and profile. Dropping it kills
+/// geckodriver's whole process group: the driver, Firefox and Firefox's child processes.
+struct Firefox {
+    client: Client,
+    driver: Child,
+    chat_url: String,
+}
+
+impl Drop for Firefox {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            // SAFETY: kill(2) with a negative pid signals the process group we created.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
+    }
+}
+
+impl Firefox {
+    async fn launch(push_server_url: &str, chat_url: &str) -> Firefox {
+        let mut driver = Command::new("geckodriver")
+            .args(["--port", "0", "--log", "info"])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("geckodriver is installed (cargo install geckodriver --locked)");
+        let mut output = BufReader::new(driver.stdout.take().expect("piped")).lines();
+        let port = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = output.next_line().await.expect("geckodriver output") {
+                if let Some((_, port)) = line.split_once("Listening on 127.0.0.1:") {
+                    return port.trim().to_owned();
+                }
+            }
+            panic!("geckodriver exited before listening");
+        })
+        .await
+        .expect("geckodriver listens within the deadline");
+        // Firefox writes to geckodriver's stdout; keep the pipe drained so it never blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = output.next_line().await {} });
+
+        let capabilities = json!({
+            "moz:firefoxOptions": {
+                "binary": FIREFOX,
+                "args": ["-headless"],
+                "env": { "MOZ_DISABLE_NONLOCAL_CONNECTIONS": "1" },
+                "prefs": {
+                    "dom.push.serverURL": push_server_url,
+                    "dom.push.testing.allowInsecureServerURL": true,
+                    "dom.push.connection.enabled": true,
+                    "dom.push.retryBaseInterval": 500,
+                    "permissions.default.desktop-notification": 1,
+                    "alerts.useSystemBackend": false,
+                },
+            }
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("Firefox starts under geckodriver");
+        Firefox {
+            client,
+            driver,
+            chat_url: chat_url.to_owned(),
+        }
+    }
+
+    /// Opens the chat and waits until it is hydrated and has restored its state.
+    async fn open_chat(&self) {
+        self.client.goto(&self.chat_url).await.unwrap();
+        eventually("the page to hydrate", || async {
+            let button = self.client.find(Locator::Css("#subscribe")).await.ok()?;
+            button.is_enabled().await.ok()?.then_some(())
+        })
+        .await;
+    }
+
+    async fn button_label(&self) -> String {
+        self.client
+            .find(Locator::Css("#subscribe"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Types a name and presses Subscribe, as a person would.
+    async fn join(&self, name: &str) {
+        self.client
+            .find(Locator::Css("#name"))
+            .await
+            .unwrap()
+            .send_keys(name)
+            .await
+            .unwrap();
+        self.client
+            .find(Locator::Css("#subscribe"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.wait_for_label("Unsubscribe").await;
+    }
+
+    async fn leave(&self) {
+        self.client
+            .find(Locator::Css("#subscribe"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.wait_for_label("Subscribe").await;
+    }
+
+    async fn wait_for_label(&self, label: &str) {
+        eventually(&format!("the button to read {label}"), || async {
+            let text = self.button_label().await;
+            (text == label && self.is_idle().await).then_some(())
+        })
+        .await;
+        let problem = self.text_of("#problem").await;
+        assert!(problem.is_empty(), "the page reports a problem: {problem}");
+    }
+
+    async fn is_idle(&self) -> bool {
+        let button = self.client.find(Locator::Css("#subscribe")).await.unwrap();
+        button.is_enabled().await.unwrap()
+    }
+
+    async fn say(&self, msg: &str) {
+        let input = self.client.find(Locator::Css("#message")).await.unwrap();
+        input.send_keys(msg).await.unwrap();
+        self.client
+            .find(Locator::Css("#send"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually("the send box to clear", || async {
+            let value = input.prop("value").await.ok()??;
+            value.is_empty().then_some(())
+        })
+        .await;
+    }
+
+    async fn text_of(&self, selector: &str) -> String {
+        self.client
+            .find(Locator::Css(selector))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The member list, as text.
+    async fn members(&self) -> Vec<String> {
+        let script =
+            "return [...document.querySelectorAll('#members li')].map(li => li.textContent)";
+        serde_json::from_value(self.client.execute(script, vec![]).await.unwrap()).unwrap()
+    }
+
+    /// The message list, as (sender, text) pairs of text.
+    async fn lines(&self) -> Vec<(String, String)> {
+        let script = "return [...document.querySelectorAll('#messages li')]
+            .map(li => [li.querySelector('.who').textContent, li.querySelector('.text').textContent])";
+        serde_json::from_value(self.client.execute(script, vec![]).await.unwrap()).unwrap()
+    }
+
+    /// Whether markup in a name or message ran (it would set this global).
+    async fn canary(&self) -> Value {
+        self.client
+            .execute(
+                "return window.canary === undefined ? null : window.canary",
+                vec![],
+            )
+            .await
+            .unwrap()
+    }
+
+    /// The notifications the site's service worker is showing: (title, body) pairs.
+    async fn notifications(&self) -> Vec<(String, String)> {
+        let script = "const done = arguments[arguments.length - 1];
+            navigator.serviceWorker.ready
+                .then(registration => registration.getNotifications())
+                .then(shown => done(shown.map(n => [n.title, n.body])))
+                .catch(error => done([['error', String(error)]]));";
+        serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
+    }
+
+    /// This browser's push endpoint for the site, if it has a subscription.
+    async fn endpoint(&self) -> Option<String> {
+        let script = "const done = arguments[arguments.length - 1];
+            navigator.serviceWorker.getRegistration()
+                .then(registration => registration && registration.pushManager.getSubscription())
+                .then(subscription => done(subscription ? subscription.endpoint : null))
+                .catch(() => done(null));";
+        serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
+    }
+}
+
+/// The local push service's id of a browser channel: the last segment of its endpoint.
+fn channel_of(endpoint: &str) -> String {
+    endpoint.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Waits until the browser acked `count` pushes on `channel` with code 100 (decrypted and
+/// handed to the service worker); returns what the channel received.
+async fn acked(pushes: &LocalPushClient, channel: &str, count: usize) -> Vec<ReceivedPush> {
+    eventually(&format!("Firefox to ack {count} pushes"), || async {
+        let got = pushes.received(channel).await.ok()?;
+        let acked = got.iter().filter(|push| push.ack == Some(100)).count();
+        assert!(
+            got.iter()
+                .all(|push| push.ack.is_none_or(|code| code == 100)),
+            "a push was not decrypted: {got:?}"
+        );
+        (acked >= count).then_some(got)
+    })
+    .await
+}
+
+async fn eventually_members(browser: &Firefox, expected: &[&str]) {
+    eventually(&format!("the member list to read {expected:?}"), || async {
+        (browser.members().await == expected).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn test_alice_and_bob_hear_each_other_through_firefox_push() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+    let pushes = stack.pushes();
+    // Markup in a name must stay text everywhere.
+    let alice_name = "<img src=x onerror=canary=1>";
+
+    bob.open_chat().await;
+    bob.join("Bob").await;
+    let bob_channel = channel_of(&bob.endpoint().await.expect("Bob is subscribed"));
+    acked(&pushes, &bob_channel, 1).await;
+
+    alice.open_chat().await;
+    alice.join(alice_name).await;
+    acked(&pushes, &bob_channel, 2).await;
+    eventually_members(&bob, &[alice_name, "Bob"]).await;
+    let joined = format!("{alice_name} joined");
+    let notifications = bob.notifications().await;
+    assert!(
+        notifications.iter().any(|(title, _)| *title == joined),
+        "{notifications:?}"
+    );
+
+    let msg = "hello <b>Bob</b><script>window.canary=2</script>";
+    alice.say(msg).await;
+    let got = acked(&pushes, &bob_channel, 3).await;
+    assert!(got.iter().all(|push| push.vapid_subject == SUBJECT));
+    for browser in [&alice, &bob] {
+        eventually("the line to show", || async {
+            (browser.lines().await == [(alice_name.to_owned(), msg.to_owned())]).then_some(())
+        })
+        .await;
+        assert_eq!(browser.canary().await, Value::Null);
+    }
+    assert_eq!(alice.members().await, [alice_name, "Bob"]);
+}
+
+#[tokio::test]
+async fn test_a_closed_page_gets_the_line_as_a_notification_and_in_its_history() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+    let pushes = stack.pushes();
+    bob.open_chat().await;
+    bob.join("Bob").await;
+    let bob_channel = channel_of(&bob.endpoint().await.unwrap());
+    alice.open_chat().await;
+    alice.join("Alice").await;
+    acked(&pushes, &bob_channel, 2).await;
+
+    // Bob closes the chat; his browser keeps running on a blank tab.
+    let chat_tab = bob.client.window().await.unwrap();
+    let blank = bob.client.new_window(true).await.unwrap();
+    bob.client.switch_to_window(chat_tab).await.unwrap();
+    bob.client.close_window().await.unwrap();
+    bob.client.switch_to_window(blank.handle).await.unwrap();
+
+    let msg = "<i>are you there?</i>";
+    alice.say(msg).await;
+    acked(&pushes, &bob_channel, 3).await;
+
+    bob.open_chat().await;
+    let notifications = bob.notifications().await;
+    assert!(
+        notifications.contains(&("Alice".to_owned(), msg.to_owned())),
+        "the worker should have shown the line: {notifications:?}"
+    );
+    eventually("the history to show the line", || async {
+        (bob.lines().await == [("Alice".to_owned(), msg.to_owned())]).then_some(())
+    })
+    .await;
+    assert_eq!(bob.button_label().await, "Unsubscribe");
+}
+
+#[tokio::test]
+async fn test_reload_restores_the_membership_and_unsubscribe_removes_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+    let pushes = stack.pushes();
+    bob.open_chat().await;
+    bob.join("Bob").await;
+    let bob_channel = channel_of(&bob.endpoint().await.unwrap());
+    alice.open_chat().await;
+    alice.join("Alice").await;
+    acked(&pushes, &bob_channel, 2).await;
+    let alice_endpoint = alice.endpoint().await.unwrap();
+
+    // Reload: the page restores itself with init, which pushes nothing to Bob.
+    alice.client.refresh().await.unwrap();
+    alice.open_chat().await;
+    alice.wait_for_label("Unsubscribe").await;
+    eventually_members(&alice, &["Alice", "Bob"]).await;
+    assert_eq!(
+        alice.endpoint().await.as_deref(),
+        Some(alice_endpoint.as_str())
+    );
+
+    alice.leave().await;
+    let got = acked(&pushes, &bob_channel, 3).await;
+    assert_eq!(got.len(), 3, "init must not have pushed anything: {got:?}");
+    eventually_members(&bob, &["Bob"]).await;
+    let notifications = bob.notifications().await;
+    assert!(
+        notifications.iter().any(|(title, _)| title == "Alice left"),
+        "{notifications:?}"
+    );
+    assert_eq!(alice.endpoint().await, None);
+    assert!(alice.members().await.is_empty());
+
+    // The push service forgot Alice's channel: a push to her old endpoint is refused.
+    let status = reqwest::Client::new()
+        .post(&alice_endpoint)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, reqwest::StatusCode::GONE);
+}
