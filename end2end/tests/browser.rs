@@ -75,17 +75,20 @@ impl Stack {
     }
 }
 
-/// One headless Firefox with its own geckodriver and profile. Dropping it kills
-/// geckodriver's whole process group: the driver, Firefox and Firefox's child processes.
+/// One headless Firefox with its own geckodriver and profile.
 struct Firefox {
     client: Client,
-    driver: Child,
+    _driver: ProcessGroup,
     chat_url: String,
 }
 
-impl Drop for Firefox {
+/// A child started as the leader of a new process group. Dropping it kills the whole
+/// group: geckodriver, the Firefox it started and Firefox's own child processes.
+struct ProcessGroup(Child);
+
+impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        if let Some(pid) = self.driver.id() {
+        if let Some(pid) = self.0.id() {
             // SAFETY: kill(2) with a negative pid signals the process group we created.
             unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
         }
@@ -94,14 +97,17 @@ impl Drop for Firefox {
 
 impl Firefox {
     async fn launch(push_server_url: &str, chat_url: &str) -> Firefox {
-        let mut driver = Command::new("geckodriver")
-            .args(["--port", "0", "--log", "info"])
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("geckodriver is installed (cargo install geckodriver --locked)");
-        let mut output = BufReader::new(driver.stdout.take().expect("piped")).lines();
+        // geckodriver prints the port it chose only at log level info.
+        let mut driver = ProcessGroup(
+            Command::new("geckodriver")
+                .args(["--port", "0", "--log", "info"])
+                .process_group(0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("geckodriver is installed (cargo install geckodriver --locked)"),
+        );
+        let mut output = BufReader::new(driver.0.stdout.take().expect("piped")).lines();
         let port = tokio::time::timeout(DEADLINE, async {
             while let Some(line) = output.next_line().await.expect("geckodriver output") {
                 if let Some((_, port)) = line.split_once("Listening on 127.0.0.1:") {
@@ -140,7 +146,7 @@ impl Firefox {
             .expect("Firefox starts under geckodriver");
         Firefox {
             client,
-            driver,
+            _driver: driver,
             chat_url: chat_url.to_owned(),
         }
     }
