@@ -31,6 +31,31 @@ pub struct NewSubscriber {
     /// The VAPID public key pushes for this subscriber must be signed with.
     #[serde(rename = "applicationServerKey", default)]
     pub application_server_key: Option<String>,
+    /// How this subscriber's push service misbehaves; `None` for a healthy one.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
+/// A push service misbehaving for one subscriber, for reliability tests. Counts are of
+/// pushes to that subscriber; after them it behaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// 404 to every push.
+    NotFound,
+    /// 413 to every push.
+    TooLarge,
+    /// 429 with `Retry-After: retry_after_secs` to the first `times` pushes.
+    RateLimited { retry_after_secs: u32, times: u32 },
+    /// 500 to the first `times` pushes.
+    ServerError { times: u32 },
+    /// Closes the connection without an answer to the first `times` pushes.
+    DropConnection { times: u32 },
+    /// Answers every push after `millis`.
+    Slow { millis: u64 },
+    /// Holds every push until the service has accepted `accepted` pushes in all: a
+    /// sender that waits for this push before sending others never gets an answer.
+    HangUntilAccepted { accepted: u64 },
 }
 
 /// A virtual subscriber: its id at the service and the subscription a browser would give.
@@ -79,9 +104,16 @@ pub struct LocalPush {
 impl LocalPush {
     /// Starts the service on `addr` (port 0 picks a free port).
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_sampling(addr, 1).await
+    }
+
+    /// Starts a service that decrypts only one in `decrypt_every` pushes to virtual
+    /// subscribers (it still checks every push's headers and VAPID), for benchmarks.
+    pub async fn start_sampling(addr: SocketAddr, decrypt_every: u64) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let app = service::router(Arc::new(service::PushService::new(url.clone())));
+        let service = service::PushService::new(url.clone(), decrypt_every);
+        let app = service::router(Arc::new(service));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let serving = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -130,18 +162,23 @@ impl LocalPushClient {
         }
     }
 
-    /// A new virtual subscriber. With `server_key` (a VAPID public key, base64url) the
-    /// service refuses pushes signed with any other key, as browsers' push services do.
-    pub async fn subscribe(
-        &self,
-        server_key: Option<&str>,
-    ) -> reqwest::Result<VirtualSubscription> {
-        let request = NewSubscriber {
-            application_server_key: server_key.map(str::to_owned),
-        };
+    /// A new virtual subscriber.
+    pub async fn subscribe(&self, request: &NewSubscriber) -> reqwest::Result<VirtualSubscription> {
         let url = format!("{}/subscribers", self.base);
-        let response = self.http.post(url).json(&request).send().await?;
+        let response = self.http.post(url).json(request).send().await?;
         response.error_for_status()?.json().await
+    }
+
+    /// When each push to subscriber `id` arrived (ms since the Unix epoch), refused too.
+    pub async fn attempts(&self, id: &str) -> reqwest::Result<Vec<u64>> {
+        let url = format!("{}/subscribers/{id}/attempts", self.base);
+        self.http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
     }
 
     /// Everything subscriber `id` received so far, oldest first.

@@ -5,12 +5,13 @@
 //!
 //! Routes:
 //! - `GET /` with a WebSocket upgrade: Firefox's push connection (`dom.push.serverURL`).
-//! - `POST /subscribers` (optional JSON `{"applicationServerKey": "..."}`): a new virtual
-//!   subscriber; answers `{"id", "subscription": {"endpoint", "keys": {"p256dh", "auth"}}}`.
+//! - `POST /subscribers` (optional JSON `{"applicationServerKey": "...", "fault": {...}}`,
+//!   see [`Fault`]): a new virtual subscriber; answers `{"id", "subscription": {"endpoint", "keys": {"p256dh", "auth"}}}`.
 //! - `POST /push/{id}`: a push. Checked like a strict push service: TTL present,
 //!   `Content-Encoding: aes128gcm`, at most 4096 bytes, valid VAPID for this origin (and
 //!   the subscription's key, when it was given one). 201 with a Location; 404 unknown
 //!   subscription; 410 expired or unregistered.
+//! - `GET /subscribers/{id}/attempts`: when each push arrived (ms since the epoch).
 //! - `GET /subscribers/{id}/messages`: what the subscription received (decrypted for
 //!   virtual subscribers, with the browser's ack code for channels).
 //! - `DELETE /subscribers/{id}`: expires the subscription (later pushes get 410).
@@ -18,8 +19,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -33,11 +37,15 @@ use axum::{
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use p256::SecretKey;
 use rand::RngCore;
+use tokio::sync::watch;
 
 use app::wire;
 
 use crate::{
-    crypto::SubscriberKeys, mozilla, vapid, NewSubscriber, ReceivedPush, Stats, VirtualSubscription,
+    crypto::SubscriberKeys,
+    mozilla,
+    vapid::{self, VapidIdentity},
+    Fault, NewSubscriber, ReceivedPush, Stats, VirtualSubscription,
 };
 
 /// The largest encrypted body a push service must accept (RFC 8030 §7.2).
@@ -55,15 +63,50 @@ struct Subscriber {
     receiver: Receiver,
     /// The applicationServerKey the subscription was made with, if any.
     server_key: Option<Vec<u8>>,
+    fault: Option<Fault>,
     expired: bool,
+    /// When each push arrived, in milliseconds since the Unix epoch, refused ones included.
+    attempts: Vec<u64>,
     received: Vec<ReceivedPush>,
+}
+
+impl Subscriber {
+    fn new(receiver: Receiver, server_key: Option<Vec<u8>>, fault: Option<Fault>) -> Self {
+        Subscriber {
+            receiver,
+            server_key,
+            fault,
+            expired: false,
+            attempts: Vec::new(),
+            received: Vec::new(),
+        }
+    }
+}
+
+/// What a faulty subscriber's push service does with one push before (or instead of)
+/// taking it.
+enum Misbehaviour {
+    Answer {
+        status: StatusCode,
+        retry_after_secs: Option<u32>,
+    },
+    DropConnection,
+    Wait(Duration),
+    WaitForAccepted(u64),
 }
 
 pub(crate) struct PushService {
     /// `http://127.0.0.1:PORT`: the origin of every endpoint, and so the VAPID `aud`.
     origin: String,
     subscribers: Mutex<HashMap<String, Subscriber>>,
-    stats: Mutex<Stats>,
+    /// Pushes accepted so far; watched by pushes held until a count is reached.
+    accepted: watch::Sender<u64>,
+    refused: AtomicU64,
+    /// Virtual subscribers' pushes are decrypted one in this many (1: all), so a
+    /// benchmark's receiver does not eat the CPU being measured.
+    decrypt_every: u64,
+    /// VAPID headers already verified: senders reuse one JWT for many pushes.
+    verified: Mutex<HashMap<String, VapidIdentity>>,
     pub(crate) browsers: mozilla::Browsers,
 }
 
@@ -83,11 +126,14 @@ impl Refusal {
 }
 
 impl PushService {
-    pub(crate) fn new(origin: String) -> Self {
+    pub(crate) fn new(origin: String, decrypt_every: u64) -> Self {
         PushService {
             origin,
             subscribers: Mutex::new(HashMap::new()),
-            stats: Mutex::new(Stats::default()),
+            accepted: watch::Sender::new(0),
+            refused: AtomicU64::new(0),
+            decrypt_every: decrypt_every.max(1),
+            verified: Mutex::new(HashMap::new()),
             browsers: mozilla::Browsers::default(),
         }
     }
@@ -98,10 +144,29 @@ impl PushService {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn stats(&self) -> MutexGuard<'_, Stats> {
-        self.stats
+    fn stats(&self) -> Stats {
+        Stats {
+            accepted: *self.accepted.borrow(),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Verifies a VAPID header, once per distinct header while its JWT is valid.
+    fn verify_vapid(&self, authorization: &str) -> Result<VapidIdentity, vapid::VapidError> {
+        let now = unix_now();
+        let mut verified = self
+            .verified
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(identity) = verified
+            .get(authorization)
+            .filter(|known| known.expires > now)
+        {
+            return Ok(identity.clone());
+        }
+        let identity = vapid::verify(authorization, &self.origin, now)?;
+        verified.insert(authorization.to_owned(), identity.clone());
+        Ok(identity)
     }
 
     fn add_subscriber(&self, request: NewSubscriber) -> Result<VirtualSubscription, Refusal> {
@@ -132,12 +197,7 @@ impl PushService {
                 auth: URL_SAFE_NO_PAD.encode(auth),
             },
         };
-        let subscriber = Subscriber {
-            receiver: Receiver::Virtual(keys),
-            server_key,
-            expired: false,
-            received: Vec::new(),
-        };
+        let subscriber = Subscriber::new(Receiver::Virtual(keys), server_key, request.fault);
         self.subscribers().insert(id.clone(), subscriber);
         Ok(VirtualSubscription { id, subscription })
     }
@@ -154,14 +214,10 @@ impl PushService {
             Some(key) => Some(URL_SAFE_NO_PAD.decode(key.trim_end_matches('=')).ok()?),
             None => None,
         };
-        let subscriber = Subscriber {
-            receiver: Receiver::Browser {
-                uaid: uaid.to_owned(),
-            },
-            server_key,
-            expired: false,
-            received: Vec::new(),
+        let receiver = Receiver::Browser {
+            uaid: uaid.to_owned(),
         };
+        let subscriber = Subscriber::new(receiver, server_key, None);
         self.subscribers().insert(channel_id.to_owned(), subscriber);
         Some(format!("{}/push/{channel_id}", self.origin))
     }
@@ -187,6 +243,35 @@ impl PushService {
             {
                 push.ack = Some(code);
             }
+        }
+    }
+
+    /// Notes a push's arrival and says how a faulty subscriber's service treats it.
+    fn misbehave(&self, id: &str) -> Option<Misbehaviour> {
+        let mut subscribers = self.subscribers();
+        let subscriber = subscribers.get_mut(id)?;
+        subscriber.attempts.push(unix_millis());
+        let earlier = subscriber.attempts.len() as u32 - 1;
+        let answer = |status, retry_after_secs| Misbehaviour::Answer {
+            status,
+            retry_after_secs,
+        };
+        match subscriber.fault.clone()? {
+            Fault::NotFound => Some(answer(StatusCode::NOT_FOUND, None)),
+            Fault::TooLarge => Some(answer(StatusCode::PAYLOAD_TOO_LARGE, None)),
+            Fault::RateLimited {
+                retry_after_secs,
+                times,
+            } => (earlier < times)
+                .then(|| answer(StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs))),
+            Fault::ServerError { times } => {
+                (earlier < times).then(|| answer(StatusCode::INTERNAL_SERVER_ERROR, None))
+            }
+            Fault::DropConnection { times } => {
+                (earlier < times).then_some(Misbehaviour::DropConnection)
+            }
+            Fault::Slow { millis } => Some(Misbehaviour::Wait(Duration::from_millis(millis))),
+            Fault::HangUntilAccepted { accepted } => Some(Misbehaviour::WaitForAccepted(accepted)),
         }
     }
 
@@ -223,7 +308,8 @@ impl PushService {
             ));
         }
         let authorization = text(header::AUTHORIZATION).unwrap_or_default();
-        let identity = vapid::verify(authorization, &self.origin, unix_now())
+        let identity = self
+            .verify_vapid(authorization)
             .map_err(|error| Refusal::new(StatusCode::UNAUTHORIZED, error))?;
 
         if subscriber
@@ -236,7 +322,9 @@ impl PushService {
                 "VAPID key differs from the subscription's",
             ));
         }
+        let sampled = (*self.accepted.borrow() + 1) % self.decrypt_every == 0;
         let payload = match &subscriber.receiver {
+            Receiver::Virtual(_) if !sampled => None,
             Receiver::Virtual(keys) => {
                 let plaintext = keys.decrypt(body).map_err(|error| {
                     Refusal::new(
@@ -248,11 +336,11 @@ impl PushService {
             }
             Receiver::Browser { .. } => None,
         };
-        let number = {
-            let mut stats = self.stats();
-            stats.accepted += 1;
-            stats.accepted
-        };
+        let mut number = 0;
+        self.accepted.send_modify(|accepted| {
+            *accepted += 1;
+            number = *accepted;
+        });
         let version = format!("m{number}");
         if let Receiver::Browser { uaid } = &subscriber.receiver {
             self.browsers.notify(uaid, id, &version, body);
@@ -276,6 +364,7 @@ pub(crate) fn router(service: Arc<PushService>) -> Router {
         .route("/subscribers", post(add_subscriber))
         .route("/subscribers/{id}", axum::routing::delete(expire))
         .route("/subscribers/{id}/messages", get(messages))
+        .route("/subscribers/{id}/attempts", get(attempts))
         .route("/push/{id}", post(receive))
         .route("/stats", get(stats))
         .with_state(service)
@@ -299,6 +388,29 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    match service.misbehave(&id) {
+        None => {}
+        Some(Misbehaviour::Answer {
+            status,
+            retry_after_secs,
+        }) => {
+            service.refused.fetch_add(1, Ordering::Relaxed);
+            let retry_after =
+                retry_after_secs.map(|secs| [(header::RETRY_AFTER, secs.to_string())]);
+            return (status, retry_after, "fault injected by the test").into_response();
+        }
+        Some(Misbehaviour::DropConnection) => {
+            service.refused.fetch_add(1, Ordering::Relaxed);
+            // Unwinding the connection's task closes the socket without an answer;
+            // resume_unwind skips the panic hook, so nothing is printed.
+            std::panic::resume_unwind(Box::new("fault: drop the connection"));
+        }
+        Some(Misbehaviour::Wait(delay)) => tokio::time::sleep(delay).await,
+        Some(Misbehaviour::WaitForAccepted(count)) => {
+            let mut accepted = service.accepted.subscribe();
+            let _ = accepted.wait_for(|accepted| *accepted >= count).await;
+        }
+    }
     match service.accept(&id, &headers, &body) {
         Ok(number) => (
             StatusCode::CREATED,
@@ -306,7 +418,7 @@ async fn receive(
         )
             .into_response(),
         Err(refusal) => {
-            service.stats().refused += 1;
+            service.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(status = %refusal.status, reason = %refusal.reason, "refused a push");
             (refusal.status, refusal.reason).into_response()
         }
@@ -328,8 +440,21 @@ async fn expire(State(service): State<Arc<PushService>>, Path(id): Path<String>)
     }
 }
 
+async fn attempts(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> Response {
+    match service.subscribers().get(&id) {
+        Some(subscriber) => Json(subscriber.attempts.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such subscription").into_response(),
+    }
+}
+
 async fn stats(State(service): State<Arc<PushService>>) -> Json<Stats> {
-    Json(service.stats().clone())
+    Json(service.stats())
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 fn unix_now() -> u64 {

@@ -38,6 +38,8 @@ pub struct VapidIdentity {
     /// The sender's public key, uncompressed point.
     pub key: Vec<u8>,
     pub subject: String,
+    /// The JWT's `exp`, seconds since the Unix epoch.
+    pub expires: u64,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +109,7 @@ pub fn verify(authorization: &str, audience: &str, now: u64) -> Result<VapidIden
     Ok(VapidIdentity {
         key,
         subject: claims.sub,
+        expires: claims.exp,
     })
 }
 

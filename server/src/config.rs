@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use url::Url;
 
-use crate::{chat::ChatRules, cli::ServeArgs};
+use crate::{chat::ChatRules, cli::ServeArgs, delivery::DeliverySettings};
 
 /// The most history lines a server keeps; each arriving member receives them all.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
@@ -16,6 +16,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub vapid_subject: String,
     pub rules: ChatRules,
+    pub delivery: DeliverySettings,
     pub cache_bytes: u64,
 }
 
@@ -52,6 +53,7 @@ impl Config {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 history_limit: args.history_limit,
             },
+            delivery: DeliverySettings::default(),
             cache_bytes: args.cache_mib * 1024 * 1024,
         })
     }

@@ -1,26 +1,36 @@
 //! Web Push delivery: every fan-out goes through here. Each recipient's copy is encrypted
 //! with that recipient's own keys (aes128gcm, RFC 8291, a fresh key and salt per message),
-//! signed with VAPID, and POSTed concurrently over one shared, pooled HTTP client with
-//! timeouts and no redirects.
+//! signed with VAPID (one JWT per push-service origin, see `vapid`), and POSTed over one
+//! shared HTTP client that reuses connections per push service (HTTP/2 where the service
+//! offers it), with timeouts and no redirects.
 //!
 //! Status policy, per push service answer:
 //! - any 2xx: delivered;
 //! - 404 or 410: the subscription is gone; the member is deleted (unless it subscribed
 //!   again meanwhile with another secret);
-//! - 413: a bug (payloads are checked against the budget before sending), logged as an error;
-//! - 400, 401, 403: our request or our VAPID key is wrong; logged as an error, member kept;
-//! - anything else, timeouts and connection errors: logged, member kept.
+//! - 429, 5xx, timeouts and connection errors: retried, at most `max_retries` times, after
+//!   the service's `Retry-After` when it gives one (capped at `max_backoff`), else after a
+//!   jittered exponential backoff; then failed;
+//! - 413: a bug (payloads are checked against the budget before sending): logged as an
+//!   error, not retried;
+//! - 400, 401, 403: our request or our VAPID key is wrong: logged as an error, member kept;
+//! - anything else: failed and logged, member kept.
 //!
-//! A fan-out never waits on one slow push service before trying the others, and always
-//! ends in a [`DeliveryReport`].
+//! Bounds: at most `max_in_flight` pushes are being encrypted or sent at once, across all
+//! fan-outs; a push waiting to retry holds no slot, and each push has its own task, so a
+//! slow or failing push service holds up only its own pushes. At most `max_queued`
+//! fan-outs are pending: past that, a new broadcast waits for room (the request that
+//! caused it waits too) instead of growing memory without bound. Every fan-out ends in a
+//! [`DeliveryReport`], logged.
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
-use futures::{stream, StreamExt};
-use reqwest::StatusCode;
+use rand::Rng;
+use reqwest::{header::HeaderMap, StatusCode};
+use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::task::TaskTracker;
 use url::Url;
 use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder};
@@ -29,11 +39,50 @@ use app::wire::PushMessage;
 
 use crate::{store::ChatStore, subscription::Subscription, vapid::VapidKeys};
 
-/// Pushes in flight at once per fan-out.
-const CONCURRENCY: usize = 64;
-/// The longest a push service may take to answer one push.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The engine's limits and retry policy.
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    /// Pushes being encrypted or sent at once, across all fan-outs.
+    pub max_in_flight: usize,
+    /// Fan-outs accepted but not finished; past this, new ones wait.
+    pub max_queued: usize,
+    /// Retries of one push after a 429, a 5xx, a timeout or a connection error.
+    pub max_retries: u32,
+    /// The wait before the first retry; it doubles for each next one (with jitter).
+    pub first_backoff: Duration,
+    /// The longest wait before a retry, `Retry-After` included.
+    pub max_backoff: Duration,
+    /// The longest a push service may take to answer one push.
+    pub request_timeout: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            max_in_flight: 512,
+            max_queued: 256,
+            max_retries: 3,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// The wait before retry number `retry` (1 for the first): the push service's
+    /// `Retry-After` if it gave one, else `first_backoff` doubled per retry, ±50% at random
+    /// so that many pushes refused together do not all come back together.
+    fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let wait = retry_after.unwrap_or_else(|| {
+            let exponential = self
+                .first_backoff
+                .saturating_mul(1 << retry.saturating_sub(1).min(16));
+            exponential.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+        });
+        wait.min(self.max_backoff)
+    }
+}
 
 /// One status update and the members it goes to.
 #[derive(Clone, Debug)]
@@ -49,6 +98,8 @@ pub struct DeliveryReport {
     /// Subscriptions the push service no longer knows; their members were deleted.
     pub gone: usize,
     pub failed: usize,
+    /// Retries made, over all recipients.
+    pub retried: usize,
     pub elapsed: Duration,
 }
 
@@ -87,10 +138,20 @@ enum BuildError {
     Message(#[from] web_push::WebPushError),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Delivered,
     Gone,
     Failed,
+}
+
+/// The result of one try at one push.
+enum Attempt {
+    Done(Outcome),
+    /// Worth another try, after the push service's `Retry-After` if it gave one.
+    Retry {
+        retry_after: Option<Duration>,
+    },
 }
 
 /// Sends pushes and cleans up after gone subscriptions. Shared behind an `Arc`.
@@ -98,15 +159,23 @@ pub struct Delivery {
     http: reqwest::Client,
     vapid: Arc<VapidKeys>,
     store: Arc<ChatStore>,
-    in_flight: TaskTracker,
+    settings: DeliverySettings,
+    in_flight: Arc<Semaphore>,
+    queued: Arc<Semaphore>,
+    running: TaskTracker,
 }
 
 impl Delivery {
-    pub fn new(vapid: Arc<VapidKeys>, store: Arc<ChatStore>) -> reqwest::Result<Self> {
+    pub fn new(
+        vapid: Arc<VapidKeys>,
+        store: Arc<ChatStore>,
+        settings: DeliverySettings,
+    ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("pushchat/", env!("CARGO_PKG_VERSION")))
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(settings.max_in_flight)
             // A push service has no reason to redirect; following one could reach anywhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -114,42 +183,56 @@ impl Delivery {
             http,
             vapid,
             store,
-            in_flight: TaskTracker::new(),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            queued: Arc::new(Semaphore::new(settings.max_queued)),
+            settings,
+            running: TaskTracker::new(),
         })
     }
 
-    /// Starts the fan-out in the background and returns at once.
-    pub fn dispatch(self: &Arc<Self>, broadcast: Broadcast) {
+    /// Starts the fan-out in the background, once the queue has room for it.
+    pub async fn dispatch(self: &Arc<Self>, broadcast: Broadcast) {
+        let Ok(room) = Arc::clone(&self.queued).acquire_owned().await else {
+            return; // The semaphore is never closed.
+        };
         let delivery = Arc::clone(self);
-        self.in_flight
-            .spawn(async move { delivery.deliver(broadcast).await });
+        self.running.spawn(async move {
+            delivery.deliver(broadcast).await;
+            drop(room);
+        });
     }
 
     /// Waits up to `deadline` for every dispatched fan-out to finish.
     pub async fn drain(&self, deadline: Duration) -> bool {
-        self.in_flight.close();
-        tokio::time::timeout(deadline, self.in_flight.wait())
+        self.running.close();
+        tokio::time::timeout(deadline, self.running.wait())
             .await
             .is_ok()
     }
 
     /// Pushes `broadcast` to every recipient, deletes members whose subscription is gone,
     /// and reports.
-    pub async fn deliver(&self, broadcast: Broadcast) -> DeliveryReport {
+    pub async fn deliver(self: &Arc<Self>, broadcast: Broadcast) -> DeliveryReport {
         let started = Instant::now();
-        let payload = broadcast.message.to_payload();
-        let options = PushOptions::for_message(&broadcast.message);
-        let outcomes: Vec<(Outcome, Subscription)> = stream::iter(broadcast.recipients)
-            .map(|recipient| async {
-                let outcome = self.push(&payload, &options, &recipient).await;
-                (outcome, recipient)
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+        let payload: Arc<[u8]> = broadcast.message.to_payload().into();
+        let options = Arc::new(PushOptions::for_message(&broadcast.message));
+        let mut pushes = JoinSet::new();
+        for recipient in broadcast.recipients {
+            let (delivery, payload, options) =
+                (Arc::clone(self), Arc::clone(&payload), Arc::clone(&options));
+            pushes.spawn(async move {
+                let (outcome, retries) = delivery.push(&payload, &options, &recipient).await;
+                (outcome, retries, recipient)
+            });
+        }
 
         let mut report = DeliveryReport::default();
-        for (outcome, recipient) in outcomes {
+        while let Some(finished) = pushes.join_next().await {
+            let Ok((outcome, retries, recipient)) = finished else {
+                report.failed += 1; // A push task panicked; the others carry on.
+                continue;
+            };
+            report.retried += retries as usize;
             match outcome {
                 Outcome::Delivered => report.delivered += 1,
                 Outcome::Failed => report.failed += 1,
@@ -164,42 +247,80 @@ impl Delivery {
             delivered = report.delivered,
             gone = report.gone,
             failed = report.failed,
+            retried = report.retried,
             elapsed_ms = report.elapsed.as_millis() as u64,
             "fan-out done"
         );
         report
     }
 
-    async fn push(&self, payload: &[u8], options: &PushOptions, to: &Subscription) -> Outcome {
+    /// One push, with its retries; returns how it ended and how many retries it took.
+    async fn push(
+        &self,
+        payload: &[u8],
+        options: &PushOptions,
+        to: &Subscription,
+    ) -> (Outcome, u32) {
+        let mut retries = 0;
+        loop {
+            let attempt = {
+                let Ok(_slot) = self.in_flight.acquire().await else {
+                    return (Outcome::Failed, retries); // The semaphore is never closed.
+                };
+                self.attempt(payload, options, to).await
+            };
+            match attempt {
+                Attempt::Done(outcome) => return (outcome, retries),
+                Attempt::Retry { .. } if retries == self.settings.max_retries => {
+                    tracing::warn!(host = %host_of(&to.endpoint), retries, "push failed after retries");
+                    return (Outcome::Failed, retries);
+                }
+                Attempt::Retry { retry_after } => {
+                    retries += 1;
+                    tokio::time::sleep(self.settings.backoff(retries, retry_after)).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, payload: &[u8], options: &PushOptions, to: &Subscription) -> Attempt {
         let host = || host_of(&to.endpoint);
         let request = match self.build_request(payload, options, to) {
             Ok(request) => request,
             Err(error) => {
                 tracing::error!(host = %host(), error = %error, "could not build a push");
-                return Outcome::Failed;
+                return Attempt::Done(Outcome::Failed);
             }
         };
-        let status = match request.send().await {
-            Ok(response) => response.status(),
+        let response = match request.send().await {
+            Ok(response) => response,
             Err(error) => {
-                tracing::warn!(host = %host(), error = %error, "push not sent");
-                return Outcome::Failed;
+                tracing::debug!(host = %host(), error = %error, "push not answered; will retry");
+                return Attempt::Retry { retry_after: None };
             }
         };
-        match status {
-            status if status.is_success() => Outcome::Delivered,
-            StatusCode::NOT_FOUND | StatusCode::GONE => Outcome::Gone,
+        match response.status() {
+            status if status.is_success() => Attempt::Done(Outcome::Delivered),
+            StatusCode::NOT_FOUND | StatusCode::GONE => Attempt::Done(Outcome::Gone),
+            status if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() => {
+                tracing::debug!(host = %host(), %status, "push service busy; will retry");
+                Attempt::Retry {
+                    retry_after: retry_after(response.headers()),
+                }
+            }
             StatusCode::PAYLOAD_TOO_LARGE => {
                 tracing::error!(host = %host(), bytes = payload.len(), "push service refused the payload size: a bug, payloads are checked before sending");
-                Outcome::Failed
+                Attempt::Done(Outcome::Failed)
             }
-            StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            status @ (StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN) => {
                 tracing::error!(host = %host(), %status, "push service refused our request: check the VAPID key and subject");
-                Outcome::Failed
+                Attempt::Done(Outcome::Failed)
             }
             status => {
                 tracing::warn!(host = %host(), %status, "push service did not accept the push");
-                Outcome::Failed
+                Attempt::Done(Outcome::Failed)
             }
         }
     }
@@ -243,10 +364,78 @@ impl Delivery {
     }
 }
 
+/// `Retry-After` as a wait: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    match value.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+        }
+    }
+}
+
 /// The push service's host, for logs: the endpoint's path identifies the member.
 fn host_of(endpoint: &str) -> String {
     Url::parse(endpoint)
         .ok()
         .and_then(|url| url.host_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    use super::*;
+
+    fn headers(retry_after: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(retry_after).unwrap());
+        headers
+    }
+
+    #[test]
+    fn test_backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap() {
+        let settings = DeliverySettings::default();
+        for retry in 1..=3 {
+            let nominal = settings.first_backoff * (1 << (retry - 1));
+            let wait = settings.backoff(retry, None);
+            assert!(
+                wait >= nominal / 2 && wait <= nominal * 3 / 2,
+                "retry {retry}: {wait:?}"
+            );
+        }
+        assert_eq!(
+            settings.backoff(1, Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            settings.backoff(1, Some(Duration::from_secs(3600))),
+            settings.max_backoff
+        );
+        assert_eq!(settings.backoff(40, None), settings.max_backoff);
+    }
+
+    #[test]
+    fn test_retry_after_takes_seconds_and_dates() {
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        let soon = SystemTime::now() + Duration::from_secs(120);
+        let wait = retry_after(&headers(&httpdate::fmt_http_date(soon))).unwrap();
+        assert!(
+            wait > Duration::from_secs(110) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
 }

@@ -52,7 +52,12 @@ pub async fn serve(
     let vapid =
         VapidKeys::load_or_create(data_dir, config.vapid_subject.clone(), store.has_members()?)?;
     let vapid = Arc::new(vapid);
-    let delivery = Arc::new(Delivery::new(Arc::clone(&vapid), Arc::clone(&store))?);
+    let delivery = Delivery::new(
+        Arc::clone(&vapid),
+        Arc::clone(&store),
+        config.delivery.clone(),
+    )?;
+    let delivery = Arc::new(delivery);
     let chat = Arc::new(Chat::new(Arc::clone(&store), config.rules.clone()));
 
     let mut leptos = get_configuration(None)?.leptos_options;

@@ -61,7 +61,7 @@ async fn subscribe(
 ) -> Result<Json<RoomState>, ApiError> {
     let (room, broadcast) = state.chat.subscribe(request).await?;
     if let Some(broadcast) = broadcast {
-        state.delivery.dispatch(broadcast);
+        state.delivery.dispatch(broadcast).await;
     }
     Ok(Json(room))
 }
@@ -78,7 +78,7 @@ async fn unsubscribe(
     ApiJson(request): ApiJson<UnsubscribeRequest>,
 ) -> Result<StatusCode, ApiError> {
     let broadcast = state.chat.unsubscribe(request).await?;
-    state.delivery.dispatch(broadcast);
+    state.delivery.dispatch(broadcast).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -87,7 +87,7 @@ async fn chat(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Json<ChatLine>, ApiError> {
     let (line, broadcast) = state.chat.chat(request).await?;
-    state.delivery.dispatch(broadcast);
+    state.delivery.dispatch(broadcast).await;
     Ok(Json(line))
 }
 

@@ -13,7 +13,10 @@ use std::{
     io::Write,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -62,6 +65,7 @@ pub struct VapidKeys {
     public_key: Vec<u8>,
     subject: String,
     tokens: Mutex<HashMap<String, Token>>,
+    signatures: AtomicU64,
 }
 
 impl VapidKeys {
@@ -103,6 +107,7 @@ impl VapidKeys {
             public_key,
             subject,
             tokens: Mutex::new(HashMap::new()),
+            signatures: AtomicU64::new(0),
         }
     }
 
@@ -131,7 +136,13 @@ impl VapidKeys {
         }
     }
 
+    /// How many JWTs this key pair has signed since it was loaded.
+    pub fn signatures_made(&self) -> u64 {
+        self.signatures.load(Ordering::Relaxed)
+    }
+
     fn sign(&self, audience: &str, now: u64) -> Token {
+        self.signatures.fetch_add(1, Ordering::Relaxed);
         let expires = now + TOKEN_LIFETIME_SECS;
         let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ES256"}"#);
         let claims = serde_json::json!({ "aud": audience, "exp": expires, "sub": self.subject });

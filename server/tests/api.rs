@@ -10,7 +10,7 @@ use app::wire::{
 };
 use localpush::{
     harness::{eventually, PushchatProcess},
-    LocalPush, LocalPushClient, ReceivedPush, VirtualSubscription,
+    LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -134,7 +134,13 @@ impl Fixture {
     /// A virtual browser subscribed with this server's VAPID key, as a page would be.
     async fn browser(&self) -> VirtualSubscription {
         let key = self.server.vapid_key().await;
-        self.pushes().subscribe(Some(&key)).await.unwrap()
+        self.pushes()
+            .subscribe(&NewSubscriber {
+                application_server_key: Some(key),
+                fault: None,
+            })
+            .await
+            .unwrap()
     }
 
     /// Subscribes one member per name; returns them in order.

@@ -1,0 +1,284 @@
+//! The delivery engine against the local push service's fault modes: real encryption,
+//! real VAPID, real HTTP on loopback, a real sled store. Each fault is one the engine's
+//! status policy (see `server::delivery`) must survive.
+
+use std::{sync::Arc, time::Duration};
+
+use app::wire::{ChatLine, PushMessage};
+use localpush::{
+    harness::DEADLINE, Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription,
+};
+use server::{
+    delivery::{Broadcast, Delivery, DeliveryReport, DeliverySettings},
+    store::{ChatStore, Member},
+    subscription::{self},
+    vapid::VapidKeys,
+};
+
+/// An engine with its own store and key, and a push service of its own.
+struct Engine {
+    delivery: Arc<Delivery>,
+    vapid: Arc<VapidKeys>,
+    store: Arc<ChatStore>,
+    push: LocalPush,
+    _dir: tempfile::TempDir,
+}
+
+impl Engine {
+    async fn new(settings: DeliverySettings) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChatStore::open(&dir.path().join("db"), 1 << 20).unwrap());
+        let vapid = VapidKeys::load_or_create(dir.path(), "mailto:ops@example.org".into(), false);
+        let vapid = Arc::new(vapid.unwrap());
+        let delivery = Delivery::new(Arc::clone(&vapid), Arc::clone(&store), settings).unwrap();
+        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        Engine {
+            delivery: Arc::new(delivery),
+            vapid,
+            store,
+            push,
+            _dir: dir,
+        }
+    }
+
+    fn pushes(&self) -> LocalPushClient {
+        self.push.client()
+    }
+
+    /// A member whose push service behaves as `fault` says, stored as a member.
+    async fn member(&self, name: &str, fault: Option<Fault>) -> VirtualSubscription {
+        self.member_at(&self.pushes(), name, fault).await
+    }
+
+    async fn member_at(
+        &self,
+        pushes: &LocalPushClient,
+        name: &str,
+        fault: Option<Fault>,
+    ) -> VirtualSubscription {
+        let key = self.vapid.public_key_base64();
+        let request = NewSubscriber {
+            application_server_key: Some(key),
+            fault,
+        };
+        let created = pushes.subscribe(&request).await.unwrap();
+        let subscription = subscription::validate(&created.subscription, true).unwrap();
+        self.store
+            .put_member(&Member {
+                name: name.into(),
+                subscription,
+                joined: 0,
+            })
+            .unwrap();
+        created
+    }
+
+    /// A chat line to every stored member.
+    fn chat_line(&self, msg: &str) -> Broadcast {
+        let line = ChatLine {
+            id: 1,
+            name: "Ann".into(),
+            msg: msg.into(),
+            time: 0,
+        };
+        let recipients = self
+            .store
+            .members()
+            .unwrap()
+            .into_iter()
+            .map(|member| member.subscription)
+            .collect();
+        Broadcast {
+            message: PushMessage::ChatMsg(line),
+            recipients,
+        }
+    }
+
+    async fn deliver(&self, broadcast: Broadcast) -> DeliveryReport {
+        tokio::time::timeout(DEADLINE, self.delivery.deliver(broadcast))
+            .await
+            .expect("the fan-out finishes")
+    }
+
+    fn is_member(&self, member: &VirtualSubscription) -> bool {
+        self.store
+            .member(&member.subscription.endpoint)
+            .unwrap()
+            .is_some()
+    }
+}
+
+/// Quick retries, so tests of the policy do not wait on its production delays.
+fn quick() -> DeliverySettings {
+    DeliverySettings {
+        first_backoff: Duration::from_millis(10),
+        ..DeliverySettings::default()
+    }
+}
+
+fn report(
+    delivered: usize,
+    gone: usize,
+    failed: usize,
+    retried: usize,
+) -> (usize, usize, usize, usize) {
+    (delivered, gone, failed, retried)
+}
+
+fn counts(report: &DeliveryReport) -> (usize, usize, usize, usize) {
+    (report.delivered, report.gone, report.failed, report.retried)
+}
+
+#[tokio::test]
+async fn test_429_with_retry_after_is_retried_after_the_delay() {
+    let engine = Engine::new(quick()).await;
+    let fault = Fault::RateLimited {
+        retry_after_secs: 1,
+        times: 1,
+    };
+    let member = engine.member("Ann", Some(fault)).await;
+
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(1, 0, 0, 1));
+    let attempts = engine.pushes().attempts(&member.id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    // The quick backoff is 10 ms: only Retry-After explains a wait of a second.
+    assert!(
+        attempts[1] - attempts[0] >= 990,
+        "retried after {} ms",
+        attempts[1] - attempts[0]
+    );
+}
+
+#[tokio::test]
+async fn test_500_then_201_ends_delivered() {
+    let engine = Engine::new(quick()).await;
+    let member = engine
+        .member("Ann", Some(Fault::ServerError { times: 2 }))
+        .await;
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(1, 0, 0, 2));
+    let received = engine.pushes().received(&member.id).await.unwrap();
+    assert_eq!(received.len(), 1);
+}
+
+#[tokio::test]
+async fn test_retries_are_bounded_and_a_failing_member_is_kept() {
+    let settings = DeliverySettings {
+        max_retries: 2,
+        ..quick()
+    };
+    let engine = Engine::new(settings).await;
+    let member = engine
+        .member("Ann", Some(Fault::ServerError { times: 100 }))
+        .await;
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(0, 0, 1, 2));
+    assert_eq!(engine.pushes().attempts(&member.id).await.unwrap().len(), 3);
+    assert!(engine.is_member(&member));
+}
+
+#[tokio::test]
+async fn test_a_dropped_connection_is_retried() {
+    let engine = Engine::new(quick()).await;
+    let member = engine
+        .member("Ann", Some(Fault::DropConnection { times: 1 }))
+        .await;
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(1, 0, 0, 1));
+    assert_eq!(engine.pushes().received(&member.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn test_410_and_404_delete_the_member_and_nothing_else() {
+    let engine = Engine::new(quick()).await;
+    let healthy = engine.member("Ann", None).await;
+    let expired = engine.member("Bo", None).await;
+    engine.pushes().expire(&expired.id).await.unwrap();
+    let unknown = engine.member("Cy", Some(Fault::NotFound)).await;
+
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(1, 2, 0, 0));
+    assert!(engine.is_member(&healthy));
+    assert!(!engine.is_member(&expired));
+    assert!(!engine.is_member(&unknown));
+}
+
+#[tokio::test]
+async fn test_413_is_a_bug_not_retried_and_the_member_is_kept() {
+    let engine = Engine::new(quick()).await;
+    let member = engine.member("Ann", Some(Fault::TooLarge)).await;
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(0, 0, 1, 0));
+    assert!(engine.is_member(&member));
+}
+
+#[tokio::test]
+async fn test_a_hanging_endpoint_does_not_hold_the_others_back() {
+    // Fewer slots than members: a hang that held the others' slots would deadlock.
+    let settings = DeliverySettings {
+        max_in_flight: 4,
+        ..quick()
+    };
+    let engine = Engine::new(settings).await;
+    let others = 20;
+    // The hanging push is answered only once every other member's push has arrived.
+    let fault = Fault::HangUntilAccepted { accepted: others };
+    let hanging = engine.member("Hang", Some(fault)).await;
+    for n in 0..others {
+        engine.member(&format!("member {n}"), None).await;
+    }
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(others as usize + 1, 0, 0, 0));
+    assert_eq!(
+        engine.pushes().received(&hanging.id).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn test_a_full_queue_makes_the_next_broadcast_wait() {
+    let settings = DeliverySettings {
+        max_queued: 1,
+        ..quick()
+    };
+    let engine = Engine::new(settings).await;
+    engine
+        .member("Slow", Some(Fault::Slow { millis: 300 }))
+        .await;
+    let pushes = engine.pushes();
+
+    engine.delivery.dispatch(engine.chat_line("first")).await;
+    engine.delivery.dispatch(engine.chat_line("second")).await;
+    // The second broadcast got into the queue only when the first one had finished.
+    assert!(pushes.stats().await.unwrap().accepted >= 1);
+    assert!(engine.delivery.drain(DEADLINE).await);
+    assert_eq!(pushes.stats().await.unwrap().accepted, 2);
+}
+
+#[tokio::test]
+async fn test_the_jwt_is_signed_once_per_origin_over_many_pushes() {
+    let engine = Engine::new(quick()).await;
+    for n in 0..30 {
+        engine.member(&format!("member {n}"), None).await;
+    }
+    let started = tokio::time::Instant::now();
+    let mut delivered = 0;
+    while started.elapsed() < Duration::from_millis(1200) {
+        delivered += engine.deliver(engine.chat_line("tick")).await.delivered;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered >= 30 * 2, "{delivered}");
+    assert_eq!(engine.vapid.signatures_made(), 1);
+
+    let elsewhere = LocalPush::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    engine
+        .member_at(&elsewhere.client(), "far away", None)
+        .await;
+    engine.deliver(engine.chat_line("tock")).await;
+    assert_eq!(engine.vapid.signatures_made(), 2);
+}
