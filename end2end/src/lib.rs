@@ -98,6 +98,7 @@ pub struct Stats {
 /// A running local push service; stops when dropped.
 pub struct LocalPush {
     url: String,
+    service: Arc<service::PushService>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -112,8 +113,8 @@ impl LocalPush {
     pub async fn start_sampling(addr: SocketAddr, decrypt_every: u64) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let service = service::PushService::new(url.clone(), decrypt_every);
-        let app = service::router(Arc::new(service));
+        let service = Arc::new(service::PushService::new(url.clone(), decrypt_every));
+        let app = service::router(Arc::clone(&service));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let serving = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -125,6 +126,7 @@ impl LocalPush {
         });
         Ok(LocalPush {
             url,
+            service,
             stop: Some(stop),
         })
     }
@@ -132,6 +134,20 @@ impl LocalPush {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A new virtual subscriber, made in-process (many at once, for benchmarks); the
+    /// same as `POST /subscribers`. Fails only on an applicationServerKey that is not
+    /// base64url.
+    pub fn add_subscriber(&self, request: NewSubscriber) -> Result<VirtualSubscription, String> {
+        self.service
+            .add_subscriber(request)
+            .map_err(|refusal| refusal.reason)
+    }
+
+    /// Everything subscriber `id` received so far, oldest first; in-process.
+    pub fn received_by(&self, id: &str) -> Vec<ReceivedPush> {
+        self.service.received_by(id)
     }
 
     pub fn client(&self) -> LocalPushClient {

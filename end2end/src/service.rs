@@ -111,9 +111,9 @@ pub(crate) struct PushService {
 }
 
 /// A push the service will not take, and why.
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
-    reason: String,
+    pub(crate) reason: String,
 }
 
 impl Refusal {
@@ -169,7 +169,10 @@ impl PushService {
         Ok(identity)
     }
 
-    fn add_subscriber(&self, request: NewSubscriber) -> Result<VirtualSubscription, Refusal> {
+    pub(crate) fn add_subscriber(
+        &self,
+        request: NewSubscriber,
+    ) -> Result<VirtualSubscription, Refusal> {
         let server_key = request
             .application_server_key
             .map(|key| URL_SAFE_NO_PAD.decode(key.trim_end_matches('=')))
@@ -200,6 +203,13 @@ impl PushService {
         let subscriber = Subscriber::new(Receiver::Virtual(keys), server_key, request.fault);
         self.subscribers().insert(id.clone(), subscriber);
         Ok(VirtualSubscription { id, subscription })
+    }
+
+    pub(crate) fn received_by(&self, id: &str) -> Vec<ReceivedPush> {
+        self.subscribers()
+            .get(id)
+            .map(|subscriber| subscriber.received.clone())
+            .unwrap_or_default()
     }
 
     /// A browser's channel (Firefox's `register`); returns its push endpoint, or `None`
@@ -426,9 +436,10 @@ async fn receive(
 }
 
 async fn messages(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> Response {
-    match service.subscribers().get(&id) {
-        Some(subscriber) => Json(subscriber.received.clone()).into_response(),
-        None => (StatusCode::NOT_FOUND, "no such subscription").into_response(),
+    if service.subscribers().contains_key(&id) {
+        Json(service.received_by(&id)).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such subscription").into_response()
     }
 }
 

@@ -16,6 +16,26 @@ pub struct Cli {
 pub enum Command {
     /// Serve the chat: the page, its service worker and the JSON API.
     Serve(ServeArgs),
+    /// Measure how fast one chat line fans out to many members, through the real API and
+    /// delivery engine, to virtual members on a local push service.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Member counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    pub members: Vec<usize>,
+
+    /// Send to an external push service instead: endpoints are URL/0, URL/1, …, and it
+    /// must answer 2xx to any POST under URL.
+    #[arg(long, value_name = "URL")]
+    pub push_service: Option<String>,
+
+    /// The local push service decrypts one push in this many (it checks every push's
+    /// headers and VAPID), so the receiver does not eat the CPU being measured.
+    #[arg(long, default_value_t = 100)]
+    pub decrypt_every: u64,
 }
 
 #[derive(Debug, Args)]

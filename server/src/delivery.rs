@@ -30,7 +30,10 @@ use std::{
 
 use rand::Rng;
 use reqwest::{header::HeaderMap, StatusCode};
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::{watch, Semaphore},
+    task::JoinSet,
+};
 use tokio_util::task::TaskTracker;
 use url::Url;
 use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder};
@@ -59,7 +62,9 @@ pub struct DeliverySettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
-            max_in_flight: 512,
+            // Mostly pushes waiting on their push service's answer: cheap, and enough that
+            // hundreds of slow endpoints leave room for everyone else.
+            max_in_flight: 2048,
             max_queued: 256,
             max_retries: 3,
             first_backoff: Duration::from_millis(500),
@@ -100,7 +105,34 @@ pub struct DeliveryReport {
     pub failed: usize,
     /// Retries made, over all recipients.
     pub retried: usize,
+    /// From the start of the fan-out to its last push's final answer.
     pub elapsed: Duration,
+    /// From the start of the fan-out to a push's final answer: the median and the 99th
+    /// percentile over the recipients.
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// Counts over every fan-out since the engine started, and the latest fan-out's report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryTotals {
+    pub fan_outs: u64,
+    pub delivered: u64,
+    pub gone: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub last_fan_out: DeliveryReport,
+}
+
+impl DeliveryTotals {
+    fn add(&mut self, report: &DeliveryReport) {
+        self.fan_outs += 1;
+        self.delivered += report.delivered as u64;
+        self.gone += report.gone as u64;
+        self.failed += report.failed as u64;
+        self.retried += report.retried as u64;
+        self.last_fan_out = report.clone();
+    }
 }
 
 /// The headers a push carries besides its body.
@@ -163,6 +195,7 @@ pub struct Delivery {
     in_flight: Arc<Semaphore>,
     queued: Arc<Semaphore>,
     running: TaskTracker,
+    totals: watch::Sender<DeliveryTotals>,
 }
 
 impl Delivery {
@@ -187,6 +220,7 @@ impl Delivery {
             queued: Arc::new(Semaphore::new(settings.max_queued)),
             settings,
             running: TaskTracker::new(),
+            totals: watch::Sender::new(DeliveryTotals::default()),
         })
     }
 
@@ -200,6 +234,11 @@ impl Delivery {
             delivery.deliver(broadcast).await;
             drop(room);
         });
+    }
+
+    /// The running totals, updated after every fan-out.
+    pub fn totals(&self) -> watch::Receiver<DeliveryTotals> {
+        self.totals.subscribe()
     }
 
     /// Waits up to `deadline` for every dispatched fan-out to finish.
@@ -227,7 +266,9 @@ impl Delivery {
         }
 
         let mut report = DeliveryReport::default();
+        let mut latencies = Vec::with_capacity(pushes.len());
         while let Some(finished) = pushes.join_next().await {
+            latencies.push(started.elapsed());
             let Ok((outcome, retries, recipient)) = finished else {
                 report.failed += 1; // A push task panicked; the others carry on.
                 continue;
@@ -243,12 +284,20 @@ impl Delivery {
             }
         }
         report.elapsed = started.elapsed();
+        // join_next yields in completion order, so the latencies are already sorted.
+        let percentile = |p: usize| latencies.get(latencies.len() * p / 100).copied();
+        report.p50 = percentile(50).unwrap_or_default();
+        report.p99 = percentile(99)
+            .or(latencies.last().copied())
+            .unwrap_or_default();
+        self.totals.send_modify(|totals| totals.add(&report));
         tracing::info!(
             delivered = report.delivered,
             gone = report.gone,
             failed = report.failed,
             retried = report.retried,
             elapsed_ms = report.elapsed.as_millis() as u64,
+            p99_ms = report.p99.as_millis() as u64,
             "fan-out done"
         );
         report

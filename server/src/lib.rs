@@ -4,8 +4,9 @@
 //! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
 //! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
 //! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
-//! error answers), `state` (what handlers share).
+//! error answers), `state` (what handlers share), `bench` (`pushchat bench`).
 
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod config;
@@ -38,6 +39,17 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let state = open(&config)?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    println!("pushchat listening on http://{}", listener.local_addr()?);
+    serve_until(listener, state, shutdown).await
+}
+
+/// Opens what `config` names (the data dir, the store, the VAPID keys) and builds the
+/// state the handlers share.
+pub fn open(config: &Config) -> anyhow::Result<AppState> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
@@ -57,29 +69,35 @@ pub async fn serve(
         Arc::clone(&store),
         config.delivery.clone(),
     )?;
-    let delivery = Arc::new(delivery);
     let chat = Arc::new(Chat::new(Arc::clone(&store), config.rules.clone()));
-
     let mut leptos = get_configuration(None)?.leptos_options;
     leptos.site_addr = config.addr;
-    let state = AppState {
+    Ok(AppState {
         chat,
-        delivery: Arc::clone(&delivery),
+        delivery: Arc::new(delivery),
         vapid,
+        store,
         leptos,
-    };
+    })
+}
 
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.addr))?;
-    println!("pushchat listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, routes::router(state))
+/// Serves `state` on `listener` until `shutdown` resolves, then lets pushes in flight
+/// finish and flushes the store.
+pub async fn serve_until(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, routes::router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await?;
-
-    if !delivery.drain(DRAIN_DEADLINE).await {
+    if !state.delivery.drain(DRAIN_DEADLINE).await {
         tracing::warn!("shut down with pushes still in flight");
     }
-    store.flush().await.context("cannot flush the database")?;
+    state
+        .store
+        .flush()
+        .await
+        .context("cannot flush the database")?;
     Ok(())
 }

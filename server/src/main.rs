@@ -33,6 +33,10 @@ fn run() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime.block_on(server::serve(config, shutdown_signal()))
         }
+        Command::Bench(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(server::bench::run(args))
+        }
     }
 }
 

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
-use crate::{chat::Chat, delivery::Delivery, vapid::VapidKeys};
+use crate::{chat::Chat, delivery::Delivery, store::ChatStore, vapid::VapidKeys};
 
 #[derive(Clone)]
 pub struct AppState {
     pub chat: Arc<Chat>,
     pub delivery: Arc<Delivery>,
     pub vapid: Arc<VapidKeys>,
+    pub store: Arc<ChatStore>,
     pub leptos: LeptosOptions,
 }
 

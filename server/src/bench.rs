@@ -1,0 +1,436 @@
+//! `pushchat bench`: how fast the real code path fans one chat line out. For each member
+//! count it seeds that many members straight into a fresh store (joining them through the
+//! API would push every join to everyone), starts the real server, posts one chat line
+//! through the JSON API and times it until the engine has the last push service answer.
+//!
+//! Members are virtual subscribers of the local push service, run in this process on a
+//! thread of its own so its CPU time is reported apart from the engine's; it checks every
+//! push's headers and VAPID but decrypts only a sample. With `--push-service URL` members
+//! point at an external service instead (anything that answers 2xx to a POST under URL).
+//!
+//! Figures, printed per run: messages per second (members / time from the POST to the
+//! last answer), that time, the median and 99th-percentile push latency, the engine's and
+//! the receiver's CPU time, and peak RSS; and the crypto floor measured in the same run:
+//! how many encryptions (P-256 key generation + ECDH + HKDF + AES-GCM, through the same
+//! `web-push` code the engine uses) one core does per second. The last line of each clean
+//! run is machine-readable:
+//! `fanout members=N msgs_per_s=X floor_per_s=Y cores=C ratio=R p99_ms=L`.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use localpush::{Fault, LocalPush, NewSubscriber, VirtualSubscription};
+use p256::elliptic_curve::rand_core::{OsRng, RngCore};
+use tokio::{net::TcpListener, sync::oneshot};
+use web_push::{ContentEncoding, SubscriptionInfo, WebPushMessageBuilder};
+
+use app::wire::{self, ChatRequest, MemberCredentials, PushMessage};
+
+use crate::{
+    chat::ChatRules,
+    cli::BenchArgs,
+    config::Config,
+    delivery::{DeliveryReport, DeliverySettings},
+    store::{ChatStore, Member},
+    subscription,
+    vapid::VapidKeys,
+};
+
+/// The chat line every run fans out.
+const LINE: &str = "The quick brown fox jumps over the lazy dog, and tells every member.";
+const RUN_DEADLINE: Duration = Duration::from_secs(300);
+
+/// How a run's members behave.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// Every push service answers at once.
+    Healthy,
+    /// 5% of endpoints answer after 2 s, 5% answer 500 once and then 201.
+    Faulty,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Healthy => "healthy",
+            Scenario::Faulty => "5% slow + 5% 500",
+        }
+    }
+
+    fn fault(self, member: usize) -> Option<Fault> {
+        match (self, member % 20) {
+            (Scenario::Faulty, 1) => Some(Fault::Slow { millis: 2000 }),
+            (Scenario::Faulty, 2) => Some(Fault::ServerError { times: 1 }),
+            _ => None,
+        }
+    }
+}
+
+/// Where the virtual members' endpoints live.
+enum Receiver {
+    Local(LocalReceiver),
+    External(String),
+}
+
+/// The local push service on its own thread and runtime.
+struct LocalReceiver {
+    push: LocalPush,
+    /// `/proc/self/task/TID/stat` of the receiver's thread.
+    thread_stat: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl LocalReceiver {
+    fn start(decrypt_every: u64) -> anyhow::Result<Self> {
+        let (ready, started) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let Ok(runtime) = runtime else { return };
+            runtime.block_on(async move {
+                let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+                let push = LocalPush::start_sampling(local, decrypt_every).await;
+                let own_stat = std::fs::read_link("/proc/thread-self")
+                    .map(|task| PathBuf::from("/proc").join(task).join("stat"));
+                if ready.send(push.map(|push| (push, own_stat))).is_ok() {
+                    let _ = stopped.await;
+                }
+            });
+        });
+        let (push, thread_stat) = started.recv().context("the receiver thread died")??;
+        Ok(LocalReceiver {
+            push,
+            thread_stat: thread_stat?,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn cpu(&self) -> Duration {
+        cpu_time(&self.thread_stat).unwrap_or_default()
+    }
+}
+
+impl Drop for LocalReceiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The figures of one run.
+struct RunFigures {
+    members: usize,
+    scenario: Scenario,
+    post_to_last: Duration,
+    report: DeliveryReport,
+    engine_cpu: Duration,
+    receiver_cpu: Option<Duration>,
+    /// Sampled payloads the receiver decrypted, and how many of them were the line sent.
+    sampled: usize,
+    sampled_ok: usize,
+}
+
+impl RunFigures {
+    fn msgs_per_sec(&self) -> f64 {
+        self.members as f64 / self.post_to_last.as_secs_f64()
+    }
+}
+
+/// Runs the benchmark as `args` say and prints its figures.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.members.is_empty() || args.members.contains(&0) {
+        bail!("--members needs one or more counts above zero, e.g. --members 100,1000,10000");
+    }
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let payload = PushMessage::ChatMsg(wire::ChatLine {
+        id: u64::MAX,
+        name: "member 0".into(),
+        msg: LINE.into(),
+        time: u64::MAX,
+    })
+    .to_payload();
+    println!("measuring the crypto floor on one core…");
+    let floor_per_core = tokio::task::spawn_blocking(move || crypto_floor(&payload)).await??;
+    let floor = floor_per_core * cores as f64;
+    println!(
+        "crypto floor: {floor_per_core:.0} encryptions/s per core, × {cores} cores = {floor:.0}/s"
+    );
+
+    let receiver = match &args.push_service {
+        Some(url) => Receiver::External(url.trim_end_matches('/').to_owned()),
+        None => Receiver::Local(LocalReceiver::start(args.decrypt_every)?),
+    };
+    let scenarios: &[Scenario] = match receiver {
+        Receiver::Local(_) => &[Scenario::Healthy, Scenario::Faulty],
+        // An external service's faults are its own.
+        Receiver::External(_) => &[Scenario::Healthy],
+    };
+    println!(
+        "{:>7}  {:<17} {:>10}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>12}",
+        "members",
+        "endpoints",
+        "msgs/s",
+        "POST→last",
+        "p50",
+        "p99",
+        "failed",
+        "engine CPU",
+        "receiver CPU"
+    );
+    for &members in &args.members {
+        for &scenario in scenarios {
+            let figures = run_once(&receiver, members, scenario).await?;
+            print_figures(&figures);
+            if figures.sampled != figures.sampled_ok {
+                bail!(
+                    "only {} of {} sampled pushes decrypted to the line sent",
+                    figures.sampled_ok,
+                    figures.sampled
+                );
+            }
+            if scenario == Scenario::Healthy {
+                println!(
+                    "fanout members={members} msgs_per_s={:.0} floor_per_s={floor:.0} cores={cores} ratio={:.2} p99_ms={}",
+                    figures.msgs_per_sec(),
+                    figures.msgs_per_sec() / floor,
+                    figures.report.p99.as_millis()
+                );
+            }
+        }
+    }
+    println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
+    Ok(())
+}
+
+fn print_figures(figures: &RunFigures) {
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let receiver_cpu = figures.receiver_cpu.map_or("external".into(), |cpu| {
+        format!("{:.2} s", cpu.as_secs_f64())
+    });
+    println!(
+        "{:>7}  {:<17} {:>10.0}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>12}",
+        figures.members,
+        figures.scenario.name(),
+        figures.msgs_per_sec(),
+        ms(figures.post_to_last),
+        ms(figures.report.p50),
+        ms(figures.report.p99),
+        figures.report.failed,
+        format!("{:.2} s", figures.engine_cpu.as_secs_f64()),
+        receiver_cpu,
+    );
+}
+
+/// One fan-out to `count` members on a fresh server and store.
+async fn run_once(
+    receiver: &Receiver,
+    count: usize,
+    scenario: Scenario,
+) -> anyhow::Result<RunFigures> {
+    let data_dir = tempfile::tempdir().context("cannot make a temporary data dir")?;
+    let config = Config {
+        addr: ([127, 0, 0, 1], 0).into(),
+        data_dir: data_dir.path().to_owned(),
+        vapid_subject: "mailto:bench@pushchat.example.org".into(),
+        rules: ChatRules {
+            allow_loopback_endpoints: true,
+            history_limit: 200,
+        },
+        delivery: DeliverySettings::default(),
+        cache_bytes: 64 << 20,
+    };
+    let (sender, sampled_ids) = seed(&config, receiver, count, scenario)?;
+
+    let state = crate::open(&config)?;
+    let mut totals = state.delivery.totals();
+    let listener = TcpListener::bind(config.addr).await?;
+    let url = format!("http://{}/api/chat", listener.local_addr()?);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve_until(listener, state, async {
+        let _ = stopped.await;
+    }));
+
+    let receiver_cpu_before = local(receiver).map(LocalReceiver::cpu);
+    let process_cpu_before = process_cpu();
+    let posted = Instant::now();
+    let request = ChatRequest {
+        member: sender,
+        msg: LINE.into(),
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&request)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "the chat POST answered {}: {}",
+            response.status(),
+            response.text().await?
+        );
+    }
+    let done = tokio::time::timeout(RUN_DEADLINE, totals.wait_for(|totals| totals.fan_outs == 1))
+        .await
+        .context("the fan-out did not finish within 5 minutes")??
+        .clone();
+    let post_to_last = posted.elapsed();
+    let receiver_cpu = local(receiver).map(|r| {
+        r.cpu()
+            .saturating_sub(receiver_cpu_before.unwrap_or_default())
+    });
+    let engine_cpu = process_cpu()
+        .saturating_sub(process_cpu_before)
+        .saturating_sub(receiver_cpu.unwrap_or_default());
+
+    let _ = stop.send(());
+    server.await??;
+    let (sampled, sampled_ok) = check_samples(receiver, &sampled_ids);
+    Ok(RunFigures {
+        members: count,
+        scenario,
+        post_to_last,
+        report: done.last_fan_out,
+        engine_cpu,
+        receiver_cpu,
+        sampled,
+        sampled_ok,
+    })
+}
+
+fn local(receiver: &Receiver) -> Option<&LocalReceiver> {
+    match receiver {
+        Receiver::Local(local) => Some(local),
+        Receiver::External(_) => None,
+    }
+}
+
+/// Makes the server's VAPID key and stores `count` members straight into the data dir's
+/// store; returns the credentials of the first (the sender) and the receiver ids of all.
+fn seed(
+    config: &Config,
+    receiver: &Receiver,
+    count: usize,
+    scenario: Scenario,
+) -> anyhow::Result<(MemberCredentials, Vec<String>)> {
+    // Members are bound to the key, so it must exist before they do.
+    VapidKeys::load_or_create(&config.data_dir, config.vapid_subject.clone(), false)?;
+    let store = ChatStore::open(&config.data_dir.join("db"), config.cache_bytes)?;
+    let mut ids = Vec::with_capacity(count);
+    let mut sender = None;
+    for n in 0..count {
+        let virtual_member = match receiver {
+            Receiver::Local(local) => {
+                let request = NewSubscriber {
+                    application_server_key: None,
+                    fault: scenario.fault(n),
+                };
+                local
+                    .push
+                    .add_subscriber(request)
+                    .map_err(anyhow::Error::msg)?
+            }
+            Receiver::External(url) => external_member(url, n),
+        };
+        let subscription = subscription::validate(&virtual_member.subscription, true)
+            .with_context(|| format!("member {n}'s endpoint"))?;
+        sender.get_or_insert_with(|| MemberCredentials {
+            endpoint: subscription.endpoint.clone(),
+            auth: subscription.auth.clone(),
+        });
+        store.put_member(&Member {
+            name: format!("member {n}"),
+            subscription,
+            joined: 0,
+        })?;
+        ids.push(virtual_member.id);
+    }
+    Ok((sender.context("no members")?, ids))
+}
+
+/// A member with fresh keys whose endpoint is under an external push service's URL.
+fn external_member(url: &str, n: usize) -> VirtualSubscription {
+    let secret = p256::SecretKey::random(&mut OsRng);
+    let mut auth = [0u8; 16];
+    OsRng.fill_bytes(&mut auth);
+    VirtualSubscription {
+        id: n.to_string(),
+        subscription: wire::PushSubscription {
+            endpoint: format!("{url}/{n}"),
+            keys: wire::SubscriptionKeys {
+                p256dh: URL_SAFE_NO_PAD.encode(secret.public_key().to_sec1_bytes()),
+                auth: URL_SAFE_NO_PAD.encode(auth),
+            },
+        },
+    }
+}
+
+/// How many pushes the local receiver decrypted, and how many of those were the line.
+fn check_samples(receiver: &Receiver, ids: &[String]) -> (usize, usize) {
+    let Receiver::Local(local) = receiver else {
+        return (0, 0);
+    };
+    let decrypted: Vec<_> = ids
+        .iter()
+        .flat_map(|id| local.push.received_by(id))
+        .filter(|push| push.payload.is_some())
+        .collect();
+    let ok = decrypted
+        .iter()
+        .filter(
+            |push| matches!(push.message(), Some(PushMessage::ChatMsg(line)) if line.msg == LINE),
+        )
+        .count();
+    (decrypted.len(), ok)
+}
+
+/// Encryptions per second on this thread, for about a second.
+fn crypto_floor(payload: &[u8]) -> anyhow::Result<f64> {
+    let member = external_member("https://push.example.org", 0).subscription;
+    let info = SubscriptionInfo::new(member.endpoint, member.keys.p256dh, member.keys.auth);
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < Duration::from_secs(1) {
+        let mut message = WebPushMessageBuilder::new(&info);
+        message.set_payload(ContentEncoding::Aes128Gcm, payload);
+        message.build().context("encryption failed")?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// This process's CPU time (user + system), all threads.
+fn process_cpu() -> Duration {
+    cpu_time(&PathBuf::from("/proc/self/stat")).unwrap_or_default()
+}
+
+/// utime + stime from a `/proc/.../stat` file.
+fn cpu_time(stat: &PathBuf) -> Option<Duration> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(ticks * 1000 / per_second))
+}
+
+/// Peak resident set size of this process, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
