@@ -49,6 +49,9 @@ pub enum Fault {
     RateLimited { retry_after_secs: u32, times: u32 },
     /// 500 to the first `times` pushes.
     ServerError { times: u32 },
+    /// 500 to every other push, starting with the first: each message, retried, gets
+    /// one 500 and then a 201.
+    Flaky,
     /// Closes the connection without an answer to the first `times` pushes.
     DropConnection { times: u32 },
     /// Answers every push after `millis`.

@@ -277,6 +277,9 @@ impl PushService {
             Fault::ServerError { times } => {
                 (earlier < times).then(|| answer(StatusCode::INTERNAL_SERVER_ERROR, None))
             }
+            Fault::Flaky => {
+                (earlier % 2 == 0).then(|| answer(StatusCode::INTERNAL_SERVER_ERROR, None))
+            }
             Fault::DropConnection { times } => {
                 (earlier < times).then_some(Misbehaviour::DropConnection)
             }
