@@ -22,8 +22,8 @@ apt_install() {
     fi
 }
 
-# libssl-dev: web-push's encryption uses OpenSSL; firefox-esr: the browser tests.
-apt_install pkg-config libssl-dev firefox-esr
+# web-push's encryption uses OpenSSL.
+apt_install pkg-config libssl-dev
 command -v npm >/dev/null || apt_install npm
 
 export PATH="$HOME/.cargo/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
@@ -41,11 +41,13 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
     cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 
-if ! command -v geckodriver >/dev/null; then
-    cargo install geckodriver --locked
-fi
-
 if ! "$TOOLS_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "$BINARYEN_VERSION"; then
     mkdir -p "$TOOLS_DIR"
     npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" "binaryen@$BINARYEN_VERSION"
 fi
+
+# The browser tests' Firefox and its WebDriver; only the test command needs them.
+install_browser_test_tools() {
+    apt_install firefox-esr
+    command -v geckodriver >/dev/null || cargo install geckodriver --locked
+}
