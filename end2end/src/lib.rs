@@ -190,26 +190,12 @@ impl LocalPushClient {
 
     /// When each push to subscriber `id` arrived (ms since the Unix epoch), refused too.
     pub async fn attempts(&self, id: &str) -> reqwest::Result<Vec<u64>> {
-        let url = format!("{}/subscribers/{id}/attempts", self.base);
-        self.http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
+        self.get(&format!("subscribers/{id}/attempts")).await
     }
 
     /// Everything subscriber `id` received so far, oldest first.
     pub async fn received(&self, id: &str) -> reqwest::Result<Vec<ReceivedPush>> {
-        let url = format!("{}/subscribers/{id}/messages", self.base);
-        self.http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
+        self.get(&format!("subscribers/{id}/messages")).await
     }
 
     /// Expires subscriber `id`: later pushes to it get 410.
@@ -224,12 +210,15 @@ impl LocalPushClient {
     }
 
     pub async fn stats(&self) -> reqwest::Result<Stats> {
-        self.http
-            .get(format!("{}/stats", self.base))
+        self.get("stats").await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> reqwest::Result<T> {
+        let response = self
+            .http
+            .get(format!("{}/{path}", self.base))
             .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
+            .await?;
+        response.error_for_status()?.json().await
     }
 }

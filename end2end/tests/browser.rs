@@ -310,6 +310,36 @@ async fn acked(pushes: &LocalPushClient, channel: &str, count: usize) -> Vec<Rec
     .await
 }
 
+/// Alice and Bob in browsers of their own, both members: Bob joined first, then Alice,
+/// and Bob's browser acked both joins.
+struct Room {
+    stack: Stack,
+    alice: Firefox,
+    bob: Firefox,
+    /// The local push service's id of Bob's subscription.
+    bob_channel: String,
+}
+
+impl Room {
+    async fn open(alice_name: &str) -> Room {
+        let stack = Stack::start().await;
+        let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+        bob.open_chat().await;
+        bob.join("Bob").await;
+        let bob_channel = channel_of(&bob.endpoint().await.expect("Bob is subscribed"));
+        acked(&stack.pushes(), &bob_channel, 1).await;
+        alice.open_chat().await;
+        alice.join(alice_name).await;
+        acked(&stack.pushes(), &bob_channel, 2).await;
+        Room {
+            stack,
+            alice,
+            bob,
+            bob_channel,
+        }
+    }
+}
+
 async fn eventually_members(browser: &Firefox, expected: &[&str]) {
     eventually(&format!("the member list to read {expected:?}"), || async {
         (browser.members().await == expected).then_some(())
@@ -320,21 +350,17 @@ async fn eventually_members(browser: &Firefox, expected: &[&str]) {
 #[tokio::test]
 async fn test_alice_and_bob_hear_each_other_through_firefox_push() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let stack = Stack::start().await;
-    let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
-    let pushes = stack.pushes();
     // Markup in a name must stay text everywhere.
     let alice_name = "<img src=x onerror=canary=1>";
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open(alice_name).await;
+    let pushes = stack.pushes();
 
-    bob.open_chat().await;
-    bob.join("Bob").await;
-    let bob_channel = channel_of(&bob.endpoint().await.expect("Bob is subscribed"));
-    acked(&pushes, &bob_channel, 1).await;
-
-    alice.open_chat().await;
-    alice.join(alice_name).await;
-    acked(&pushes, &bob_channel, 2).await;
-    eventually_members(&bob, &[alice_name, "Bob"]).await;
+    eventually_members(bob, &[alice_name, "Bob"]).await;
     let joined = format!("{alice_name} joined");
     let notifications = bob.notifications().await;
     assert!(
@@ -344,9 +370,9 @@ async fn test_alice_and_bob_hear_each_other_through_firefox_push() {
 
     let msg = "hello <b>Bob</b><script>window.canary=2</script>";
     alice.say(msg).await;
-    let got = acked(&pushes, &bob_channel, 3).await;
+    let got = acked(&pushes, bob_channel, 3).await;
     assert!(got.iter().all(|push| push.vapid_subject == SUBJECT));
-    for browser in [&alice, &bob] {
+    for browser in [alice, bob] {
         eventually("the line to show", || async {
             (browser.lines().await == [(alice_name.to_owned(), msg.to_owned())]).then_some(())
         })
@@ -359,15 +385,13 @@ async fn test_alice_and_bob_hear_each_other_through_firefox_push() {
 #[tokio::test]
 async fn test_a_closed_page_gets_the_line_as_a_notification_and_in_its_history() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let stack = Stack::start().await;
-    let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open("Alice").await;
     let pushes = stack.pushes();
-    bob.open_chat().await;
-    bob.join("Bob").await;
-    let bob_channel = channel_of(&bob.endpoint().await.unwrap());
-    alice.open_chat().await;
-    alice.join("Alice").await;
-    acked(&pushes, &bob_channel, 2).await;
 
     // Bob closes the chat; his browser keeps running on a blank tab.
     let chat_tab = bob.client.window().await.unwrap();
@@ -378,7 +402,7 @@ async fn test_a_closed_page_gets_the_line_as_a_notification_and_in_its_history()
 
     let msg = "<i>are you there?</i>";
     alice.say(msg).await;
-    acked(&pushes, &bob_channel, 3).await;
+    acked(&pushes, bob_channel, 3).await;
 
     bob.open_chat().await;
     let notifications = bob.notifications().await;
@@ -396,31 +420,29 @@ async fn test_a_closed_page_gets_the_line_as_a_notification_and_in_its_history()
 #[tokio::test]
 async fn test_reload_restores_the_membership_and_unsubscribe_removes_it() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let stack = Stack::start().await;
-    let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open("Alice").await;
     let pushes = stack.pushes();
-    bob.open_chat().await;
-    bob.join("Bob").await;
-    let bob_channel = channel_of(&bob.endpoint().await.unwrap());
-    alice.open_chat().await;
-    alice.join("Alice").await;
-    acked(&pushes, &bob_channel, 2).await;
     let alice_endpoint = alice.endpoint().await.unwrap();
 
     // Reload: the page restores itself with init, which pushes nothing to Bob.
     alice.client.refresh().await.unwrap();
     alice.open_chat().await;
     alice.wait_for_label("Unsubscribe").await;
-    eventually_members(&alice, &["Alice", "Bob"]).await;
+    eventually_members(alice, &["Alice", "Bob"]).await;
     assert_eq!(
         alice.endpoint().await.as_deref(),
         Some(alice_endpoint.as_str())
     );
 
     alice.leave().await;
-    let got = acked(&pushes, &bob_channel, 3).await;
+    let got = acked(&pushes, bob_channel, 3).await;
     assert_eq!(got.len(), 3, "init must not have pushed anything: {got:?}");
-    eventually_members(&bob, &["Bob"]).await;
+    eventually_members(bob, &["Bob"]).await;
     let notifications = bob.notifications().await;
     assert!(
         notifications.iter().any(|(title, _)| title == "Alice left"),

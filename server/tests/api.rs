@@ -143,15 +143,17 @@ impl Fixture {
             .unwrap()
     }
 
-    /// Subscribes one member per name; returns them in order.
-    async fn members(&self, names: &[&str]) -> Vec<VirtualSubscription> {
-        let mut members = Vec::new();
+    /// Subscribes one member per name, in order.
+    async fn members<const N: usize>(&self, names: [&str; N]) -> [VirtualSubscription; N] {
+        let mut members = Vec::with_capacity(N);
         for name in names {
             let member = self.browser().await;
             self.server.subscribe(name, &member).await;
             members.push(member);
         }
         members
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one member per name"))
     }
 
     /// Kills the server and starts a new one on the same data dir.
@@ -202,7 +204,7 @@ fn joined(name: &str) -> PushMessage {
 #[tokio::test]
 async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
     let fx = Fixture::new().await;
-    let [ann, bo, cy] = <[_; 3]>::try_from(fx.members(&["Ann", "Bo", "Cy"]).await).unwrap();
+    let [ann, bo, cy] = fx.members(["Ann", "Bo", "Cy"]).await;
     let pushes = fx.pushes();
 
     // Each member hears its own join and every later one.
@@ -243,7 +245,7 @@ async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
 #[tokio::test]
 async fn test_init_returns_the_room_and_pushes_nothing() {
     let fx = Fixture::new().await;
-    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
     received(&pushes, &bo, 1).await;
@@ -270,7 +272,7 @@ async fn test_init_returns_the_room_and_pushes_nothing() {
 #[tokio::test]
 async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
     let fx = Fixture::new().await;
-    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &bo, 1).await;
     let mut forged = credentials(&ann);
@@ -299,7 +301,7 @@ async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
 #[tokio::test]
 async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
     let fx = Fixture::new().await;
-    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
     received(&pushes, &bo, 1).await;
@@ -324,7 +326,7 @@ async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
 #[tokio::test]
 async fn test_a_member_whose_endpoint_answers_410_is_deleted() {
     let fx = Fixture::new().await;
-    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &bo, 1).await;
     pushes.expire(&bo.id).await.unwrap();
@@ -341,7 +343,7 @@ async fn test_a_member_whose_endpoint_answers_410_is_deleted() {
 #[tokio::test]
 async fn test_members_history_and_keys_survive_a_killed_server() {
     let fx = Fixture::new().await;
-    let [ann, bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let line = fx.server.chat(&ann, "remember me").await;
     let key = fx.server.vapid_key().await;
     let key_file = fx.data_dir.path().join("vapid_private_key.pem");
@@ -363,7 +365,7 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
 #[tokio::test]
 async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
     let fx = Fixture::new().await;
-    let [ann, _bo] = <[_; 2]>::try_from(fx.members(&["Ann", "Bo"]).await).unwrap();
+    let [ann, _bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
     let newcomer = fx.browser().await;
@@ -546,7 +548,7 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
 #[tokio::test]
 async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_refused() {
     let fx = Fixture::new().await;
-    let [ann] = <[_; 1]>::try_from(fx.members(&["Ann"]).await).unwrap();
+    let [ann] = fx.members(["Ann"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 1).await;
     // The payload's size with the widest id and time a line can have, and an empty message.
