@@ -65,14 +65,26 @@ impl Stack {
         }
     }
 
+    /// A browser whose person allows notifications when asked.
     async fn firefox(&self) -> Firefox {
+        self.firefox_that(Permission::Allow).await
+    }
+
+    async fn firefox_that(&self, answer: Permission) -> Firefox {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Firefox::launch(&format!("{push_url}/"), &self.server.url).await
+        Firefox::launch(&format!("{push_url}/"), &self.server.url, answer).await
     }
 
     fn pushes(&self) -> LocalPushClient {
         self.push.client()
     }
+}
+
+/// What the person answers when the page asks to show notifications.
+#[derive(Clone, Copy)]
+enum Permission {
+    Allow = 1,
+    Block = 2,
 }
 
 /// One headless Firefox with its own geckodriver and profile.
@@ -96,7 +108,7 @@ impl Drop for ProcessGroup {
 }
 
 impl Firefox {
-    async fn launch(push_server_url: &str, chat_url: &str) -> Firefox {
+    async fn launch(push_server_url: &str, chat_url: &str, answer: Permission) -> Firefox {
         // geckodriver prints the port it chose only at log level info.
         let mut driver = ProcessGroup(
             Command::new("geckodriver")
@@ -131,7 +143,8 @@ impl Firefox {
                     "dom.push.testing.allowInsecureServerURL": true,
                     "dom.push.connection.enabled": true,
                     "dom.push.retryBaseInterval": 500,
-                    "permissions.default.desktop-notification": 1,
+                    // The person's answer to the permission prompt: 1 allow, 2 block.
+                    "permissions.default.desktop-notification": answer as u8,
                     "alerts.useSystemBackend": false,
                 },
             }
@@ -459,4 +472,42 @@ async fn test_reload_restores_the_membership_and_unsubscribe_removes_it() {
         .unwrap()
         .status();
     assert_eq!(status, reqwest::StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn test_a_blocked_permission_is_explained_and_subscribes_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let browser = stack.firefox_that(Permission::Block).await;
+    browser.open_chat().await;
+    browser
+        .client
+        .find(Locator::Css("#name"))
+        .await
+        .unwrap()
+        .send_keys("Dee")
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Css("#subscribe"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    let problem = eventually("the page to explain the blocked permission", || async {
+        let problem = browser.text_of("#problem").await;
+        (!problem.is_empty()).then_some(problem)
+    })
+    .await;
+    assert!(
+        problem.contains("blocked") && problem.contains("site settings"),
+        "{problem}"
+    );
+    assert_eq!(browser.button_label().await, "Subscribe");
+    assert!(browser.is_idle().await);
+    assert_eq!(browser.endpoint().await, None);
+    assert_eq!(stack.pushes().stats().await.unwrap().accepted, 0);
 }
