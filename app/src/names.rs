@@ -12,6 +12,7 @@ pub enum NameError {
     Empty,
     TooLong { chars: usize },
     ControlCharacter,
+    InvisibleCharacter,
 }
 
 impl fmt::Display for NameError {
@@ -23,16 +24,24 @@ impl fmt::Display for NameError {
                 "That name has {chars} characters; at most {MAX_NAME_CHARS} are allowed."
             ),
             NameError::ControlCharacter => write!(f, "A name cannot contain control characters."),
+            NameError::InvisibleCharacter => write!(
+                f,
+                "A name cannot contain invisible or text-direction characters."
+            ),
         }
     }
 }
 
 impl std::error::Error for NameError {}
 
-/// The name as it will be shown: trimmed, with each run of whitespace made one space.
+/// The name as it will be shown: trimmed, with each run of whitespace (of any script)
+/// made one space.
 pub fn clean_name(raw: &str) -> Result<String, NameError> {
     if raw.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err(NameError::ControlCharacter);
+    }
+    if raw.chars().any(is_invisible) {
+        return Err(NameError::InvisibleCharacter);
     }
     let name = raw.split_whitespace().collect::<Vec<_>>().join(" ");
     let chars = name.chars().count();
@@ -45,10 +54,22 @@ pub fn clean_name(raw: &str) -> Result<String, NameError> {
     }
 }
 
-/// The key two names collide on: names that differ only by case are the same person to
-/// a reader, so they are the same name here.
-pub fn name_key(clean: &str) -> String {
-    clean.to_lowercase()
+/// Characters that show nothing or reorder what follows: with them, two names that look
+/// the same can differ, and a name can make the text after it read backwards.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' // soft hyphen
+        | '\u{034F}' // combining grapheme joiner
+        | '\u{061C}' // Arabic letter mark
+        | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
+        | '\u{180E}' // Mongolian vowel separator
+        | '\u{200B}'..='\u{200F}' // zero-width space, joiners, direction marks
+        | '\u{202A}'..='\u{202E}' // direction embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}' // direction isolates
+        | '\u{FE00}'..='\u{FE0F}' // variation selectors
+        | '\u{FEFF}' // zero-width no-break space
+    )
 }
 
 #[cfg(test)]
@@ -87,7 +108,23 @@ mod tests {
     }
 
     #[test]
-    fn names_collide_regardless_of_case() {
-        assert_eq!(name_key("Ann Lee"), name_key("ANN lee"));
+    fn other_scripts_whitespace_counts_as_space() {
+        assert_eq!(clean_name("Ann\u{3000}\u{00A0}Lee"), Ok("Ann Lee".into()));
+    }
+
+    #[test]
+    fn invisible_and_direction_characters_are_refused() {
+        for name in [
+            "An\u{200B}n",
+            "Ann\u{202E}eeL",
+            "\u{FEFF}Ann",
+            "A\u{2066}nn",
+        ] {
+            assert_eq!(
+                clean_name(name),
+                Err(NameError::InvisibleCharacter),
+                "{name:?}"
+            );
+        }
     }
 }

@@ -11,7 +11,8 @@ use sled::{
     Transactional, Tree,
 };
 
-use app::{names::name_key, wire::ChatLine};
+use app::wire::ChatLine;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::subscription::Subscription;
 
@@ -183,6 +184,12 @@ impl ChatStore {
     }
 }
 
+/// The key two names collide on: names a reader cannot tell apart are the same name.
+/// Compatibility forms fold together (NFKC: full-width "Ａｎｎ" is "Ann"), and so does case.
+fn name_key(name: &str) -> String {
+    name.nfkc().collect::<String>().to_lowercase()
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
     Ok(serde_json::from_slice(bytes)?)
 }
@@ -239,6 +246,14 @@ mod tests {
         let clash = store.put_member(&member("ANN", "https://p.example/2", AUTH));
         assert!(matches!(clash, Err(StoreError::NameTaken(name)) if name == "ANN"));
         assert_eq!(store.members().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn test_names_a_reader_cannot_tell_apart_collide() {
+        assert_eq!(name_key("Ann Lee"), name_key("ANN lee"));
+        assert_eq!(name_key("Ａｎｎ"), name_key("ann"));
+        assert_eq!(name_key("ﬁona"), name_key("Fiona"));
+        assert_ne!(name_key("Ann"), name_key("Anne"));
     }
 
     #[test]

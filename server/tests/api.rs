@@ -420,6 +420,18 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
             StatusCode::CONFLICT,
         ),
         (
+            "taken name in full-width letters",
+            "/api/subscribe",
+            json!({"name": "Ａｎｎ", "subscription": sub}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "name with a right-to-left override",
+            "/api/subscribe",
+            json!({"name": "Ann\u{202e}", "subscription": sub}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
             "taken name on init",
             "/api/init",
             json!({"name": "ANN", "subscription": sub}),
