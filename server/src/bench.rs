@@ -259,7 +259,10 @@ async fn run_once(
             allow_loopback_endpoints: true,
             history_limit: 200,
         },
-        delivery: DeliverySettings::default(),
+        delivery: DeliverySettings {
+            allow_loopback_endpoints: true,
+            ..DeliverySettings::default()
+        },
         cache_bytes: 64 << 20,
     };
     let (sender, sampled_ids) = seed(&config, receiver, count, scenario)?;

@@ -53,7 +53,10 @@ impl Config {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 history_limit: args.history_limit,
             },
-            delivery: DeliverySettings::default(),
+            delivery: DeliverySettings {
+                allow_loopback_endpoints: args.allow_loopback_endpoints,
+                ..DeliverySettings::default()
+            },
             cache_bytes: args.cache_mib * 1024 * 1024,
         })
     }

@@ -40,7 +40,9 @@ use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder
 
 use app::wire::PushMessage;
 
-use crate::{store::ChatStore, subscription::Subscription, vapid::VapidKeys};
+use crate::{
+    public_dns::PublicOnly, store::ChatStore, subscription::Subscription, vapid::VapidKeys,
+};
 
 /// The engine's limits and retry policy.
 #[derive(Clone, Debug)]
@@ -57,6 +59,8 @@ pub struct DeliverySettings {
     pub max_backoff: Duration,
     /// The longest a push service may take to answer one push.
     pub request_timeout: Duration,
+    /// Let push service names resolve to loopback addresses (local testing only).
+    pub allow_loopback_endpoints: bool,
 }
 
 impl Default for DeliverySettings {
@@ -70,6 +74,7 @@ impl Default for DeliverySettings {
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            allow_loopback_endpoints: false,
         }
     }
 }
@@ -211,6 +216,9 @@ impl Delivery {
             .pool_max_idle_per_host(settings.max_in_flight)
             // A push service has no reason to redirect; following one could reach anywhere.
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PublicOnly {
+                allow_loopback: settings.allow_loopback_endpoints,
+            }))
             .build()?;
         Ok(Delivery {
             http,

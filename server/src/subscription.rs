@@ -5,7 +5,7 @@
 //! operator enabled it for local testing. The keys must be what RFC 8291 needs: a point
 //! on P-256 and a 16-byte auth secret. Keys are kept in canonical base64url (no padding).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,14 @@ fn is_public(host: &Host<&str>) -> bool {
         }
         Host::Ipv4(ip) => is_public_ipv4(ip),
         Host::Ipv6(ip) => is_public_ipv6(ip),
+    }
+}
+
+/// Whether the server may send to `ip`: globally routable, not its own networks.
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_ipv4(&v4),
+        IpAddr::V6(v6) => is_public_ipv6(&v6),
     }
 }
 
