@@ -20,8 +20,15 @@ pub struct PushchatProcess {
 }
 
 impl PushchatProcess {
-    /// Starts `binary` in `workdir` (where it finds the site, `target/site`) on `data_dir`.
-    pub async fn start(binary: &Path, workdir: &Path, data_dir: &Path, subject: &str) -> Self {
+    /// Starts `binary` in `workdir` (where it finds the site, `target/site`) on `data_dir`,
+    /// with `extra_args` after the ones every test needs.
+    pub async fn start(
+        binary: &Path,
+        workdir: &Path,
+        data_dir: &Path,
+        subject: &str,
+        extra_args: &[&str],
+    ) -> Self {
         let mut child = Command::new(binary)
             .current_dir(workdir)
             .args([
@@ -33,6 +40,7 @@ impl PushchatProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--vapid-subject", subject])
+            .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)

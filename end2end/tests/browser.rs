@@ -57,7 +57,7 @@ impl Stack {
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let server = PushchatProcess::start(&binary, &root, data_dir.path(), SUBJECT).await;
+        let server = PushchatProcess::start(&binary, &root, data_dir.path(), SUBJECT, &[]).await;
         Stack {
             push,
             server,

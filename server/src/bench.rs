@@ -258,6 +258,7 @@ async fn run_once(
         rules: ChatRules {
             allow_loopback_endpoints: true,
             history_limit: 200,
+            chat_lines_per_minute: 30,
         },
         delivery: DeliverySettings {
             allow_loopback_endpoints: true,

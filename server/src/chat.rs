@@ -8,7 +8,7 @@
 
 use std::{
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use app::{
@@ -21,6 +21,7 @@ use app::{
 
 use crate::{
     delivery::Broadcast,
+    limits::RateLimiter,
     store::{ChatStore, Member, StoreError},
     subscription::{self, SubscriptionError},
 };
@@ -44,6 +45,8 @@ pub enum ChatError {
     EmptyMessage,
     #[error("The message is {0} bytes too long to fit in a push.")]
     MessageTooLong(usize),
+    #[error("Too many messages in a minute; try again in {} seconds.", .0.as_secs().max(1))]
+    TooManyLines(Duration),
     #[error("the store failed")]
     Store(#[source] StoreError),
 }
@@ -64,16 +67,23 @@ pub struct ChatRules {
     pub allow_loopback_endpoints: bool,
     /// How many chat lines the history keeps and `init` returns.
     pub history_limit: usize,
+    /// How many chat lines one member may post in a minute.
+    pub chat_lines_per_minute: u32,
 }
 
 pub struct Chat {
     store: Arc<ChatStore>,
+    lines: RateLimiter,
     rules: ChatRules,
 }
 
 impl Chat {
     pub fn new(store: Arc<ChatStore>, rules: ChatRules) -> Self {
-        Chat { store, rules }
+        Chat {
+            store,
+            lines: RateLimiter::new(rules.chat_lines_per_minute),
+            rules,
+        }
     }
 
     /// A browser joins: everyone, the newcomer included, is told. Subscribing again with
@@ -127,6 +137,9 @@ impl Chat {
         if let Some(excess) = chat_payload_excess(&member.name, &request.msg) {
             return Err(ChatError::MessageTooLong(excess));
         }
+        self.lines
+            .take(&member.subscription.endpoint, Instant::now())
+            .map_err(ChatError::TooManyLines)?;
         let line = self.store.append_line(
             &member.name,
             &request.msg,
@@ -226,6 +239,7 @@ mod tests {
         let rules = ChatRules {
             allow_loopback_endpoints: false,
             history_limit: 50,
+            chat_lines_per_minute: 3,
         };
         (dir, Chat::new(store, rules))
     }
@@ -376,6 +390,28 @@ mod tests {
         );
         assert_eq!(names(&broadcast), [credentials(2).endpoint]);
         assert_eq!(chat.room().unwrap().members, ["Bo"]);
+    }
+
+    #[tokio::test]
+    async fn test_a_member_posting_too_fast_is_told_to_wait_and_nothing_is_stored() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        for n in 0..3 {
+            let line = ChatRequest {
+                member: credentials(1),
+                msg: format!("line {n}"),
+            };
+            chat.chat(line).await.unwrap();
+        }
+        let one_more = ChatRequest {
+            member: credentials(1),
+            msg: "one more".into(),
+        };
+        let refused = chat.chat(one_more).await;
+        assert!(
+            matches!(refused, Err(ChatError::TooManyLines(wait)) if wait <= Duration::from_secs(60))
+        );
+        assert_eq!(chat.room().unwrap().history.len(), 3);
     }
 
     #[tokio::test]

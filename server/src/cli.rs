@@ -62,6 +62,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PUSHCHAT_HISTORY_LIMIT", default_value_t = 200)]
     pub history_limit: usize,
 
+    /// How many chat lines one member may post in a minute.
+    #[arg(long, env = "PUSHCHAT_CHAT_LINES_PER_MINUTE", default_value_t = 30)]
+    pub chat_lines_per_minute: u32,
+
     /// Upper bound of the database's page cache, in MiB.
     #[arg(long, env = "PUSHCHAT_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,

@@ -33,6 +33,8 @@ pub enum ConfigError {
     HistoryLimit,
     #[error("--cache-mib must be at least 1")]
     CacheSize,
+    #[error("--chat-lines-per-minute must be at least 1")]
+    ChatRate,
 }
 
 impl Config {
@@ -45,6 +47,9 @@ impl Config {
         if args.cache_mib == 0 {
             return Err(ConfigError::CacheSize);
         }
+        if args.chat_lines_per_minute == 0 {
+            return Err(ConfigError::ChatRate);
+        }
         Ok(Config {
             addr: args.addr,
             data_dir: args.data_dir,
@@ -52,6 +57,7 @@ impl Config {
             rules: ChatRules {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 history_limit: args.history_limit,
+                chat_lines_per_minute: args.chat_lines_per_minute,
             },
             delivery: DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,

@@ -4,7 +4,7 @@
 
 use axum::{
     extract::rejection::JsonRejection,
-    http::StatusCode,
+    http::{header::RETRY_AFTER, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -17,6 +17,8 @@ use crate::chat::ChatError;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds to wait before trying again, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -38,6 +41,11 @@ impl From<ChatError> for ApiError {
             ChatError::UnknownMember => StatusCode::NOT_FOUND,
             ChatError::WrongSecret => StatusCode::FORBIDDEN,
             ChatError::MessageTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ChatError::TooManyLines(wait) => {
+                let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string());
+                error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                return error;
+            }
             ChatError::Store(source) => {
                 tracing::error!(error = ?source, "store failure");
                 return ApiError::new(
@@ -59,8 +67,12 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self
+            .retry_after
+            .map(|secs| [(RETRY_AFTER, secs.to_string())]);
         (
             self.status,
+            retry_after,
             Json(wire::ApiError {
                 error: self.message,
             }),

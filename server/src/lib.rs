@@ -4,8 +4,8 @@
 //! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
 //! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
 //! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
-//! error answers), `state` (what handlers share), `public_dns` (the delivery client's
-//! DNS, public addresses only), `bench` (`pushchat bench`).
+//! error answers), `state` (what handlers share), `limits` (rate limits), `public_dns`
+//! (the delivery client's DNS, public addresses only), `bench` (`pushchat bench`).
 
 pub mod bench;
 pub mod chat;
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod limits;
 pub mod public_dns;
 pub mod routes;
 pub mod state;

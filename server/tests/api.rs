@@ -26,9 +26,9 @@ struct Server {
 }
 
 impl Server {
-    async fn start(data_dir: &Path) -> Server {
+    async fn start(data_dir: &Path, extra_args: &[&str]) -> Server {
         let binary = Path::new(env!("CARGO_BIN_EXE_pushchat"));
-        let process = PushchatProcess::start(binary, data_dir, data_dir, SUBJECT).await;
+        let process = PushchatProcess::start(binary, data_dir, data_dir, SUBJECT, extra_args).await;
         let base = process.url.clone();
         Server {
             process,
@@ -115,11 +115,16 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Fixture {
+        Fixture::with_args(&[]).await
+    }
+
+    /// A fixture whose server gets `extra_args`.
+    async fn with_args(extra_args: &[&str]) -> Fixture {
         let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let server = Server::start(data_dir.path()).await;
+        let server = Server::start(data_dir.path(), extra_args).await;
         Fixture {
             push,
             data_dir,
@@ -164,7 +169,7 @@ impl Fixture {
             server,
         } = self;
         server.process.kill().await;
-        let server = Server::start(data_dir.path()).await;
+        let server = Server::start(data_dir.path(), &[]).await;
         Fixture {
             push,
             data_dir,
@@ -586,6 +591,39 @@ async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
     assert_eq!(fx.server.init("Ann", &ann).await.history, vec![line]);
+}
+
+#[tokio::test]
+async fn test_a_member_posting_too_fast_gets_429_with_retry_after() {
+    let fx = Fixture::with_args(&["--chat-lines-per-minute", "2"]).await;
+    let [ann] = fx.members(["Ann"]).await;
+    fx.server.chat(&ann, "one").await;
+    fx.server.chat(&ann, "two").await;
+
+    let response = fx
+        .server
+        .http
+        .post(format!("{}/api/chat", fx.server.base))
+        .json(&chat_body(&ann, "three"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After: {wait}");
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("Too many messages"),
+        "{answer}"
+    );
+    assert_eq!(fx.server.init("Ann", &ann).await.history.len(), 2);
 }
 
 #[tokio::test]
