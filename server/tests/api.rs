@@ -279,6 +279,7 @@ async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
     let fx = Fixture::new().await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
+    received(&pushes, &ann, 2).await;
     received(&pushes, &bo, 1).await;
     let mut forged = credentials(&ann);
     forged.auth = bo.subscription.keys.auth.clone();
@@ -353,6 +354,10 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
     let key = fx.server.vapid_key().await;
     let key_file = fx.data_dir.path().join("vapid_private_key.pem");
     assert_eq!(mode(&key_file) & 0o777, 0o600);
+    // Let the fan-outs finish first: pushes in flight at a SIGKILL are lost (no outbox
+    // yet), and this test is about what the store keeps.
+    received(&fx.pushes(), &ann, 3).await;
+    received(&fx.pushes(), &bo, 2).await;
 
     let fx = fx.restarted().await;
 
@@ -370,9 +375,11 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
 #[tokio::test]
 async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
     let fx = Fixture::new().await;
-    let [ann, _bo] = fx.members(["Ann", "Bo"]).await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
+    // Every join has arrived before the counts are taken.
     received(&pushes, &ann, 2).await;
+    received(&pushes, &bo, 1).await;
     let newcomer = fx.browser().await;
     let sub = serde_json::to_value(&newcomer.subscription).unwrap();
     let with = |field: &str, value: Value| {
