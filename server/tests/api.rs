@@ -391,7 +391,7 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
         json!({"name": "Newcomer", "subscription": sub})
     };
     let ann_creds = credentials(&ann);
-    let off_curve = format!("BA{}", &newcomer.subscription.keys.p256dh[2..]);
+    let off_curve = off_curve(&newcomer.subscription.keys.p256dh);
     let over_budget = "x".repeat(PUSH_PAYLOAD_LIMIT);
 
     let cases: Vec<(&str, &str, Value, StatusCode)> = vec![
@@ -647,6 +647,14 @@ async fn test_the_server_refuses_to_start_without_a_contact() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--vapid-subject mailto:"), "{stderr}");
     assert!(!dir.path().join("vapid_private_key.pem").exists());
+}
+
+/// The same point with one bit of y flipped: no longer on P-256.
+fn off_curve(p256dh: &str) -> String {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let mut point = URL_SAFE_NO_PAD.decode(p256dh).unwrap();
+    *point.last_mut().unwrap() ^= 1;
+    URL_SAFE_NO_PAD.encode(point)
 }
 
 fn mode(path: &Path) -> u32 {
