@@ -18,6 +18,8 @@ use leptos_router::{
 
 /// The HTML document around the app; the server renders it for every page request.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    send_content_security_policy();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -32,6 +34,28 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <App />
             </body>
         </html>
+    }
+}
+
+/// Allows what the page needs and nothing else: its own scripts (the inline hydration
+/// scripts by this response's nonce), compiling its own wasm, its own styles, images, API,
+/// service worker and manifest. Markup that slipped into a name could run no script.
+#[cfg(feature = "ssr")]
+fn send_content_security_policy() {
+    use http::{header::CONTENT_SECURITY_POLICY, HeaderValue};
+
+    let Some(response) = use_context::<leptos_axum::ResponseOptions>() else {
+        return;
+    };
+    let nonce = leptos::nonce::use_nonce().map(|nonce| format!(" 'nonce-{nonce}'"));
+    let policy = format!(
+        "default-src 'self'; script-src 'self'{} 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self'; connect-src 'self'; worker-src 'self'; manifest-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        nonce.unwrap_or_default()
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.insert_header(CONTENT_SECURITY_POLICY, value);
     }
 }
 

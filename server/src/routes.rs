@@ -4,7 +4,12 @@
 
 use axum::{
     extract::{DefaultBodyLimit, State},
-    http::StatusCode,
+    http::{
+        header::{REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS},
+        HeaderValue, StatusCode,
+    },
+    middleware,
+    response::Response,
     routing::{get, post},
     Json, Router,
 };
@@ -46,7 +51,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))
+        .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers every answer carries (the page adds its Content-Security-Policy itself, since it
+/// names the page's nonce): no content-type sniffing, and no URL leaks to other sites.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }
 
 async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey> {

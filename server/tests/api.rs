@@ -634,6 +634,43 @@ async fn test_a_member_posting_too_fast_gets_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn test_the_page_carries_a_policy_that_admits_only_its_own_scripts() {
+    let fx = Fixture::new().await;
+    let response = fx
+        .server
+        .http
+        .get(format!("{}/", fx.server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = response.text().await.unwrap();
+    // The page renders on the server: the chat's controls are in the HTML.
+    assert!(html.contains(r#"id="subscribe""#) && html.contains(r#"id="members""#));
+
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap();
+    assert!(policy.contains("default-src 'self'") && policy.contains("object-src 'none'"));
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    // Every inline script carries this response's nonce; nothing else may run.
+    let scripts = html.matches("<script").count();
+    assert!(scripts > 0);
+    assert_eq!(
+        html.matches(&format!(r#"nonce="{nonce}""#)).count(),
+        scripts,
+        "{html}"
+    );
+}
+
+#[tokio::test]
 async fn test_the_server_refuses_to_start_without_a_contact() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_pushchat"))
