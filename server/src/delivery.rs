@@ -118,25 +118,45 @@ pub struct DeliveryReport {
     pub p99: Duration,
 }
 
+/// Upper bounds, in seconds, of the push latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// Counts over every fan-out since the engine started, and the latest fan-out's report.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeliveryTotals {
     pub fan_outs: u64,
     pub delivered: u64,
     pub gone: u64,
     pub failed: u64,
     pub retried: u64,
+    /// Pushes whose final answer came within each of [`LATENCY_BUCKETS`] (cumulative).
+    pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Sum of all push latencies, in seconds.
+    pub latency_sum: f64,
     pub last_fan_out: DeliveryReport,
 }
 
 impl DeliveryTotals {
-    fn add(&mut self, report: &DeliveryReport) {
+    fn add(&mut self, report: &DeliveryReport, latencies: &[Duration]) {
         self.fan_outs += 1;
         self.delivered += report.delivered as u64;
         self.gone += report.gone as u64;
         self.failed += report.failed as u64;
         self.retried += report.retried as u64;
+        for latency in latencies.iter().map(Duration::as_secs_f64) {
+            self.latency_sum += latency;
+            for (bucket, bound) in self.latency_buckets.iter_mut().zip(LATENCY_BUCKETS) {
+                *bucket += u64::from(latency <= bound);
+            }
+        }
         self.last_fan_out = report.clone();
+    }
+
+    /// Pushes that reached a final answer: the histogram's count.
+    pub fn pushes(&self) -> u64 {
+        self.delivered + self.gone + self.failed
     }
 }
 
@@ -298,7 +318,8 @@ impl Delivery {
         report.p99 = percentile(99)
             .or(latencies.last().copied())
             .unwrap_or_default();
-        self.totals.send_modify(|totals| totals.add(&report));
+        self.totals
+            .send_modify(|totals| totals.add(&report, &latencies));
         tracing::info!(
             delivered = report.delivered,
             gone = report.gone,

@@ -4,7 +4,8 @@
 //! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
 //! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
 //! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
-//! error answers), `state` (what handlers share), `limits` (rate limits), `public_dns`
+//! error answers), `state` (what handlers share), `limits` (rate limits), `metrics`
+//! (`/metrics`), `public_dns`
 //! (the delivery client's DNS, public addresses only), `bench` (`pushchat bench`).
 
 pub mod bench;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod public_dns;
 pub mod routes;
 pub mod state;
@@ -80,6 +82,7 @@ pub fn open(config: &Config) -> anyhow::Result<AppState> {
         delivery: Arc::new(delivery),
         vapid,
         store,
+        http_counts: Arc::default(),
         leptos,
     })
 }

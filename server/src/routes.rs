@@ -2,14 +2,16 @@
 //! site (service worker, manifest, icons, wasm bundle). Handlers are thin: they parse,
 //! call the chat's rules, hand any broadcast to delivery, and answer.
 
+use std::sync::Arc;
+
 use axum::{
     extract::{DefaultBodyLimit, State},
     http::{
-        header::{REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS},
+        header::{CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS},
         HeaderValue, StatusCode,
     },
     middleware,
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
@@ -24,6 +26,7 @@ use app::{
 
 use crate::{
     error::{ApiError, ApiJson},
+    metrics,
     state::AppState,
 };
 
@@ -46,10 +49,16 @@ pub fn router(state: AppState) -> Router {
         move || app::shell(options.clone())
     };
     Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .nest("/api", api)
         .leptos_routes(&state, generate_route_list(App), page)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.http_counts),
+            metrics::count_requests,
         ))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
@@ -62,6 +71,29 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
+}
+
+/// Up, and the store answers.
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    match state.store.has_members() {
+        Ok(_) => Ok("ok\n"),
+        Err(error) => {
+            tracing::error!(error = ?error, "health check: the store cannot be read");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The store cannot be read.",
+            ))
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = metrics::render(
+        state.store.member_count(),
+        &state.delivery.totals().borrow(),
+        &state.http_counts,
+    );
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey> {

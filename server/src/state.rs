@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
-use crate::{chat::Chat, delivery::Delivery, store::ChatStore, vapid::VapidKeys};
+use crate::{
+    chat::Chat, delivery::Delivery, metrics::HttpCounts, store::ChatStore, vapid::VapidKeys,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,6 +15,7 @@ pub struct AppState {
     pub delivery: Arc<Delivery>,
     pub vapid: Arc<VapidKeys>,
     pub store: Arc<ChatStore>,
+    pub http_counts: Arc<HttpCounts>,
     pub leptos: LeptosOptions,
 }
 

@@ -88,6 +88,11 @@ impl ChatStore {
             .collect()
     }
 
+    /// How many members there are.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
     /// Whether the store holds any member; cheaper than counting.
     pub fn has_members(&self) -> Result<bool, StoreError> {
         Ok(self.members.first()?.is_some())

@@ -671,6 +671,56 @@ async fn test_the_page_carries_a_policy_that_admits_only_its_own_scripts() {
 }
 
 #[tokio::test]
+async fn test_health_and_metrics_count_exactly_the_pushes_of_each_fan_out() {
+    let fx = Fixture::new().await;
+    let get = |path: &str| {
+        fx.server
+            .http
+            .get(format!("{}{path}", fx.server.base))
+            .send()
+    };
+    let health = get("/healthz").await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.text().await.unwrap(), "ok\n");
+
+    // Ann's join goes to Ann, Bo's to both, the line to both: 5 pushes in 3 fan-outs.
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    fx.server.chat(&ann, "count me").await;
+    let delivered = r#"pushchat_pushes_total{result="delivered"}"#;
+    let text = eventually("the metrics to count 5 pushes", || async {
+        let text = get("/metrics").await.ok()?.text().await.ok()?;
+        (sample(&text, delivered) == Some(5.0)).then_some(text)
+    })
+    .await;
+    assert_eq!(sample(&text, "pushchat_members"), Some(2.0));
+    assert_eq!(sample(&text, "pushchat_fan_outs_total"), Some(3.0));
+    assert_eq!(
+        sample(&text, r#"pushchat_pushes_total{result="failed"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, r#"pushchat_push_latency_seconds_bucket{le="+Inf"}"#),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, "pushchat_push_latency_seconds_count"),
+        Some(5.0)
+    );
+    let chats = r#"pushchat_http_requests_total{route="/api/chat",status="200"}"#;
+    assert_eq!(sample(&text, chats), Some(1.0));
+    let joins = r#"pushchat_http_requests_total{route="/api/subscribe",status="200"}"#;
+    assert_eq!(sample(&text, joins), Some(2.0));
+    assert_eq!(fx.pushes().received(&bo.id).await.unwrap().len(), 2);
+}
+
+/// The value of one sample line (`name{labels} value`) of a Prometheus exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
 async fn test_the_server_refuses_to_start_without_a_contact() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_pushchat"))
