@@ -145,6 +145,21 @@ pub fn ChatPage() -> impl IntoView {
             "Subscribe"
         }
     };
+    let status = move || match membership.get() {
+        Membership::Member(member) => format!(
+            "You are in as {}. New lines reach you as notifications while this tab is closed.",
+            member.name
+        ),
+        Membership::Busy => "One moment…".to_owned(),
+        Membership::Restoring | Membership::Visitor => String::new(),
+    };
+    let empty_history = move || {
+        if is_member() {
+            "No messages yet. Say hello!"
+        } else {
+            "Type a name and press Subscribe to read and send messages."
+        }
+    };
 
     view! {
         <main class="chat">
@@ -167,6 +182,7 @@ pub fn ChatPage() -> impl IntoView {
                     {button_label}
                 </button>
             </section>
+            <p id="status" class="status">{status}</p>
             <p id="problem" class="problem" role="alert">{move || problem.get()}</p>
             <div class="room">
                 <section class="members" aria-labelledby="members-title">
@@ -178,6 +194,9 @@ pub fn ChatPage() -> impl IntoView {
                             children=|name| view! { <li>{name}</li> }
                         />
                     </ul>
+                    <Show when=move || room.members.with(Vec::is_empty)>
+                        <p class="empty">"Subscribe to see who is here."</p>
+                    </Show>
                 </section>
                 <section class="messages" aria-labelledby="messages-title">
                     <h2 id="messages-title">"Messages"</h2>
@@ -194,6 +213,9 @@ pub fn ChatPage() -> impl IntoView {
                             }
                         />
                     </ol>
+                    <Show when=move || room.lines.with(Vec::is_empty)>
+                        <p class="empty">{empty_history}</p>
+                    </Show>
                     <Show when=is_member>
                         <form id="send-form" class="send" on:submit=on_send>
                             <label for="message">"Message"</label>
