@@ -58,6 +58,8 @@ impl PushchatProcess {
         })
         .await
         .expect("pushchat listens within the deadline");
+        // Keep reading, so that anything it prints later never meets a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         PushchatProcess { child, url }
     }
 
