@@ -59,6 +59,9 @@ pub enum Fault {
     /// Holds every push until the service has accepted `accepted` pushes in all: a
     /// sender that waits for this push before sending others never gets an answer.
     HangUntilAccepted { accepted: u64 },
+    /// Never answers, as a push service that went dark; set it, and clear it, with
+    /// [`LocalPushClient::set_fault`].
+    Hang,
 }
 
 /// A virtual subscriber: its id at the service and the subscription a browser would give.
@@ -196,6 +199,18 @@ impl LocalPushClient {
     /// Everything subscriber `id` received so far, oldest first.
     pub async fn received(&self, id: &str) -> reqwest::Result<Vec<ReceivedPush>> {
         self.get(&format!("subscribers/{id}/messages")).await
+    }
+
+    /// Makes subscriber `id`'s push service misbehave from now on, or behave with `None`.
+    pub async fn set_fault(&self, id: &str, fault: Option<Fault>) -> reqwest::Result<()> {
+        let url = format!("{}/subscribers/{id}/fault", self.base);
+        self.http
+            .put(url)
+            .json(&fault)
+            .send()
+            .await?
+            .error_for_status()
+            .map(drop)
     }
 
     /// Expires subscriber `id`: later pushes to it get 410.

@@ -15,6 +15,7 @@
 //! - `GET /subscribers/{id}/messages`: what the subscription received (decrypted for
 //!   virtual subscribers, with the browser's ack code for channels).
 //! - `DELETE /subscribers/{id}`: expires the subscription (later pushes get 410).
+//! - `PUT /subscribers/{id}/fault` (a [`Fault`] or `null`): changes how it misbehaves.
 //! - `GET /stats`: pushes accepted and refused so far.
 
 use std::{
@@ -91,6 +92,7 @@ enum Misbehaviour {
         retry_after_secs: Option<u32>,
     },
     DropConnection,
+    Hang,
     Wait(Duration),
     WaitForAccepted(u64),
 }
@@ -232,6 +234,17 @@ impl PushService {
         Some(format!("{}/push/{channel_id}", self.origin))
     }
 
+    /// Changes how a subscriber's push service behaves. False if there is no such subscriber.
+    fn set_fault(&self, id: &str, fault: Option<Fault>) -> bool {
+        match self.subscribers().get_mut(id) {
+            Some(subscriber) => {
+                subscriber.fault = fault;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Expires a subscription: later pushes to it get 410. False if there is none.
     pub(crate) fn expire(&self, id: &str) -> bool {
         match self.subscribers().get_mut(id) {
@@ -285,6 +298,7 @@ impl PushService {
             }
             Fault::Slow { millis } => Some(Misbehaviour::Wait(Duration::from_millis(millis))),
             Fault::HangUntilAccepted { accepted } => Some(Misbehaviour::WaitForAccepted(accepted)),
+            Fault::Hang => Some(Misbehaviour::Hang),
         }
     }
 
@@ -378,6 +392,7 @@ pub(crate) fn router(service: Arc<PushService>) -> Router {
         .route("/subscribers/{id}", axum::routing::delete(expire))
         .route("/subscribers/{id}/messages", get(messages))
         .route("/subscribers/{id}/attempts", get(attempts))
+        .route("/subscribers/{id}/fault", axum::routing::put(set_fault))
         .route("/push/{id}", post(receive))
         .route("/stats", get(stats))
         .with_state(service)
@@ -419,6 +434,7 @@ async fn receive(
             std::panic::resume_unwind(Box::new("fault: drop the connection"));
         }
         Some(Misbehaviour::Wait(delay)) => tokio::time::sleep(delay).await,
+        Some(Misbehaviour::Hang) => std::future::pending::<()>().await,
         Some(Misbehaviour::WaitForAccepted(count)) => {
             let mut accepted = service.accepted.subscribe();
             let _ = accepted.wait_for(|accepted| *accepted >= count).await;
@@ -448,6 +464,18 @@ async fn messages(State(service): State<Arc<PushService>>, Path(id): Path<String
 
 async fn expire(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> StatusCode {
     if service.expire(&id) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn set_fault(
+    State(service): State<Arc<PushService>>,
+    Path(id): Path<String>,
+    Json(fault): Json<Option<Fault>>,
+) -> StatusCode {
+    if service.set_fault(&id, fault) {
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_FOUND

@@ -151,6 +151,16 @@ impl Chat {
         Ok((line, broadcast))
     }
 
+    /// The chat lines whose fan-out had not finished when the server stopped (it crashed,
+    /// say), each to go to today's members: at least once, never silently lost.
+    pub fn unsent(&self) -> Result<Vec<Broadcast>, ChatError> {
+        let lines = self.store.unsent_lines()?;
+        lines
+            .into_iter()
+            .map(|line| self.to_everyone(PushMessage::ChatMsg(line)))
+            .collect()
+    }
+
     /// The member list (sorted by name) and the recent history.
     pub fn room(&self) -> Result<RoomState, ChatError> {
         let mut members: Vec<String> = self

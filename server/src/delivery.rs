@@ -16,6 +16,10 @@
 //! - 400, 401, 403: our request or our VAPID key is wrong: logged as an error, member kept;
 //! - anything else: failed and logged, member kept.
 //!
+//! A chat line stays in the store's outbox until its fan-out is done; a server that stops
+//! before then sends it again on its next start (members who got it already get it twice;
+//! pages drop the copy by its id).
+//!
 //! Bounds: at most `max_in_flight` pushes are being encrypted or sent at once, across all
 //! fan-outs; a push waiting to retry holds no slot, and each push has its own task, so a
 //! slow or failing push service holds up only its own pushes. At most `max_queued`
@@ -293,6 +297,10 @@ impl Delivery {
             });
         }
 
+        let line_id = match &broadcast.message {
+            PushMessage::ChatMsg(line) => Some(line.id),
+            PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => None,
+        };
         let mut report = DeliveryReport::default();
         let mut latencies = Vec::with_capacity(pushes.len());
         while let Some(finished) = pushes.join_next().await {
@@ -318,6 +326,17 @@ impl Delivery {
         report.p99 = percentile(99)
             .or(latencies.last().copied())
             .unwrap_or_default();
+        if let Some(id) = line_id {
+            // Every member got its final answer: the line leaves the outbox, for good (a
+            // crash before the flush would send it once more).
+            let sent = async {
+                self.store.line_sent(id)?;
+                self.store.flush().await
+            };
+            if let Err(error) = sent.await {
+                tracing::error!(error = %error, id, "could not mark a chat line as sent");
+            }
+        }
         self.totals
             .send_modify(|totals| totals.add(&report, &latencies));
         tracing::info!(

@@ -87,6 +87,21 @@ pub fn open(config: &Config) -> anyhow::Result<AppState> {
     })
 }
 
+/// Fans out again the chat lines a stopped server had not finished sending.
+async fn resume_unsent(state: &AppState) -> anyhow::Result<()> {
+    let unsent = state.chat.unsent().context("cannot read the outbox")?;
+    if !unsent.is_empty() {
+        tracing::warn!(
+            lines = unsent.len(),
+            "sending chat lines again whose fan-out was cut short"
+        );
+    }
+    for broadcast in unsent {
+        state.delivery.dispatch(broadcast).await;
+    }
+    Ok(())
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then lets pushes in flight
 /// finish and flushes the store.
 pub async fn serve_until(
@@ -94,6 +109,7 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    resume_unsent(&state).await?;
     axum::serve(listener, routes::router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await?;

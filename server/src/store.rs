@@ -19,6 +19,8 @@ use crate::subscription::Subscription;
 const MEMBERS: &str = "members";
 const NAMES: &str = "member_names";
 const HISTORY: &str = "history";
+/// Chat lines whose fan-out has not finished, by line id: resumed after a crash.
+const OUTBOX: &str = "outbox";
 
 /// A member of the chat as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,7 @@ pub struct ChatStore {
     members: Tree,
     names: Tree,
     history: Tree,
+    outbox: Tree,
 }
 
 impl ChatStore {
@@ -68,6 +71,7 @@ impl ChatStore {
             members: db.open_tree(MEMBERS)?,
             names: db.open_tree(NAMES)?,
             history: db.open_tree(HISTORY)?,
+            outbox: db.open_tree(OUTBOX)?,
             db,
         })
     }
@@ -145,7 +149,8 @@ impl ChatStore {
         Ok(removed)
     }
 
-    /// Appends a line to the history and drops the oldest lines beyond `keep`.
+    /// Appends a line to the history, and to the outbox until its fan-out is done, in one
+    /// transaction; then drops the oldest lines beyond `keep`.
     pub fn append_line(
         &self,
         name: &str,
@@ -160,12 +165,32 @@ impl ChatStore {
             msg: msg.into(),
             time,
         };
-        self.history
-            .insert(line.id.to_be_bytes(), serde_json::to_vec(&line)?)?;
+        let record = serde_json::to_vec(&line)?;
+        let key = line.id.to_be_bytes();
+        (&self.history, &self.outbox).transaction(|(history, outbox)| {
+            history.insert(&key, record.as_slice())?;
+            outbox.insert(&key, record.as_slice())?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
         for old in self.history.iter().keys().rev().skip(keep) {
             self.history.remove(old?)?;
         }
         Ok(line)
+    }
+
+    /// Lines whose fan-out had not finished when the server stopped, oldest first.
+    pub fn unsent_lines(&self) -> Result<Vec<ChatLine>, StoreError> {
+        self.outbox
+            .iter()
+            .values()
+            .map(|bytes| decode(&bytes?))
+            .collect()
+    }
+
+    /// The fan-out of line `id` is done: every member got an answer from its push service.
+    pub fn line_sent(&self, id: u64) -> Result<(), StoreError> {
+        self.outbox.remove(id.to_be_bytes())?;
+        Ok(())
     }
 
     /// The newest `limit` lines, oldest first.
@@ -313,6 +338,23 @@ mod tests {
         assert_eq!(texts, ["line 2", "line 3", "line 4"]);
         assert!(lines.windows(2).all(|w| w[0].id < w[1].id));
         assert_eq!(store.recent_lines(2).unwrap()[0].msg, "line 3");
+    }
+
+    #[test]
+    fn test_a_line_stays_in_the_outbox_until_sent_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = {
+            let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+            let first = store.append_line("Ann", "one", 1, 10).unwrap();
+            let second = store.append_line("Ann", "two", 2, 10).unwrap();
+            store.line_sent(first.id).unwrap();
+            (first, second)
+        };
+        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.unsent_lines().unwrap(), vec![second.clone()]);
+        store.line_sent(second.id).unwrap();
+        assert!(store.unsent_lines().unwrap().is_empty());
+        assert_eq!(store.recent_lines(10).unwrap(), vec![first, second]);
     }
 
     #[test]

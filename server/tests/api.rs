@@ -10,7 +10,7 @@ use app::wire::{
 };
 use localpush::{
     harness::{eventually, PushchatProcess},
-    LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription,
+    Fault, LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -54,6 +54,13 @@ impl Server {
         let (status, answer) = self.post(path, body).await;
         assert!(status.is_success(), "{path} answered {status}: {answer}");
         serde_json::from_value(answer).unwrap()
+    }
+
+    /// One series of `GET /metrics`.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let url = format!("{}/metrics", self.base);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        sample(&text, series)
     }
 
     async fn vapid_key(&self) -> String {
@@ -370,6 +377,50 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
     // Pushes after the restart are still signed with the key the browsers subscribed with.
     let ann_got = received(&fx.pushes(), &ann, 4).await;
     assert!(messages(&ann_got).contains(&PushMessage::ChatMsg(next)));
+}
+
+#[tokio::test]
+async fn test_a_line_cut_short_by_a_crash_is_sent_after_the_restart() {
+    let fx = Fixture::new().await;
+    let [ann, bo, cy] = fx.members(["Ann", "Bo", "Cy"]).await;
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 3).await;
+    received(&pushes, &bo, 2).await;
+    received(&pushes, &cy, 1).await;
+
+    // Cy's push service goes dark: the fan-out cannot finish.
+    pushes.set_fault(&cy.id, Some(Fault::Hang)).await.unwrap();
+    let line = fx.server.chat(&ann, "do not lose me").await;
+    // Two of the three pushes arrived: the server dies in the middle of the fan-out.
+    received(&pushes, &ann, 4).await;
+    received(&pushes, &bo, 3).await;
+    pushes.set_fault(&cy.id, None).await.unwrap();
+    let fx = fx.restarted().await;
+
+    // The restarted server sends the line again, to everyone: Cy gets it at last.
+    let copies = |pushes: Vec<ReceivedPush>| {
+        let line = PushMessage::ChatMsg(line.clone());
+        pushes
+            .iter()
+            .filter(|push| push.message().as_ref() == Some(&line))
+            .count()
+    };
+    received(&pushes, &cy, 2).await;
+    assert_eq!(copies(pushes.received(&cy.id).await.unwrap()), 1);
+    assert_eq!(copies(received(&pushes, &ann, 5).await), 2);
+    assert_eq!(fx.server.init("Cy", &cy).await.history, vec![line.clone()]);
+
+    // Once the engine had every member's answer, the line left the outbox: another
+    // restart sends nothing.
+    received(&pushes, &bo, 4).await;
+    eventually("the resent fan-out to finish", || async {
+        (fx.server.metric("pushchat_fan_outs_total").await == Some(1.0)).then_some(())
+    })
+    .await;
+    let fx = fx.restarted().await;
+    fx.server.chat(&bo, "after").await;
+    let ann_got = received(&pushes, &ann, 6).await;
+    assert_eq!(copies(ann_got), 2);
 }
 
 #[tokio::test]
