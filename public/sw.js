@@ -63,20 +63,22 @@ function showMemberChange(title, body) {
 }
 
 // A chat line, unless a window of the site is focused. Lines from one sender collapse
-// into one notification that counts them.
+// into one notification that counts them; a line sent again after a server restart
+// (same id) is not counted twice.
 async function showChatLine(line, windows) {
   if (windows.some((client) => client.focused)) return;
   const tag = `chat:${line.name}`;
   const [previous] = await self.registration.getNotifications({ tag });
-  const count = ((previous && previous.data && previous.data.count) || 0) + 1;
+  const seen = (previous && previous.data) || { count: 0, id: -1 };
+  const count = line.id > seen.id ? seen.count + 1 : seen.count;
   const title = count === 1 ? line.name : 'pushchat';
   const body = count === 1 ? line.msg : `${count} new messages from ${line.name}`;
   return self.registration.showNotification(title, {
     body,
     icon: ICON,
     tag,
-    renotify: count > 1,
-    data: { count, id: line.id },
+    renotify: count > seen.count && count > 1,
+    data: { count, id: Math.max(line.id, seen.id) },
   });
 }
 
@@ -89,16 +91,79 @@ async function handleNotificationClick(event) {
   return self.clients.openWindow('/');
 }
 
-// A page hands over one end of a MessageChannel; pushes are relayed through it.
+// A page hands over one end of a MessageChannel, through which pushes are relayed, and
+// the member this browser is.
 function handleMessage(event) {
   const data = event.data;
   if (data && data.type === 'connect' && event.ports[0] && event.source) {
     ports.set(event.source.id, event.ports[0]);
+    if (data.member) event.waitUntil(saveMember(data.member));
   }
 }
+
+// The browser replaced the push subscription on its own (its push service forgot it,
+// say): subscribe again with the server's key and move the member to the new
+// subscription, proving who it is with the old one's credentials. If the server already
+// dropped the member (a push to the old endpoint answered 410 in between), rejoin under
+// the same name without telling the others, as a page load would.
+async function handleSubscriptionChange() {
+  const member = await loadMember();
+  if (!member) return;
+  const { publicKey } = await (await fetch('/api/vapid-public-key')).json();
+  const subscription = await self.registration.pushManager.subscribe({
+    userVisibleOnly: true,
+    applicationServerKey: base64UrlToBytes(publicKey),
+  });
+  const fresh = subscription.toJSON();
+  let response = await postJson('/api/resubscribe', {
+    endpoint: member.endpoint,
+    auth: member.auth,
+    subscription: fresh,
+  });
+  if (response.status === 404) {
+    response = await postJson('/api/init', { name: member.name, subscription: fresh });
+  }
+  if (!response.ok) throw new Error(`the server answered ${response.status}`);
+  await saveMember({ ...member, endpoint: fresh.endpoint, auth: fresh.keys.auth });
+}
+
+function postJson(path, body) {
+  return fetch(path, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+function base64UrlToBytes(text) {
+  const base64 = text.replace(/-/g, '+').replace(/_/g, '/');
+  const padded = base64 + '='.repeat((4 - (base64.length % 4)) % 4);
+  return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+}
+
+// The member, kept in IndexedDB: a worker woken for pushsubscriptionchange has no page
+// to ask.
+function memberStore(mode, use) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open('pushchat', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('member');
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const request = use(open.result.transaction('member', mode).objectStore('member'));
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    };
+  });
+}
+
+const saveMember = (member) => memberStore('readwrite', (store) => store.put(member, 'self'));
+const loadMember = () => memberStore('readonly', (store) => store.get('self'));
 
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
 self.addEventListener('push', (event) => event.waitUntil(handlePush(event)));
 self.addEventListener('notificationclick', (event) => event.waitUntil(handleNotificationClick(event)));
 self.addEventListener('message', handleMessage);
+self.addEventListener('pushsubscriptionchange', (event) =>
+  event.waitUntil(handleSubscriptionChange()),
+);

@@ -128,6 +128,21 @@ pub fn subscription_json(
         .map_err(|e| format!("The browser gave a push subscription without keys ({e})."))
 }
 
+/// The credentials of this browser's current subscription: who it is in the chat.
+pub async fn member_credentials() -> Result<wire::MemberCredentials, String> {
+    let registration = existing_registration()
+        .await
+        .ok_or("This browser has no service worker for the chat; reload the page.")?;
+    let subscription = current_subscription(&registration)
+        .await
+        .ok_or("This browser is no longer subscribed; press Subscribe to join again.")?;
+    let subscription = subscription_json(&subscription)?;
+    Ok(wire::MemberCredentials {
+        endpoint: subscription.endpoint,
+        auth: subscription.keys.auth,
+    })
+}
+
 /// Removes the browser's subscription; the push service then answers 410 for it.
 pub async fn unsubscribe(subscription: &web_sys::PushSubscription) -> Result<(), String> {
     let pending = subscription.unsubscribe().map_err(|e| describe(&e))?;
@@ -139,9 +154,13 @@ pub async fn unsubscribe(subscription: &web_sys::PushSubscription) -> Result<(),
 
 /// Calls `on_push` with every push the service worker relays to this page: over a
 /// MessageChannel handed to the worker, and over the worker's own `postMessage` when a
-/// restarted worker lost that channel. The listeners live as long as the page.
+/// restarted worker lost that channel. The worker also keeps the member's name and
+/// credentials, to prove who it is if the browser replaces the subscription. The listeners live as long
+/// as the page.
 pub fn listen_for_pushes(
     registration: &ServiceWorkerRegistration,
+    name: &str,
+    member: &wire::MemberCredentials,
     on_push: impl Fn(wire::PushMessage) + 'static,
 ) -> Result<(), String> {
     let handler = Closure::<dyn Fn(MessageEvent)>::new(move |event: MessageEvent| {
@@ -163,6 +182,10 @@ pub fn listen_for_pushes(
         .ok_or("The service worker is not active.")?;
     let hello = js_sys::Object::new();
     Reflect::set(&hello, &"type".into(), &"connect".into()).map_err(|e| describe(&e))?;
+    let member =
+        serde_json::json!({ "name": name, "endpoint": member.endpoint, "auth": member.auth });
+    let member = JSON::parse(&member.to_string()).map_err(|e| describe(&e))?;
+    Reflect::set(&hello, &"member".into(), &member).map_err(|e| describe(&e))?;
     worker
         .post_message_with_transferable(&hello, &Array::of1(&channel.port2()))
         .map_err(|e| describe(&e))?;

@@ -26,10 +26,12 @@ enum Membership {
     Member(Member),
 }
 
+/// This browser as a member. Its credentials are not kept here: the service worker may
+/// replace the push subscription behind the page's back (`pushsubscriptionchange`), so
+/// they are read from the browser for each request.
 #[derive(Clone, Debug, PartialEq)]
 struct Member {
     name: String,
-    credentials: MemberCredentials,
 }
 
 /// The live state of the room as this page knows it.
@@ -122,11 +124,11 @@ pub fn ChatPage() -> impl IntoView {
         }
         problem.set(None);
         spawn_local(async move {
-            let request = ChatRequest {
-                member: member.credentials,
-                msg,
+            let sent = async {
+                let member = browser::member_credentials().await?;
+                api::chat(&ChatRequest { member, msg }).await
             };
-            match api::chat(&request).await {
+            match sent.await {
                 Ok(line) => {
                     draft.set(String::new());
                     room.add_line(line);
@@ -332,13 +334,15 @@ async fn connect(
     room: Room,
     announce: Announce,
 ) -> Result<Member, String> {
-    // Listen before announcing, so no push sent in between is missed.
-    browser::listen_for_pushes(registration, move |message| room.apply(message))?;
     let subscription = browser::subscription_json(subscription)?;
     let credentials = MemberCredentials {
         endpoint: subscription.endpoint.clone(),
         auth: subscription.keys.auth.clone(),
     };
+    // Listen before announcing, so no push sent in between is missed.
+    browser::listen_for_pushes(registration, &name, &credentials, move |message| {
+        room.apply(message)
+    })?;
     let request = SubscribeRequest {
         name: name.clone(),
         subscription,
@@ -348,7 +352,7 @@ async fn connect(
         Announce::Init => api::init(&request).await?,
     };
     room.replace(state);
-    Ok(Member { name, credentials })
+    Ok(Member { name })
 }
 
 /// The Unsubscribe press: the server first (so the others hear of it), then the browser.
@@ -359,7 +363,8 @@ async fn leave(
     problem: RwSignal<Option<String>>,
 ) {
     membership.set(Membership::Busy);
-    if let Err(error) = api::unsubscribe(&member.credentials).await {
+    let left = async { api::unsubscribe(&browser::member_credentials().await?).await };
+    if let Err(error) = left.await {
         problem.set(Some(error));
         membership.set(Membership::Member(member));
         return;

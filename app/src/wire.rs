@@ -51,6 +51,15 @@ pub struct ChatRequest {
     pub msg: String,
 }
 
+/// `POST /api/resubscribe`: the browser replaced a member's push subscription (the
+/// service worker's `pushsubscriptionchange`); the old credentials prove who it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResubscribeRequest {
+    #[serde(flatten)]
+    pub member: MemberCredentials,
+    pub subscription: PushSubscription,
+}
+
 /// One line of the chat, as stored and as pushed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatLine {

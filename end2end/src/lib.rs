@@ -213,6 +213,18 @@ impl LocalPushClient {
             .map(drop)
     }
 
+    /// Forgets every connected browser: Firefox drops its subscriptions and fires
+    /// `pushsubscriptionchange`; their old endpoints answer 410.
+    pub async fn reset_browsers(&self) -> reqwest::Result<()> {
+        let url = format!("{}/browsers/reset", self.base);
+        self.http
+            .post(url)
+            .send()
+            .await?
+            .error_for_status()
+            .map(drop)
+    }
+
     /// Expires subscriber `id`: later pushes to it get 410.
     pub async fn expire(&self, id: &str) -> reqwest::Result<()> {
         let url = format!("{}/subscribers/{id}", self.base);

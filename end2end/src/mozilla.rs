@@ -10,9 +10,13 @@
 //! - S `notification` {channelID, version, data, headers} → C `ack` {updates: [{channelID,
 //!   version, code}]}, code 100 = delivered, 101 = could not decrypt;
 //! - C `{}` (ping) → S `{}`.
+//!
+//! [`Browsers::reset`] makes the service forget its browsers, as a push service that lost
+//! its data: it closes their sockets and answers their next `hello` with a new uaid, on
+//! which Firefox drops its subscriptions and fires `pushsubscriptionchange`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -36,9 +40,17 @@ pub(crate) struct Browsers {
     inner: Mutex<Connections>,
 }
 
+/// What the service sends down a browser's socket.
+enum Outgoing {
+    Text(String),
+    Close,
+}
+
 #[derive(Default)]
 struct Connections {
-    connected: HashMap<String, UnboundedSender<String>>,
+    connected: HashMap<String, UnboundedSender<Outgoing>>,
+    /// uaids whose next `hello` gets a new uaid.
+    forgotten: HashSet<String>,
     /// Notifications for browsers that are away, sent when they say hello again.
     waiting: HashMap<String, Vec<String>>,
 }
@@ -64,7 +76,7 @@ impl Browsers {
         let sent = connections
             .connected
             .get(uaid)
-            .is_some_and(|socket| socket.send(notification.clone()).is_ok());
+            .is_some_and(|socket| socket.send(Outgoing::Text(notification.clone())).is_ok());
         if !sent {
             connections
                 .waiting
@@ -74,14 +86,38 @@ impl Browsers {
         }
     }
 
-    /// Registers the socket of `uaid`; returns the notifications that waited for it.
-    fn connect(&self, uaid: &str, socket: UnboundedSender<String>) -> Vec<String> {
+    /// Registers the socket of a browser that said hello with `known` (its uaid, if it
+    /// has one); returns its uaid (a new one unless known and not forgotten) and the
+    /// notifications that waited for it.
+    fn connect(
+        &self,
+        known: Option<&str>,
+        socket: UnboundedSender<Outgoing>,
+    ) -> (String, Vec<String>) {
         let mut connections = self.lock();
-        connections.connected.insert(uaid.to_owned(), socket);
-        connections.waiting.remove(uaid).unwrap_or_default()
+        let uaid = match known {
+            Some(uaid) if !connections.forgotten.remove(uaid) => uaid.to_owned(),
+            _ => new_uaid(),
+        };
+        connections.connected.insert(uaid.clone(), socket);
+        let waiting = connections.waiting.remove(&uaid).unwrap_or_default();
+        (uaid, waiting)
     }
 
-    fn disconnect(&self, uaid: &str, socket: &UnboundedSender<String>) {
+    /// Forgets every connected browser: closes its socket, and its next hello gets a new
+    /// uaid. Returns the uaids forgotten.
+    pub(crate) fn reset(&self) -> Vec<String> {
+        let mut connections = self.lock();
+        let uaids: Vec<String> = connections.connected.keys().cloned().collect();
+        for socket in connections.connected.values() {
+            let _ = socket.send(Outgoing::Close);
+        }
+        connections.connected.clear();
+        connections.forgotten.extend(uaids.iter().cloned());
+        uaids
+    }
+
+    fn disconnect(&self, uaid: &str, socket: &UnboundedSender<Outgoing>) {
         let mut connections = self.lock();
         if connections
             .connected
@@ -104,7 +140,7 @@ pub(crate) async fn connect(
 }
 
 async fn session(service: Arc<PushService>, mut socket: WebSocket) {
-    let (outgoing, mut pending) = unbounded_channel::<String>();
+    let (outgoing, mut pending) = unbounded_channel::<Outgoing>();
     let mut uaid = None;
     loop {
         let replies = tokio::select! {
@@ -113,7 +149,10 @@ async fn session(service: Arc<PushService>, mut socket: WebSocket) {
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => Vec::new(),
             },
-            Some(notification) = pending.recv() => vec![notification],
+            Some(outgoing) = pending.recv() => match outgoing {
+                Outgoing::Text(notification) => vec![notification],
+                Outgoing::Close => break,
+            },
         };
         for reply in replies {
             if socket.send(Message::Text(reply.into())).await.is_err() {
@@ -130,7 +169,7 @@ async fn session(service: Arc<PushService>, mut socket: WebSocket) {
 fn answer(
     service: &PushService,
     uaid: &mut Option<String>,
-    outgoing: &UnboundedSender<String>,
+    outgoing: &UnboundedSender<Outgoing>,
     text: &str,
 ) -> Vec<String> {
     let Ok(message) = serde_json::from_str::<Value>(text) else {
@@ -140,11 +179,8 @@ fn answer(
     match message["messageType"].as_str() {
         None if message.as_object().is_some_and(|fields| fields.is_empty()) => vec!["{}".into()],
         Some("hello") => {
-            let id = message["uaid"]
-                .as_str()
-                .filter(|known| !known.is_empty())
-                .map_or_else(new_uaid, str::to_owned);
-            let waiting = service.browsers.connect(&id, outgoing.clone());
+            let known = message["uaid"].as_str().filter(|known| !known.is_empty());
+            let (id, waiting) = service.browsers.connect(known, outgoing.clone());
             *uaid = Some(id.clone());
             let hello = json!({
                 "messageType": "hello", "uaid": id, "status": 200,

@@ -17,6 +17,8 @@
 //! - `DELETE /subscribers/{id}`: expires the subscription (later pushes get 410).
 //! - `PUT /subscribers/{id}/fault` (a [`Fault`] or `null`): changes how it misbehaves.
 //! - `GET /stats`: pushes accepted and refused so far.
+//! - `POST /browsers/reset`: forgets the connected browsers, as a push service that lost
+//!   its data (see `mozilla`); their channels are expired.
 
 use std::{
     collections::HashMap,
@@ -245,6 +247,17 @@ impl PushService {
         }
     }
 
+    /// Forgets every connected browser (see `mozilla`) and expires their channels.
+    fn reset_browsers(&self) {
+        let forgotten = self.browsers.reset();
+        for subscriber in self.subscribers().values_mut() {
+            if matches!(&subscriber.receiver, Receiver::Browser { uaid } if forgotten.contains(uaid))
+            {
+                subscriber.expired = true;
+            }
+        }
+    }
+
     /// Expires a subscription: later pushes to it get 410. False if there is none.
     pub(crate) fn expire(&self, id: &str) -> bool {
         match self.subscribers().get_mut(id) {
@@ -395,6 +408,13 @@ pub(crate) fn router(service: Arc<PushService>) -> Router {
         .route("/subscribers/{id}/fault", axum::routing::put(set_fault))
         .route("/push/{id}", post(receive))
         .route("/stats", get(stats))
+        .route(
+            "/browsers/reset",
+            post(|State(service): State<Arc<PushService>>| async move {
+                service.reset_browsers();
+                StatusCode::NO_CONTENT
+            }),
+        )
         .with_state(service)
 }
 

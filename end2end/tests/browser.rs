@@ -511,3 +511,71 @@ async fn test_a_blocked_permission_is_explained_and_subscribes_nothing() {
     assert_eq!(browser.endpoint().await, None);
     assert_eq!(stack.pushes().stats().await.unwrap().accepted, 0);
 }
+
+#[tokio::test]
+async fn test_a_subscription_the_push_service_dropped_is_replaced_without_telling_anyone() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open("Alice").await;
+    let pushes = stack.pushes();
+    let old_endpoint = bob.endpoint().await.unwrap();
+
+    // The push service loses its data: Firefox drops its subscriptions, and Bob's worker
+    // subscribes again and moves Bob to the new subscription.
+    pushes.reset_browsers().await.unwrap();
+    // Both browsers lost their subscriptions; the server counts both moves.
+    let moves = r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"} 2"#;
+    eventually("both workers to move their member", || async {
+        let metrics = reqwest::get(format!("{}/metrics", stack.server.url))
+            .await
+            .ok()?;
+        metrics
+            .text()
+            .await
+            .ok()?
+            .lines()
+            .any(|line| line == moves)
+            .then_some(())
+    })
+    .await;
+    let new_endpoint = bob.endpoint().await.unwrap();
+    assert_ne!(new_endpoint, old_endpoint);
+
+    // Alice's line reaches Bob's page through the new subscription; Bob still speaks as Bob.
+    alice.say("did you move?").await;
+    acked(&pushes, &channel_of(&new_endpoint), 1).await;
+    eventually("Bob's page to show the line", || async {
+        let lines = bob.lines().await;
+        lines
+            .iter()
+            .any(|(who, msg)| who == "Alice" && msg == "did you move?")
+            .then_some(())
+    })
+    .await;
+    bob.say("without a word").await;
+    eventually("Alice's page to show Bob's line", || async {
+        let lines = alice.lines().await;
+        lines
+            .iter()
+            .any(|(who, msg)| who == "Bob" && msg == "without a word")
+            .then_some(())
+    })
+    .await;
+    // Nobody was told Bob left or joined, and his old endpoint is gone.
+    assert_eq!(alice.members().await, ["Alice", "Bob"]);
+    let notifications = alice.notifications().await;
+    let told = |(title, _): &(String, String)| title == "Bob left" || title == "Bob joined";
+    assert!(!notifications.iter().any(told), "{notifications:?}");
+    assert_eq!(pushes.received(bob_channel).await.unwrap().len(), 2);
+    let status = reqwest::Client::new()
+        .post(&old_endpoint)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, reqwest::StatusCode::GONE);
+}

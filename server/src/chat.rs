@@ -14,8 +14,8 @@ use std::{
 use app::{
     names::{clean_name, NameError},
     wire::{
-        chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
-        SubscribeRequest,
+        chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage,
+        ResubscribeRequest, RoomState, SubscribeRequest,
     },
 };
 
@@ -39,6 +39,8 @@ pub enum ChatError {
     AlreadyMember(String),
     #[error("This browser is not a member of the chat; subscribe first.")]
     UnknownMember,
+    #[error("That push subscription belongs to another member.")]
+    SubscriptionTaken,
     #[error("The auth secret does not match this member's subscription.")]
     WrongSecret,
     #[error("The message is empty.")]
@@ -55,6 +57,7 @@ impl From<StoreError> for ChatError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NameTaken(name) => ChatError::NameTaken(name),
+            StoreError::EndpointTaken => ChatError::SubscriptionTaken,
             other => ChatError::Store(other),
         }
     }
@@ -115,6 +118,22 @@ impl Chat {
             self.store.put_member(&member)?;
             self.store.flush().await?;
         }
+        self.room()
+    }
+
+    /// The browser replaced a member's subscription: the member moves to the new one,
+    /// keeping its name. Nobody is told; nothing changed for them.
+    pub async fn resubscribe(&self, request: ResubscribeRequest) -> Result<RoomState, ChatError> {
+        let member = self.authenticate(&request.member)?;
+        let subscription =
+            subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
+        let moved = Member {
+            subscription,
+            ..member.clone()
+        };
+        self.store
+            .replace_subscription(&member.subscription.endpoint, &moved)?;
+        self.store.flush().await?;
         self.room()
     }
 
@@ -386,6 +405,50 @@ mod tests {
         ));
         assert_eq!(chat.room().unwrap().members, ["Ann"]);
         assert!(chat.room().unwrap().history.is_empty());
+    }
+
+    #[tokio::test]
+    async fn test_a_replaced_subscription_keeps_the_member_and_its_name() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Bo", 2)).await.unwrap();
+        let fresh = join_request("ignored", 3).subscription;
+        let request = ResubscribeRequest {
+            member: credentials(1),
+            subscription: fresh.clone(),
+        };
+        let room = chat.resubscribe(request.clone()).await.unwrap();
+        assert_eq!(room.members, ["Ann", "Bo"]);
+        // The old credentials are spent; the new ones speak as Ann.
+        assert!(matches!(
+            chat.resubscribe(request).await,
+            Err(ChatError::UnknownMember)
+        ));
+        let line = ChatRequest {
+            member: credentials(3),
+            msg: "still me".into(),
+        };
+        assert_eq!(chat.chat(line).await.unwrap().0.name, "Ann");
+        // Nobody can move onto another member's subscription.
+        let stolen = ResubscribeRequest {
+            member: credentials(3),
+            subscription: join_request("x", 2).subscription,
+        };
+        assert!(matches!(
+            chat.resubscribe(stolen).await,
+            Err(ChatError::SubscriptionTaken)
+        ));
+        let forged = ResubscribeRequest {
+            member: MemberCredentials {
+                endpoint: credentials(2).endpoint,
+                auth: auth(9),
+            },
+            subscription: fresh,
+        };
+        assert!(matches!(
+            chat.resubscribe(forged).await,
+            Err(ChatError::WrongSecret)
+        ));
     }
 
     #[tokio::test]

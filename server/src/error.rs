@@ -37,7 +37,9 @@ impl From<ChatError> for ApiError {
             ChatError::InvalidName(_)
             | ChatError::InvalidSubscription(_)
             | ChatError::EmptyMessage => StatusCode::UNPROCESSABLE_ENTITY,
-            ChatError::NameTaken(_) | ChatError::AlreadyMember(_) => StatusCode::CONFLICT,
+            ChatError::NameTaken(_)
+            | ChatError::AlreadyMember(_)
+            | ChatError::SubscriptionTaken => StatusCode::CONFLICT,
             ChatError::UnknownMember => StatusCode::NOT_FOUND,
             ChatError::WrongSecret => StatusCode::FORBIDDEN,
             ChatError::MessageTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -19,7 +19,8 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        ChatLine, ChatRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
+        ChatLine, ChatRequest, ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest,
+        VapidPublicKey,
     },
     App,
 };
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/vapid-public-key", get(vapid_public_key))
         .route("/subscribe", post(subscribe))
         .route("/init", post(init))
+        .route("/resubscribe", post(resubscribe))
         .route("/unsubscribe", post(unsubscribe))
         .route("/chat", post(chat))
         .fallback(api_not_found)
@@ -118,6 +120,13 @@ async fn init(
     ApiJson(request): ApiJson<SubscribeRequest>,
 ) -> Result<Json<RoomState>, ApiError> {
     Ok(Json(state.chat.init(request).await?))
+}
+
+async fn resubscribe(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ResubscribeRequest>,
+) -> Result<Json<RoomState>, ApiError> {
+    Ok(Json(state.chat.resubscribe(request).await?))
 }
 
 async fn unsubscribe(

@@ -35,6 +35,8 @@ pub struct Member {
 pub enum StoreError {
     #[error("the name {0:?} belongs to another member")]
     NameTaken(String),
+    #[error("the endpoint belongs to another member")]
+    EndpointTaken,
     #[error("the database failed")]
     Database(#[from] sled::Error),
     #[error("a stored record is unreadable")]
@@ -118,6 +120,29 @@ impl ChatStore {
                 let old: Member = decode(&old).or_else(abort)?;
                 names.remove(name_key(&old.name).as_bytes())?;
             }
+            members.insert(endpoint, record.as_slice())?;
+            names.insert(key.as_bytes(), endpoint)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Moves a member to a new subscription: the record at `old_endpoint` goes, `member`
+    /// (same name, new subscription) comes, in one transaction. Refuses a new endpoint
+    /// that another member holds.
+    pub fn replace_subscription(
+        &self,
+        old_endpoint: &str,
+        member: &Member,
+    ) -> Result<(), StoreError> {
+        let endpoint = member.subscription.endpoint.as_bytes();
+        let key = name_key(&member.name);
+        let record = serde_json::to_vec(member)?;
+        (&self.members, &self.names).transaction(|(members, names)| {
+            if endpoint != old_endpoint.as_bytes() && members.get(endpoint)?.is_some() {
+                return abort(StoreError::EndpointTaken);
+            }
+            members.remove(old_endpoint.as_bytes())?;
             members.insert(endpoint, record.as_slice())?;
             names.insert(key.as_bytes(), endpoint)?;
             Ok(())
