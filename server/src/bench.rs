@@ -14,8 +14,8 @@
 //! last answer), that time, the median and 99th-percentile push latency, the engine's and
 //! the receiver's CPU time, and peak RSS; and the crypto floor measured in the same run:
 //! how many encryptions (P-256 key generation + ECDH + HKDF + AES-GCM, through the same
-//! `web-push` code the engine uses) one core does per second. The last line of each clean
-//! run is machine-readable:
+//! `web-push` code the engine uses) one core does per second. The output ends with one
+//! machine-readable line per member count (the last one for the last count):
 //! `fanout members=N msgs_per_s=X floor_per_s=Y cores=C ratio=R p99_ms=L`.
 
 use std::{
@@ -199,6 +199,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "receiver CPU",
         "cold POST→last"
     );
+    let mut summaries = Vec::new();
     for &members in &args.members {
         for &scenario in scenarios {
             let figures = run_once(&receiver, members, scenario).await?;
@@ -211,16 +212,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 );
             }
             if scenario == Scenario::Healthy {
-                println!(
+                summaries.push(format!(
                     "fanout members={members} msgs_per_s={:.0} floor_per_s={floor:.0} cores={cores} ratio={:.2} p99_ms={}",
                     figures.msgs_per_sec(),
                     figures.msgs_per_sec() / floor,
                     figures.report.p99.as_millis()
-                );
+                ));
             }
         }
     }
     println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
+    // Machine-readable, one line per member count, the largest last.
+    for summary in summaries {
+        println!("{summary}");
+    }
     Ok(())
 }
 
