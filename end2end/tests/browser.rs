@@ -270,6 +270,18 @@ impl Firefox {
         serde_json::from_value(self.client.execute(script, vec![]).await.unwrap()).unwrap()
     }
 
+    /// Waits until the message list shows exactly these (sender, text) lines.
+    async fn wait_for_lines(&self, expected: &[(&str, &str)]) {
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(who, msg)| (who.to_string(), msg.to_string()))
+            .collect();
+        eventually(&format!("the messages to read {expected:?}"), || async {
+            (self.lines().await == expected).then_some(())
+        })
+        .await;
+    }
+
     /// Whether markup in a name or message ran (it would set this global).
     async fn canary(&self) -> Value {
         self.client
@@ -386,10 +398,7 @@ async fn test_alice_and_bob_hear_each_other_through_firefox_push() {
     let got = acked(&pushes, bob_channel, 3).await;
     assert!(got.iter().all(|push| push.vapid_subject == SUBJECT));
     for browser in [alice, bob] {
-        eventually("the line to show", || async {
-            (browser.lines().await == [(alice_name.to_owned(), msg.to_owned())]).then_some(())
-        })
-        .await;
+        browser.wait_for_lines(&[(alice_name, msg)]).await;
         assert_eq!(browser.canary().await, Value::Null);
     }
     assert_eq!(alice.members().await, [alice_name, "Bob"]);
@@ -423,10 +432,7 @@ async fn test_a_closed_page_gets_the_line_as_a_notification_and_in_its_history()
         notifications.contains(&("Alice".to_owned(), msg.to_owned())),
         "the worker should have shown the line: {notifications:?}"
     );
-    eventually("the history to show the line", || async {
-        (bob.lines().await == [("Alice".to_owned(), msg.to_owned())]).then_some(())
-    })
-    .await;
+    bob.wait_for_lines(&[("Alice", msg)]).await;
     assert_eq!(bob.button_label().await, "Unsubscribe");
 }
 
@@ -548,23 +554,11 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
     // Alice's line reaches Bob's page through the new subscription; Bob still speaks as Bob.
     alice.say("did you move?").await;
     acked(&pushes, &channel_of(&new_endpoint), 1).await;
-    eventually("Bob's page to show the line", || async {
-        let lines = bob.lines().await;
-        lines
-            .iter()
-            .any(|(who, msg)| who == "Alice" && msg == "did you move?")
-            .then_some(())
-    })
-    .await;
+    bob.wait_for_lines(&[("Alice", "did you move?")]).await;
     bob.say("without a word").await;
-    eventually("Alice's page to show Bob's line", || async {
-        let lines = alice.lines().await;
-        lines
-            .iter()
-            .any(|(who, msg)| who == "Bob" && msg == "without a word")
-            .then_some(())
-    })
-    .await;
+    alice
+        .wait_for_lines(&[("Alice", "did you move?"), ("Bob", "without a word")])
+        .await;
     // Nobody was told Bob left or joined, and his old endpoint is gone.
     assert_eq!(alice.members().await, ["Alice", "Bob"]);
     let notifications = alice.notifications().await;
