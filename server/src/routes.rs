@@ -34,7 +34,7 @@ use crate::{
 /// API request bodies are small: a subscription, or one message within the push budget.
 const API_BODY_LIMIT: usize = 16 * 1024;
 
-/// Every route of the server; tests call it directly with `tower::ServiceExt::oneshot`.
+/// Every route of the server, in one place.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/vapid-public-key", get(vapid_public_key))
@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(exposition))
         .nest("/api", api)
         .leptos_routes(&state, generate_route_list(App), page)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
@@ -89,7 +89,7 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn exposition(State(state): State<AppState>) -> impl IntoResponse {
     let text = metrics::render(
         state.store.member_count(),
         &state.delivery.totals().borrow(),
