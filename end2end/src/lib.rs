@@ -186,8 +186,12 @@ impl LocalPushClient {
 
     /// A new virtual subscriber.
     pub async fn subscribe(&self, request: &NewSubscriber) -> reqwest::Result<VirtualSubscription> {
-        let url = format!("{}/subscribers", self.base);
-        let response = self.http.post(url).json(request).send().await?;
+        let response = self
+            .http
+            .post(self.url("subscribers"))
+            .json(request)
+            .send()
+            .await?;
         response.error_for_status()?.json().await
     }
 
@@ -203,37 +207,19 @@ impl LocalPushClient {
 
     /// Makes subscriber `id`'s push service misbehave from now on, or behave with `None`.
     pub async fn set_fault(&self, id: &str, fault: Option<Fault>) -> reqwest::Result<()> {
-        let url = format!("{}/subscribers/{id}/fault", self.base);
-        self.http
-            .put(url)
-            .json(&fault)
-            .send()
-            .await?
-            .error_for_status()
-            .map(drop)
+        let url = self.url(&format!("subscribers/{id}/fault"));
+        Self::command(self.http.put(url).json(&fault)).await
     }
 
     /// Forgets every connected browser: Firefox drops its subscriptions and fires
     /// `pushsubscriptionchange`; their old endpoints answer 410.
     pub async fn reset_browsers(&self) -> reqwest::Result<()> {
-        let url = format!("{}/browsers/reset", self.base);
-        self.http
-            .post(url)
-            .send()
-            .await?
-            .error_for_status()
-            .map(drop)
+        Self::command(self.http.post(self.url("browsers/reset"))).await
     }
 
     /// Expires subscriber `id`: later pushes to it get 410.
     pub async fn expire(&self, id: &str) -> reqwest::Result<()> {
-        let url = format!("{}/subscribers/{id}", self.base);
-        self.http
-            .delete(url)
-            .send()
-            .await?
-            .error_for_status()
-            .map(drop)
+        Self::command(self.http.delete(self.url(&format!("subscribers/{id}")))).await
     }
 
     pub async fn stats(&self) -> reqwest::Result<Stats> {
@@ -241,11 +227,16 @@ impl LocalPushClient {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> reqwest::Result<T> {
-        let response = self
-            .http
-            .get(format!("{}/{path}", self.base))
-            .send()
-            .await?;
+        let response = self.http.get(self.url(path)).send().await?;
         response.error_for_status()?.json().await
+    }
+
+    /// Sends a request whose answer says nothing but its status.
+    async fn command(request: reqwest::RequestBuilder) -> reqwest::Result<()> {
+        request.send().await?.error_for_status().map(drop)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
     }
 }

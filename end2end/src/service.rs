@@ -238,13 +238,7 @@ impl PushService {
 
     /// Changes how a subscriber's push service behaves. False if there is no such subscriber.
     fn set_fault(&self, id: &str, fault: Option<Fault>) -> bool {
-        match self.subscribers().get_mut(id) {
-            Some(subscriber) => {
-                subscriber.fault = fault;
-                true
-            }
-            None => false,
-        }
+        self.change(id, |subscriber| subscriber.fault = fault)
     }
 
     /// Forgets every connected browser (see `mozilla`) and expires their channels.
@@ -260,13 +254,12 @@ impl PushService {
 
     /// Expires a subscription: later pushes to it get 410. False if there is none.
     pub(crate) fn expire(&self, id: &str) -> bool {
-        match self.subscribers().get_mut(id) {
-            Some(subscriber) => {
-                subscriber.expired = true;
-                true
-            }
-            None => false,
-        }
+        self.change(id, |subscriber| subscriber.expired = true)
+    }
+
+    /// Applies `change` to subscriber `id`. False if there is none.
+    fn change(&self, id: &str, change: impl FnOnce(&mut Subscriber)) -> bool {
+        self.subscribers().get_mut(id).map(change).is_some()
     }
 
     /// A browser's ack for the push `version` on `channel_id`.
@@ -483,7 +476,12 @@ async fn messages(State(service): State<Arc<PushService>>, Path(id): Path<String
 }
 
 async fn expire(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> StatusCode {
-    if service.expire(&id) {
+    changed(service.expire(&id))
+}
+
+/// The answer to a change of one subscriber.
+fn changed(found: bool) -> StatusCode {
+    if found {
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_FOUND
@@ -495,11 +493,7 @@ async fn set_fault(
     Path(id): Path<String>,
     Json(fault): Json<Option<Fault>>,
 ) -> StatusCode {
-    if service.set_fault(&id, fault) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    }
+    changed(service.set_fault(&id, fault))
 }
 
 async fn attempts(State(service): State<Arc<PushService>>, Path(id): Path<String>) -> Response {

@@ -323,9 +323,7 @@ impl Delivery {
         // join_next yields in completion order, so the latencies are already sorted.
         let percentile = |p: usize| latencies.get(latencies.len() * p / 100).copied();
         report.p50 = percentile(50).unwrap_or_default();
-        report.p99 = percentile(99)
-            .or(latencies.last().copied())
-            .unwrap_or_default();
+        report.p99 = percentile(99).unwrap_or_default();
         if let Some(id) = line_id {
             // Every member got its final answer: the line leaves the outbox, for good (a
             // crash before the flush would send it once more).
