@@ -40,6 +40,7 @@ use app::wire::{self, ChatRequest, MemberCredentials, PushMessage};
 use crate::{
     chat::ChatRules,
     cli::BenchArgs,
+    client_address::TrustedProxies,
     config::Config,
     delivery::{DeliveryReport, DeliverySettings, DeliveryTotals},
     store::{ChatStore, Member},
@@ -264,12 +265,14 @@ async fn run_once(
             allow_loopback_endpoints: true,
             history_limit: 200,
             chat_lines_per_minute: 30,
+            members_per_address: usize::MAX,
         },
         delivery: DeliverySettings {
             allow_loopback_endpoints: true,
             ..DeliverySettings::default()
         },
         cache_bytes: 64 << 20,
+        trusted_proxies: TrustedProxies::default(),
     };
     let (sender, sampled_ids) = seed(&config, receiver, count, scenario)?;
 
@@ -387,6 +390,7 @@ fn seed(
             name: format!("member {n}"),
             subscription,
             joined: 0,
+            joined_from: None,
         })?;
         ids.push(virtual_member.id);
     }

@@ -7,6 +7,7 @@
 //! see). Names come from the store, never from the request of a member who speaks.
 
 use std::{
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -47,6 +48,11 @@ pub enum ChatError {
     EmptyMessage,
     #[error("The message is {0} bytes too long to fit in a push.")]
     MessageTooLong(usize),
+    #[error(
+        "{0} members have already joined from your network address; one of them must leave \
+         before another can join."
+    )]
+    TooManyFromAddress(usize),
     #[error("Too many messages in a minute; try again in {} seconds.", .0.as_secs().max(1))]
     TooManyLines(Duration),
     #[error("the store failed")]
@@ -72,6 +78,8 @@ pub struct ChatRules {
     pub history_limit: usize,
     /// How many chat lines one member may post in a minute.
     pub chat_lines_per_minute: u32,
+    /// How many members may have joined from one network address.
+    pub members_per_address: usize,
 }
 
 pub struct Chat {
@@ -94,8 +102,9 @@ impl Chat {
     pub async fn subscribe(
         &self,
         request: SubscribeRequest,
+        from: IpAddr,
     ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
-        let member = self.new_member(&request)?;
+        let member = self.new_member(&request, from)?;
         if let Some(known) = self.known(&member)? {
             return if known.name == member.name {
                 Ok((self.room()?, None))
@@ -103,7 +112,9 @@ impl Chat {
                 Err(ChatError::AlreadyMember(known.name))
             };
         }
+        self.check_room_at(from)?;
         self.store.put_member(&member)?;
+        tracing::info!(name = %member.name, %from, "member joined");
         self.store.flush().await?;
         let broadcast = self.to_everyone(PushMessage::Subscribe { name: member.name })?;
         Ok((self.room()?, Some(broadcast)))
@@ -112,9 +123,14 @@ impl Chat {
     /// A page loads with a subscription from an earlier visit: it gets the room. A member
     /// the server lost (a restored backup, say) is stored again. Nobody is told either way:
     /// a page load must not cost every member a notification.
-    pub async fn init(&self, request: SubscribeRequest) -> Result<RoomState, ChatError> {
-        let member = self.new_member(&request)?;
+    pub async fn init(
+        &self,
+        request: SubscribeRequest,
+        from: IpAddr,
+    ) -> Result<RoomState, ChatError> {
+        let member = self.new_member(&request, from)?;
         if self.known(&member)?.is_none() {
+            self.check_room_at(from)?;
             self.store.put_member(&member)?;
             self.store.flush().await?;
         }
@@ -193,7 +209,7 @@ impl Chat {
         Ok(RoomState { members, history })
     }
 
-    fn new_member(&self, request: &SubscribeRequest) -> Result<Member, ChatError> {
+    fn new_member(&self, request: &SubscribeRequest, from: IpAddr) -> Result<Member, ChatError> {
         let name = clean_name(&request.name)?;
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
@@ -201,7 +217,23 @@ impl Chat {
             name,
             subscription,
             joined: now_millis(),
+            joined_from: Some(from),
         })
+    }
+
+    /// Refuses another member from `from` when that address already has its share: one
+    /// machine must not be able to fill the chat (and every fan-out) with members.
+    fn check_room_at(&self, from: IpAddr) -> Result<(), ChatError> {
+        let there = self
+            .store
+            .members()?
+            .iter()
+            .filter(|member| member.joined_from == Some(from))
+            .count();
+        if there >= self.rules.members_per_address {
+            return Err(ChatError::TooManyFromAddress(there));
+        }
+        Ok(())
     }
 
     /// The stored member with `candidate`'s endpoint, if any; an error if that endpoint
@@ -256,6 +288,8 @@ mod tests {
 
     use super::*;
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
+
     // Real P-256 points (RFC 8291 Appendix A's two public keys).
     const KEY_A: &str =
         "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
@@ -269,6 +303,7 @@ mod tests {
             allow_loopback_endpoints: false,
             history_limit: 50,
             chat_lines_per_minute: 3,
+            members_per_address: 3,
         };
         (dir, Chat::new(store, rules))
     }
@@ -309,8 +344,11 @@ mod tests {
     #[tokio::test]
     async fn test_a_join_is_pushed_to_everyone_including_the_newcomer() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        let (room, broadcast) = chat.subscribe(join_request("  Bo ", 2)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        let (room, broadcast) = chat
+            .subscribe(join_request("  Bo ", 2), HOME)
+            .await
+            .unwrap();
         assert_eq!(room.members, ["Ann", "Bo"]);
         let broadcast = broadcast.unwrap();
         assert_eq!(
@@ -323,19 +361,19 @@ mod tests {
     #[tokio::test]
     async fn test_subscribing_twice_the_same_way_tells_nobody() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        let (room, broadcast) = chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        let (room, broadcast) = chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         assert!(broadcast.is_none());
         assert_eq!(room.members, ["Ann"]);
-        let renamed = chat.subscribe(join_request("Annie", 1)).await;
+        let renamed = chat.subscribe(join_request("Annie", 1), HOME).await;
         assert!(matches!(renamed, Err(ChatError::AlreadyMember(name)) if name == "Ann"));
     }
 
     #[tokio::test]
     async fn test_a_taken_name_is_refused_whatever_its_case() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        let clash = chat.subscribe(join_request("aNN", 2)).await;
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        let clash = chat.subscribe(join_request("aNN", 2), HOME).await;
         assert!(matches!(clash, Err(ChatError::NameTaken(_))));
         assert_eq!(chat.room().unwrap().members, ["Ann"]);
     }
@@ -343,15 +381,15 @@ mod tests {
     #[tokio::test]
     async fn test_an_endpoint_replayed_with_another_secret_is_refused() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let mut replay = join_request("Mallory", 3);
         replay.subscription.endpoint = credentials(1).endpoint;
         assert!(matches!(
-            chat.subscribe(replay.clone()).await,
+            chat.subscribe(replay.clone(), HOME).await,
             Err(ChatError::WrongSecret)
         ));
         assert!(matches!(
-            chat.init(replay).await,
+            chat.init(replay, HOME).await,
             Err(ChatError::WrongSecret)
         ));
         assert_eq!(chat.room().unwrap().members, ["Ann"]);
@@ -360,17 +398,17 @@ mod tests {
     #[tokio::test]
     async fn test_init_restores_a_lost_member_without_telling_anyone() {
         let (_dir, chat) = chat();
-        let room = chat.init(join_request("Ann", 1)).await.unwrap();
+        let room = chat.init(join_request("Ann", 1), HOME).await.unwrap();
         assert_eq!(room.members, ["Ann"]);
-        let again = chat.init(join_request("Ann", 1)).await.unwrap();
+        let again = chat.init(join_request("Ann", 1), HOME).await.unwrap();
         assert_eq!(again.members, ["Ann"]);
     }
 
     #[tokio::test]
     async fn test_chat_lines_carry_the_stored_name_and_reach_everyone() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        chat.subscribe(join_request("Bo", 2)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let request = ChatRequest {
             member: credentials(2),
             msg: "hello".into(),
@@ -385,7 +423,7 @@ mod tests {
     #[tokio::test]
     async fn test_only_the_secret_holder_can_speak_or_leave() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let forged = MemberCredentials {
             endpoint: credentials(1).endpoint,
             auth: auth(9),
@@ -410,8 +448,8 @@ mod tests {
     #[tokio::test]
     async fn test_a_replaced_subscription_keeps_the_member_and_its_name() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        chat.subscribe(join_request("Bo", 2)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let fresh = join_request("ignored", 3).subscription;
         let request = ResubscribeRequest {
             member: credentials(1),
@@ -454,8 +492,8 @@ mod tests {
     #[tokio::test]
     async fn test_leaving_tells_only_those_who_remain() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
-        chat.subscribe(join_request("Bo", 2)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let broadcast = chat.unsubscribe(credentials(1)).await.unwrap();
         assert_eq!(
             broadcast.message,
@@ -468,7 +506,7 @@ mod tests {
     #[tokio::test]
     async fn test_a_member_posting_too_fast_is_told_to_wait_and_nothing_is_stored() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         for n in 0..3 {
             let line = ChatRequest {
                 member: credentials(1),
@@ -490,7 +528,7 @@ mod tests {
     #[tokio::test]
     async fn test_messages_must_fit_the_push_budget() {
         let (_dir, chat) = chat();
-        chat.subscribe(join_request("Ann", 1)).await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let empty = ChatRequest {
             member: credentials(1),
             msg: "  ".into(),
@@ -508,5 +546,30 @@ mod tests {
             Err(ChatError::MessageTooLong(_))
         ));
         assert!(chat.room().unwrap().history.is_empty());
+    }
+
+    #[tokio::test]
+    async fn test_one_address_can_hold_only_its_share_of_members() {
+        let (_dir, chat) = chat();
+        for (n, name) in [(1, "Ann"), (2, "Bo"), (3, "Cy")] {
+            chat.subscribe(join_request(name, n), HOME).await.unwrap();
+        }
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
+        assert!(matches!(
+            chat.subscribe(join_request("Di", 4), HOME).await,
+            Err(ChatError::TooManyFromAddress(3))
+        ));
+        assert!(matches!(
+            chat.init(join_request("Di", 4), HOME).await,
+            Err(ChatError::TooManyFromAddress(3))
+        ));
+        // A member already in is never refused, and a leave frees a place.
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.init(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Di", 4), elsewhere)
+            .await
+            .unwrap();
+        chat.unsubscribe(credentials(1)).await.unwrap();
+        chat.subscribe(join_request("Eve", 5), HOME).await.unwrap();
     }
 }

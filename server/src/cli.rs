@@ -1,6 +1,9 @@
 //! The command line, parsed and nothing more: `config` checks what it means.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -65,6 +68,21 @@ pub struct ServeArgs {
     /// How many chat lines one member may post in a minute.
     #[arg(long, env = "PUSHCHAT_CHAT_LINES_PER_MINUTE", default_value_t = 30)]
     pub chat_lines_per_minute: u32,
+
+    /// How many members may have joined from one network address (people behind one
+    /// router share one).
+    #[arg(long, env = "PUSHCHAT_MEMBERS_PER_ADDRESS", default_value_t = 20)]
+    pub members_per_address: usize,
+
+    /// Reverse proxies (IP addresses, comma-separated) whose X-Forwarded-For header names
+    /// the client, for per-address limits and logs. Without it the header is ignored.
+    #[arg(
+        long,
+        env = "PUSHCHAT_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub trusted_proxy: Vec<IpAddr>,
 
     /// Upper bound of the database's page cache, in MiB.
     #[arg(long, env = "PUSHCHAT_CACHE_MIB", default_value_t = 64)]

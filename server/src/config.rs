@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use url::Url;
 
-use crate::{chat::ChatRules, cli::ServeArgs, delivery::DeliverySettings};
+use crate::{
+    chat::ChatRules, cli::ServeArgs, client_address::TrustedProxies, delivery::DeliverySettings,
+};
 
 /// The most history lines a server keeps; each arriving member receives them all.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
@@ -18,6 +20,7 @@ pub struct Config {
     pub rules: ChatRules,
     pub delivery: DeliverySettings,
     pub cache_bytes: u64,
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +38,8 @@ pub enum ConfigError {
     CacheSize,
     #[error("--chat-lines-per-minute must be at least 1")]
     ChatRate,
+    #[error("--members-per-address must be at least 1")]
+    MembersPerAddress,
 }
 
 impl Config {
@@ -50,6 +55,9 @@ impl Config {
         if args.chat_lines_per_minute == 0 {
             return Err(ConfigError::ChatRate);
         }
+        if args.members_per_address == 0 {
+            return Err(ConfigError::MembersPerAddress);
+        }
         Ok(Config {
             addr: args.addr,
             data_dir: args.data_dir,
@@ -58,12 +66,19 @@ impl Config {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 history_limit: args.history_limit,
                 chat_lines_per_minute: args.chat_lines_per_minute,
+                members_per_address: args.members_per_address,
             },
             delivery: DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 ..DeliverySettings::default()
             },
             cache_bytes: args.cache_mib * 1024 * 1024,
+            trusted_proxies: TrustedProxies(
+                args.trusted_proxy
+                    .iter()
+                    .map(|address| address.to_canonical())
+                    .collect(),
+            ),
         })
     }
 }

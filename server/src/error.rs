@@ -43,6 +43,7 @@ impl From<ChatError> for ApiError {
             ChatError::UnknownMember => StatusCode::NOT_FOUND,
             ChatError::WrongSecret => StatusCode::FORBIDDEN,
             ChatError::MessageTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ChatError::TooManyFromAddress(_) => StatusCode::TOO_MANY_REQUESTS,
             ChatError::TooManyLines(wait) => {
                 let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string());
                 error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);

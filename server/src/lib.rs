@@ -1,6 +1,7 @@
 //! The pushchat server. `main.rs` parses the command line; [`serve`] does the rest.
 //!
-//! Modules, each with one job: `cli` (parsing), `config` (validated settings), `store`
+//! Modules, each with one job: `cli` (parsing), `client_address` (who
+//! sent a request), `config` (validated settings), `store`
 //! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
 //! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
 //! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
@@ -11,6 +12,7 @@
 pub mod bench;
 pub mod chat;
 pub mod cli;
+pub mod client_address;
 pub mod config;
 pub mod delivery;
 pub mod error;
@@ -23,7 +25,7 @@ pub mod store;
 pub mod subscription;
 pub mod vapid;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use leptos::config::get_configuration;
@@ -83,6 +85,7 @@ pub fn open(config: &Config) -> anyhow::Result<AppState> {
         vapid,
         store,
         http_counts: Arc::default(),
+        trusted_proxies: config.trusted_proxies.clone(),
         leptos,
     })
 }
@@ -110,7 +113,8 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     resume_unsent(&state).await?;
-    axum::serve(listener, routes::router(state.clone()))
+    let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     if !state.delivery.drain(DRAIN_DEADLINE).await {

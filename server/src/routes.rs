@@ -26,6 +26,7 @@ use app::{
 };
 
 use crate::{
+    client_address::ClientAddress,
     error::{ApiError, ApiJson},
     metrics,
     state::AppState,
@@ -106,9 +107,10 @@ async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey>
 
 async fn subscribe(
     State(state): State<AppState>,
+    ClientAddress(from): ClientAddress,
     ApiJson(request): ApiJson<SubscribeRequest>,
 ) -> Result<Json<RoomState>, ApiError> {
-    let (room, broadcast) = state.chat.subscribe(request).await?;
+    let (room, broadcast) = state.chat.subscribe(request, from).await?;
     if let Some(broadcast) = broadcast {
         state.delivery.dispatch(broadcast).await;
     }
@@ -117,9 +119,10 @@ async fn subscribe(
 
 async fn init(
     State(state): State<AppState>,
+    ClientAddress(from): ClientAddress,
     ApiJson(request): ApiJson<SubscribeRequest>,
 ) -> Result<Json<RoomState>, ApiError> {
-    Ok(Json(state.chat.init(request).await?))
+    Ok(Json(state.chat.init(request, from).await?))
 }
 
 async fn resubscribe(

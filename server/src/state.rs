@@ -6,7 +6,8 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use crate::{
-    chat::Chat, delivery::Delivery, metrics::HttpCounts, store::ChatStore, vapid::VapidKeys,
+    chat::Chat, client_address::TrustedProxies, delivery::Delivery, metrics::HttpCounts,
+    store::ChatStore, vapid::VapidKeys,
 };
 
 #[derive(Clone)]
@@ -16,7 +17,14 @@ pub struct AppState {
     pub vapid: Arc<VapidKeys>,
     pub store: Arc<ChatStore>,
     pub http_counts: Arc<HttpCounts>,
+    pub trusted_proxies: TrustedProxies,
     pub leptos: LeptosOptions,
+}
+
+impl FromRef<AppState> for TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxies.clone()
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -3,7 +3,7 @@
 //! in order). The store only stores; who may do what is decided in `chat`. sled's byte
 //! types never leave this module, and every change that spans trees is one transaction.
 
-use std::path::Path;
+use std::{net::IpAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
 use sled::{
@@ -29,6 +29,10 @@ pub struct Member {
     pub subscription: Subscription,
     /// When the member joined, in milliseconds since the Unix epoch.
     pub joined: u64,
+    /// The address it joined from, for the members-per-address limit (absent in records
+    /// older than that limit).
+    #[serde(default)]
+    pub joined_from: Option<IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +276,7 @@ mod tests {
                 auth: auth.into(),
             },
             joined: 1,
+            joined_from: None,
         }
     }
 
@@ -375,11 +380,28 @@ mod tests {
             store.line_sent(first.id).unwrap();
             (first, second)
         };
-        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.unsent_lines().unwrap(), vec![second.clone()]);
         store.line_sent(second.id).unwrap();
         assert!(store.unsent_lines().unwrap().is_empty());
         assert_eq!(store.recent_lines(10).unwrap(), vec![first, second]);
+    }
+
+    /// Opens the store a dropped `ChatStore` used. sled's background flusher lets go of
+    /// the directory's lock a moment after the drop, so this waits for it (up to 10 s).
+    fn reopen(dir: &Path) -> ChatStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match ChatStore::open(dir, 1 << 20) {
+                Err(StoreError::Database(sled::Error::Io(error)))
+                    if error.to_string().contains("lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                result => return result.unwrap(),
+            }
+        }
     }
 
     #[test]
@@ -392,7 +414,7 @@ mod tests {
                 .unwrap();
             store.append_line("Ann", "hello", 7, 10).unwrap().id
         };
-        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.members().unwrap().len(), 1);
         assert_eq!(store.recent_lines(10).unwrap()[0].msg, "hello");
         let next = store.append_line("Ann", "again", 8, 10).unwrap();

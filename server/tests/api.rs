@@ -686,6 +686,58 @@ async fn test_a_member_posting_too_fast_gets_429_with_retry_after() {
     assert_eq!(fx.server.init("Ann", &ann).await.history.len(), 2);
 }
 
+/// Subscribes `member` as `name`, the request arriving with `X-Forwarded-For: forwarded_for`.
+async fn subscribe_via_proxy(
+    fx: &Fixture,
+    name: &str,
+    member: &VirtualSubscription,
+    forwarded_for: &str,
+) -> (StatusCode, Value) {
+    let response = fx
+        .server
+        .http
+        .post(format!("{}/api/subscribe", fx.server.base))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&join_body(name, &member.subscription))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn test_members_per_address_count_the_client_a_trusted_proxy_names() {
+    // The test client is the "proxy": it connects from 127.0.0.1 and names the client.
+    let fx =
+        Fixture::with_args(&["--members-per-address", "2", "--trusted-proxy", "127.0.0.1"]).await;
+    for name in ["Ann", "Bo"] {
+        let member = fx.browser().await;
+        let (status, answer) = subscribe_via_proxy(&fx, name, &member, "203.0.113.5").await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let third = fx.browser().await;
+    let (status, answer) = subscribe_via_proxy(&fx, "Cy", &third, "203.0.113.5").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("must leave"),
+        "{answer}"
+    );
+    let (status, answer) = subscribe_via_proxy(&fx, "Cy", &third, "198.51.100.8").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["members"], json!(["Ann", "Bo", "Cy"]));
+}
+
+#[tokio::test]
+async fn test_an_untrusted_client_cannot_pick_its_address() {
+    let fx = Fixture::with_args(&["--members-per-address", "1"]).await;
+    let ann = fx.browser().await;
+    let (status, answer) = subscribe_via_proxy(&fx, "Ann", &ann, "203.0.113.5").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let bo = fx.browser().await;
+    let (status, answer) = subscribe_via_proxy(&fx, "Bo", &bo, "198.51.100.8").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+}
+
 #[tokio::test]
 async fn test_the_page_carries_a_policy_that_admits_only_its_own_scripts() {
     let fx = Fixture::new().await;

@@ -70,6 +70,7 @@ impl Engine {
                 name: name.into(),
                 subscription,
                 joined: 0,
+                joined_from: None,
             })
             .unwrap();
         created
