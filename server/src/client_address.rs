@@ -56,11 +56,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let ConnectInfo(peer) = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .copied()
-            .ok_or_else(|| {
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| {
                 tracing::error!("the router was served without connection info");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
