@@ -236,9 +236,15 @@ impl ChatStore {
         Ok(lines)
     }
 
-    /// Waits until every change so far is on disk.
+    /// Waits until every change so far is on disk. Uses sled's blocking flush on one of
+    /// tokio's blocking threads: `flush_async` runs on sled's own small thread pool, and
+    /// under concurrent transactions its flushes can take every thread of that pool while
+    /// waiting for a write queued behind them (sled issue #1308; our burst test hung so).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|failed| sled::Error::Io(std::io::Error::other(failed)))??;
         Ok(())
     }
 }

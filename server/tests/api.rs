@@ -9,7 +9,7 @@ use app::wire::{
     SubscribeRequest, VapidPublicKey, PUSH_PAYLOAD_LIMIT,
 };
 use localpush::{
-    harness::{eventually, PushchatProcess},
+    harness::{eventually, PushchatProcess, DEADLINE},
     Fault, LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription,
 };
 use reqwest::StatusCode;
@@ -423,6 +423,102 @@ async fn test_a_line_cut_short_by_a_crash_is_sent_after_the_restart() {
     fx.server.chat(&bo, "after").await;
     let ann_got = received(&pushes, &ann, 6).await;
     assert_eq!(copies(ann_got), 2);
+}
+
+/// What one request of a burst achieved, if its answer was a success.
+enum Acknowledged {
+    Joined(String),
+    Said(ChatLine),
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_every_acknowledged_join_and_line_survives_a_kill_during_a_burst() {
+    const SPEAKERS: usize = 3;
+    const LINES_EACH: usize = 40;
+    const NEWCOMERS: usize = 40;
+    const KILL_AFTER: usize = 25;
+    let fx = Fixture::with_args(&[
+        "--chat-lines-per-minute",
+        "1000",
+        "--members-per-address",
+        "1000",
+    ])
+    .await;
+    let speakers = fx.members(["Ann", "Bo", "Cy"]).await;
+    let mut newcomers = Vec::new();
+    for _ in 0..NEWCOMERS {
+        newcomers.push(fx.browser().await);
+    }
+
+    // Every request at once; each success is reported as it arrives.
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    let mut burst = tokio::task::JoinSet::new();
+    let post = |path: &'static str, body: Value| {
+        let (http, url, acks) = (
+            fx.server.http.clone(),
+            format!("{}{path}", fx.server.base),
+            acks.clone(),
+        );
+        async move {
+            let response = http.post(url).json(&body).send().await.ok()?;
+            let answer = response
+                .status()
+                .is_success()
+                .then_some(response.json::<Value>())?;
+            let answer = answer.await.ok()?;
+            let ack = match path {
+                "/api/chat" => Acknowledged::Said(serde_json::from_value(answer).unwrap()),
+                _ => Acknowledged::Joined(body["name"].as_str().unwrap().to_owned()),
+            };
+            acks.send(ack).ok()
+        }
+    };
+    for (n, member) in newcomers.iter().enumerate() {
+        let body = join_body(&format!("newcomer {n}"), &member.subscription);
+        burst.spawn(post("/api/subscribe", body));
+    }
+    for speaker in &speakers {
+        for n in 0..LINES_EACH {
+            burst.spawn(post("/api/chat", chat_body(speaker, &format!("line {n}"))));
+        }
+    }
+    drop(acks);
+
+    // The server dies once KILL_AFTER requests were acknowledged, others still in flight.
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < KILL_AFTER {
+        let ack = tokio::time::timeout(DEADLINE, acked.recv()).await;
+        acknowledged.push(
+            ack.expect("the server answers the burst")
+                .expect("acknowledged"),
+        );
+    }
+    let fx = fx.restarted().await;
+    burst.join_all().await;
+    while let Some(ack) = acked.recv().await {
+        acknowledged.push(ack);
+    }
+
+    let room = fx.server.init("Ann", &speakers[0]).await;
+    let mut lines = 0;
+    for ack in &acknowledged {
+        match ack {
+            Acknowledged::Joined(name) => assert!(room.members.contains(name), "{name} lost"),
+            Acknowledged::Said(line) => {
+                lines += 1;
+                assert!(room.history.contains(line), "{line:?} lost");
+            }
+        }
+    }
+    println!(
+        "burst: {} of {} requests acknowledged before or while the server was killed \
+         ({lines} chat lines, {} joins); all of them found after the restart",
+        acknowledged.len(),
+        NEWCOMERS + SPEAKERS * LINES_EACH,
+        acknowledged.len() - lines,
+    );
+    let health = fx.server.http.get(format!("{}/healthz", fx.server.base));
+    assert_eq!(health.send().await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]
