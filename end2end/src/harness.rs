@@ -63,6 +63,11 @@ impl PushchatProcess {
         PushchatProcess { child, url }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no graceful shutdown, so only what was flushed survives.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("pushchat can be killed");
