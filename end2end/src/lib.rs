@@ -59,6 +59,8 @@ pub enum Fault {
     /// Holds every push until the service has accepted `accepted` pushes in all: a
     /// sender that waits for this push before sending others never gets an answer.
     HangUntilAccepted { accepted: u64 },
+    /// 307 to every push, pointing at `location`: a sender must not follow it.
+    Redirect { location: String },
     /// Never answers, as a push service that went dark; set it, and clear it, with
     /// [`LocalPushClient::set_fault`].
     Hang,

@@ -94,6 +94,7 @@ enum Misbehaviour {
         retry_after_secs: Option<u32>,
     },
     DropConnection,
+    Redirect(String),
     Hang,
     Wait(Duration),
     WaitForAccepted(u64),
@@ -304,6 +305,7 @@ impl PushService {
             }
             Fault::Slow { millis } => Some(Misbehaviour::Wait(Duration::from_millis(millis))),
             Fault::HangUntilAccepted { accepted } => Some(Misbehaviour::WaitForAccepted(accepted)),
+            Fault::Redirect { location } => Some(Misbehaviour::Redirect(location)),
             Fault::Hang => Some(Misbehaviour::Hang),
         }
     }
@@ -439,6 +441,11 @@ async fn receive(
             let retry_after =
                 retry_after_secs.map(|secs| [(header::RETRY_AFTER, secs.to_string())]);
             return (status, retry_after, "fault injected by the test").into_response();
+        }
+        Some(Misbehaviour::Redirect(location)) => {
+            service.refused.fetch_add(1, Ordering::Relaxed);
+            let location = [(header::LOCATION, location)];
+            return (StatusCode::TEMPORARY_REDIRECT, location).into_response();
         }
         Some(Misbehaviour::DropConnection) => {
             service.refused.fetch_add(1, Ordering::Relaxed);

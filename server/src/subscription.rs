@@ -48,6 +48,8 @@ pub enum SubscriptionError {
     EndpointTooLong,
     #[error("subscription.endpoint must be an https URL")]
     EndpointNotHttps,
+    #[error("subscription.endpoint must use the https port, 443, not {0}")]
+    EndpointOddPort(u16),
     #[error("subscription.endpoint must not carry a user name or password")]
     EndpointHasCredentials,
     #[error("subscription.endpoint must be a public host, not {0}")]
@@ -92,7 +94,12 @@ fn validate_endpoint(raw: &str, allow_loopback: bool) -> Result<Url, Subscriptio
         "https" if loopback || !is_public(&host) => {
             Err(SubscriptionError::EndpointNotPublic(host.to_string()))
         }
-        "https" => Ok(url),
+        // Push services listen on 443; another port on a public host would let members
+        // make the server probe that host's other services.
+        "https" => match url.port() {
+            Some(port) => Err(SubscriptionError::EndpointOddPort(port)),
+            None => Ok(url),
+        },
         _ => Err(SubscriptionError::EndpointNotHttps),
     }
 }
@@ -233,9 +240,45 @@ mod tests {
             "http://10.0.0.1/push",
             "https://100.64.0.1/push",
             "https://[::]/push",
+            "https://metadata.google.internal/computeMetadata/v1/",
+            "https://[fe80::1]/push",
+            "https://[::ffff:a9fe:a9fe]/push",
+            "https://0xa9.0xfe.0xa9.0xfe/push",
+            "https://2852039166/push",
+            "https://0.0.0.0/push",
         ] {
             assert!(check(endpoint, true).is_err(), "{endpoint}");
         }
+    }
+
+    #[test]
+    fn loopback_in_other_spellings_is_still_loopback() {
+        for endpoint in [
+            "https://2130706433/push",
+            "https://0x7f.1/push",
+            "https://127.1/push",
+            "https://[::ffff:7f00:1]/push",
+            "https://LOCALHOST./push",
+            "https://a.localhost/push",
+        ] {
+            assert!(
+                matches!(
+                    check(endpoint, false),
+                    Err(SubscriptionError::EndpointNotPublic(_))
+                ),
+                "{endpoint}"
+            );
+        }
+    }
+
+    #[test]
+    fn ports_other_than_443_are_refused_on_public_hosts() {
+        assert_eq!(
+            check("https://push.example.com:22/1", false),
+            Err(SubscriptionError::EndpointOddPort(22))
+        );
+        assert!(check("https://push.example.com:443/1", false).is_ok());
+        assert!(check("http://127.0.0.1:8790/push/1", true).is_ok());
     }
 
     #[test]

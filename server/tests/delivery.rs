@@ -283,3 +283,21 @@ async fn test_the_jwt_is_signed_once_per_origin_over_many_pushes() {
     engine.deliver(engine.chat_line("tock")).await;
     assert_eq!(engine.vapid.signatures_made(), 2);
 }
+
+#[tokio::test]
+async fn test_a_redirect_is_not_followed() {
+    let engine = Engine::new(quick()).await;
+    let bo = engine.member("Bo", None).await;
+    // Ann's push service sends the push on to Bo's endpoint (it could be anywhere).
+    let redirect = Fault::Redirect {
+        location: bo.subscription.endpoint.clone(),
+    };
+    let ann = engine.member("Ann", Some(redirect)).await;
+
+    let done = engine.deliver(engine.chat_line("hi")).await;
+    assert_eq!(counts(&done), report(1, 0, 1, 0));
+    let pushes = engine.pushes();
+    assert_eq!(pushes.received(&bo.id).await.unwrap().len(), 1);
+    assert_eq!(pushes.attempts(&ann.id).await.unwrap().len(), 1);
+    assert!(engine.is_member(&ann));
+}
