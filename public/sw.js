@@ -1,7 +1,7 @@
 // pushchat's service worker.
 //
 // Every push is a status update from the server (JSON tagged by `action`: subscribe,
-// unsubscribe, chatMsg). The worker relays the push's JSON text to every open page of the
+// unsubscribe, chatMsg, notice). The worker relays the push's JSON text to every open page of the
 // site and shows a system notification: always for member-list changes, and for chat
 // lines only when no window of the site is focused (the focused page shows the line).
 //
@@ -33,6 +33,12 @@ async function handlePush(event) {
       return showMemberChange(`${message.name} left`, 'They no longer get the chat.');
     case 'chatMsg':
       return showChatLine(message, windows);
+    case 'notice':
+      return self.registration.showNotification('From the operator', {
+        body: message.text,
+        icon: ICON,
+        tag: 'notice',
+      });
     default:
       return self.registration.showNotification('pushchat', { body: 'Something new in the chat.', icon: ICON });
   }

@@ -39,6 +39,8 @@ struct Member {
 struct Room {
     members: RwSignal<Vec<String>>,
     lines: RwSignal<Vec<ChatLine>>,
+    /// The operator's latest notice; not part of the history.
+    notice: RwSignal<Option<String>>,
 }
 
 impl Room {
@@ -46,6 +48,7 @@ impl Room {
         Room {
             members: RwSignal::new(Vec::new()),
             lines: RwSignal::new(Vec::new()),
+            notice: RwSignal::new(None),
         }
     }
 
@@ -70,6 +73,7 @@ impl Room {
                 .members
                 .update(|members| members.retain(|member| *member != name)),
             PushMessage::ChatMsg(line) => self.add_line(line),
+            PushMessage::Notice { text } => self.notice.set(Some(text)),
         }
     }
 
@@ -186,6 +190,12 @@ pub fn ChatPage() -> impl IntoView {
             </section>
             <p id="status" class="status">{status}</p>
             <p id="problem" class="problem" role="alert">{move || problem.get()}</p>
+            <Show when=move || room.notice.with(Option::is_some)>
+                <p id="notice" class="notice" role="status">
+                    <strong>"From the operator: "</strong>
+                    {move || room.notice.get()}
+                </p>
+            </Show>
             <div class="room">
                 <section class="members" aria-labelledby="members-title">
                     <h2 id="members-title">"Members"</h2>

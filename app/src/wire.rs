@@ -113,6 +113,9 @@ pub enum PushMessage {
     /// A chat line.
     #[serde(rename = "chatMsg")]
     ChatMsg(ChatLine),
+    /// A notice from the server's operator (`pushchat send`); not part of the history.
+    #[serde(rename = "notice")]
+    Notice { text: String },
 }
 
 impl PushMessage {

@@ -16,7 +16,7 @@ use app::{
     names::{clean_name, NameError},
     wire::{
         chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage,
-        ResubscribeRequest, RoomState, SubscribeRequest,
+        ResubscribeRequest, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
     },
 };
 
@@ -40,6 +40,10 @@ pub enum ChatError {
     AlreadyMember(String),
     #[error("This browser is not a member of the chat; subscribe first.")]
     UnknownMember,
+    #[error("No member is called {0:?}.")]
+    NoSuchMember(String),
+    #[error("The name {0:?} is banned from this chat.")]
+    Banned(String),
     #[error("That push subscription belongs to another member.")]
     SubscriptionTaken,
     #[error("The auth secret does not match this member's subscription.")]
@@ -112,7 +116,7 @@ impl Chat {
                 Err(ChatError::AlreadyMember(known.name))
             };
         }
-        self.check_room_at(from)?;
+        self.check_admission(&member, from)?;
         self.store.put_member(&member)?;
         tracing::info!(name = %member.name, %from, "member joined");
         self.store.flush().await?;
@@ -130,7 +134,7 @@ impl Chat {
     ) -> Result<RoomState, ChatError> {
         let member = self.new_member(&request, from)?;
         if self.known(&member)?.is_none() {
-            self.check_room_at(from)?;
+            self.check_admission(&member, from)?;
             self.store.put_member(&member)?;
             self.store.flush().await?;
         }
@@ -186,6 +190,54 @@ impl Chat {
         Ok((line, broadcast))
     }
 
+    /// The operator removes the member called `name`, and may ban the name; the others are
+    /// told the member left.
+    pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Broadcast, ChatError> {
+        let member = self
+            .store
+            .member_named(name)?
+            .ok_or_else(|| ChatError::NoSuchMember(name.to_owned()))?;
+        let subscription = &member.subscription;
+        self.store
+            .remove_member(&subscription.endpoint, &subscription.auth)?;
+        if ban {
+            self.store.ban(&member.name)?;
+        }
+        self.store.flush().await?;
+        tracing::info!(name = %member.name, ban, "member removed by the operator");
+        self.to_everyone(PushMessage::Unsubscribe { name: member.name })
+    }
+
+    /// A notice from the operator, to the member called `to` or to everyone. It is not
+    /// part of the history.
+    pub fn notice(&self, to: Option<&str>, text: &str) -> Result<Broadcast, ChatError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ChatError::EmptyMessage);
+        }
+        let message = PushMessage::Notice { text: text.into() };
+        let excess = message
+            .to_payload()
+            .len()
+            .saturating_sub(PUSH_PAYLOAD_LIMIT);
+        if excess > 0 {
+            return Err(ChatError::MessageTooLong(excess));
+        }
+        match to {
+            None => self.to_everyone(message),
+            Some(name) => {
+                let member = self
+                    .store
+                    .member_named(name)?
+                    .ok_or_else(|| ChatError::NoSuchMember(name.to_owned()))?;
+                Ok(Broadcast {
+                    message,
+                    recipients: vec![member.subscription],
+                })
+            }
+        }
+    }
+
     /// The chat lines whose fan-out had not finished when the server stopped (it crashed,
     /// say), each to go to today's members: at least once, never silently lost.
     pub fn unsent(&self) -> Result<Vec<Broadcast>, ChatError> {
@@ -221,9 +273,13 @@ impl Chat {
         })
     }
 
-    /// Refuses another member from `from` when that address already has its share: one
-    /// machine must not be able to fill the chat (and every fan-out) with members.
-    fn check_room_at(&self, from: IpAddr) -> Result<(), ChatError> {
+    /// Refuses a newcomer whose name is banned, or who comes from an address that already
+    /// has its share of members: one machine must not be able to fill the chat (and every
+    /// fan-out) with members.
+    fn check_admission(&self, newcomer: &Member, from: IpAddr) -> Result<(), ChatError> {
+        if self.store.is_banned(&newcomer.name)? {
+            return Err(ChatError::Banned(newcomer.name.clone()));
+        }
         let there = self
             .store
             .members()?
@@ -333,7 +389,7 @@ mod tests {
         }
     }
 
-    fn names(broadcast: &Broadcast) -> Vec<String> {
+    fn endpoints(broadcast: &Broadcast) -> Vec<String> {
         broadcast
             .recipients
             .iter()
@@ -416,7 +472,7 @@ mod tests {
         let (line, broadcast) = chat.chat(request).await.unwrap();
         assert_eq!(line.name, "Bo");
         assert_eq!(broadcast.message, PushMessage::ChatMsg(line.clone()));
-        assert_eq!(names(&broadcast).len(), 2);
+        assert_eq!(endpoints(&broadcast).len(), 2);
         assert_eq!(chat.room().unwrap().history, vec![line]);
     }
 
@@ -499,7 +555,7 @@ mod tests {
             broadcast.message,
             PushMessage::Unsubscribe { name: "Ann".into() }
         );
-        assert_eq!(names(&broadcast), [credentials(2).endpoint]);
+        assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
         assert_eq!(chat.room().unwrap().members, ["Bo"]);
     }
 
@@ -571,5 +627,66 @@ mod tests {
             .unwrap();
         chat.unsubscribe(credentials(1)).await.unwrap();
         chat.subscribe(join_request("Eve", 5), HOME).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_the_operator_removes_and_bans_by_name_whatever_its_case() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
+        let broadcast = chat.remove_named("ANN", true).await.unwrap();
+        assert_eq!(
+            broadcast.message,
+            PushMessage::Unsubscribe { name: "Ann".into() }
+        );
+        assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
+        assert!(matches!(
+            chat.subscribe(join_request("ann", 3), HOME).await,
+            Err(ChatError::Banned(_))
+        ));
+        assert!(matches!(
+            chat.init(join_request("Ann", 1), HOME).await,
+            Err(ChatError::Banned(_))
+        ));
+        assert!(matches!(
+            chat.remove_named("Cy", false).await,
+            Err(ChatError::NoSuchMember(_))
+        ));
+        // Removed without a ban, a name may come back.
+        chat.remove_named("Bo", false).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_a_notice_goes_to_one_member_or_to_everyone() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
+        assert_eq!(
+            endpoints(&chat.notice(None, " maintenance at 5 ").unwrap()).len(),
+            2
+        );
+        let to_bo = chat.notice(Some("bo"), "hi Bo").unwrap();
+        assert_eq!(endpoints(&to_bo), [credentials(2).endpoint]);
+        assert_eq!(
+            to_bo.message,
+            PushMessage::Notice {
+                text: "hi Bo".into()
+            }
+        );
+        assert!(matches!(
+            chat.notice(None, "  "),
+            Err(ChatError::EmptyMessage)
+        ));
+        assert!(matches!(
+            chat.notice(Some("Cy"), "hi"),
+            Err(ChatError::NoSuchMember(_))
+        ));
+        let long = "x".repeat(PUSH_PAYLOAD_LIMIT);
+        assert!(matches!(
+            chat.notice(None, &long),
+            Err(ChatError::MessageTooLong(_))
+        ));
+        assert!(chat.room().unwrap().history.is_empty());
     }
 }

@@ -182,6 +182,12 @@ impl PushOptions {
                 topic: None,
             },
             // Only the newest member-list change matters to a browser that was away.
+            // An operator's notice is timely, but not urgent enough to wake a phone.
+            PushMessage::Notice { .. } => PushOptions {
+                ttl_secs: 24 * 3600,
+                urgency: Urgency::Normal,
+                topic: None,
+            },
             PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => PushOptions {
                 ttl_secs: 3600,
                 urgency: Urgency::Normal,
@@ -299,7 +305,9 @@ impl Delivery {
 
         let line_id = match &broadcast.message {
             PushMessage::ChatMsg(line) => Some(line.id),
-            PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => None,
+            PushMessage::Subscribe { .. }
+            | PushMessage::Unsubscribe { .. }
+            | PushMessage::Notice { .. } => None,
         };
         let mut report = DeliveryReport::default();
         let mut latencies = Vec::with_capacity(pushes.len());

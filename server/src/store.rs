@@ -1,9 +1,17 @@
 //! The chat's durable state, in sled: members keyed by their push endpoint, an index that
-//! keeps names unique, and the chat history keyed by line id (big-endian, so it reads back
-//! in order). The store only stores; who may do what is decided in `chat`. sled's byte
-//! types never leave this module, and every change that spans trees is one transaction.
+//! keeps names unique, banned names, the chat history keyed by line id (big-endian, so it
+//! reads back in order), and the server's VAPID contact. The store only stores; who may do
+//! what is decided in `chat`. sled's byte types never leave this module, and every change
+//! that spans trees is one transaction.
 
-use std::{net::IpAddr, path::Path};
+use std::{
+    net::IpAddr,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        RwLock, RwLockReadGuard,
+    },
+};
 
 use serde::{Deserialize, Serialize};
 use sled::{
@@ -21,6 +29,11 @@ const NAMES: &str = "member_names";
 const HISTORY: &str = "history";
 /// Chat lines whose fan-out has not finished, by line id: resumed after a crash.
 const OUTBOX: &str = "outbox";
+/// Banned names, by [`name_key`].
+const BANNED: &str = "banned_names";
+/// Single values: the VAPID contact the server last ran with.
+const SETTINGS: &str = "settings";
+const VAPID_SUBJECT: &str = "vapid_subject";
 
 /// A member of the chat as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +58,10 @@ pub enum StoreError {
     Database(#[from] sled::Error),
     #[error("a stored record is unreadable")]
     Corrupt(#[from] serde_json::Error),
+    #[error("a stored line id is not 8 bytes")]
+    BadKey,
+    #[error("the store already holds a chat")]
+    NotEmpty,
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -56,6 +73,17 @@ impl From<TransactionError<StoreError>> for StoreError {
     }
 }
 
+/// Everything the store holds, at one moment: what a backup keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreContents {
+    pub members: Vec<Member>,
+    pub banned: Vec<String>,
+    pub history: Vec<ChatLine>,
+    /// Lines whose fan-out had not finished.
+    pub unsent: Vec<ChatLine>,
+    pub vapid_subject: Option<String>,
+}
+
 /// Members and history on disk. Cheap to share behind an `Arc`; sled is thread-safe.
 pub struct ChatStore {
     db: sled::Db,
@@ -63,6 +91,13 @@ pub struct ChatStore {
     names: Tree,
     history: Tree,
     outbox: Tree,
+    banned: Tree,
+    settings: Tree,
+    /// The next chat line's id: above every stored one, restored ones included.
+    next_line_id: AtomicU64,
+    /// Changes hold it shared; [`ChatStore::contents`] holds it alone, so a backup never
+    /// sees half of a change that spans trees.
+    changing: RwLock<()>,
 }
 
 impl ChatStore {
@@ -73,13 +108,26 @@ impl ChatStore {
             .path(dir)
             .cache_capacity(cache_bytes)
             .open()?;
+        let history = db.open_tree(HISTORY)?;
+        let outbox = db.open_tree(OUTBOX)?;
+        let next_line_id = AtomicU64::new(next_id_after(&history, &outbox)?);
         Ok(ChatStore {
             members: db.open_tree(MEMBERS)?,
             names: db.open_tree(NAMES)?,
-            history: db.open_tree(HISTORY)?,
-            outbox: db.open_tree(OUTBOX)?,
+            banned: db.open_tree(BANNED)?,
+            settings: db.open_tree(SETTINGS)?,
+            history,
+            outbox,
+            next_line_id,
+            changing: RwLock::new(()),
             db,
         })
+    }
+
+    fn change(&self) -> RwLockReadGuard<'_, ()> {
+        self.changing
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn member(&self, endpoint: &str) -> Result<Option<Member>, StoreError> {
@@ -111,6 +159,7 @@ impl ChatStore {
     /// Stores `member`, replacing the member with the same endpoint if there is one.
     /// Refuses a name (compared by [`name_key`]) that another endpoint holds.
     pub fn put_member(&self, member: &Member) -> Result<(), StoreError> {
+        let _change = self.change();
         let endpoint = member.subscription.endpoint.as_bytes();
         let key = name_key(&member.name);
         let record = serde_json::to_vec(member)?;
@@ -139,6 +188,7 @@ impl ChatStore {
         old_endpoint: &str,
         member: &Member,
     ) -> Result<(), StoreError> {
+        let _change = self.change();
         let endpoint = member.subscription.endpoint.as_bytes();
         let key = name_key(&member.name);
         let record = serde_json::to_vec(member)?;
@@ -157,6 +207,7 @@ impl ChatStore {
     /// Removes the member at `endpoint` if its auth secret is still `auth` (it may have
     /// been replaced meanwhile). Returns the removed member.
     pub fn remove_member(&self, endpoint: &str, auth: &str) -> Result<Option<Member>, StoreError> {
+        let _change = self.change();
         let removed = (&self.members, &self.names).transaction(|(members, names)| {
             let Some(record) = members.get(endpoint)? else {
                 return Ok(None);
@@ -187,9 +238,9 @@ impl ChatStore {
         time: u64,
         keep: usize,
     ) -> Result<ChatLine, StoreError> {
-        // sled's ids only grow, across restarts too, so they order the history.
+        let _change = self.change();
         let line = ChatLine {
-            id: self.db.generate_id()?,
+            id: self.next_line_id.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             msg: msg.into(),
             time,
@@ -218,6 +269,7 @@ impl ChatStore {
 
     /// The fan-out of line `id` is done: every member got an answer from its push service.
     pub fn line_sent(&self, id: u64) -> Result<(), StoreError> {
+        let _change = self.change();
         self.outbox.remove(id.to_be_bytes())?;
         Ok(())
     }
@@ -236,6 +288,95 @@ impl ChatStore {
         Ok(lines)
     }
 
+    /// The member holding `name` (compared by [`name_key`]), if any.
+    pub fn member_named(&self, name: &str) -> Result<Option<Member>, StoreError> {
+        match self.names.get(name_key(name))? {
+            Some(endpoint) => self.member(&String::from_utf8_lossy(&endpoint)),
+            None => Ok(None),
+        }
+    }
+
+    /// Bans `name` (compared by [`name_key`]) from joining.
+    pub fn ban(&self, name: &str) -> Result<(), StoreError> {
+        let _change = self.change();
+        self.banned.insert(name_key(name), name.as_bytes())?;
+        Ok(())
+    }
+
+    /// Lifts a ban; says whether there was one.
+    pub fn unban(&self, name: &str) -> Result<bool, StoreError> {
+        let _change = self.change();
+        Ok(self.banned.remove(name_key(name))?.is_some())
+    }
+
+    pub fn is_banned(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.banned.contains_key(name_key(name))?)
+    }
+
+    /// The VAPID contact the server last ran with, for subcommands run without one.
+    pub fn vapid_subject(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .settings
+            .get(VAPID_SUBJECT)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    pub fn set_vapid_subject(&self, subject: &str) -> Result<(), StoreError> {
+        let _change = self.change();
+        self.settings.insert(VAPID_SUBJECT, subject.as_bytes())?;
+        Ok(())
+    }
+
+    /// Everything, as of one moment: no change is half in it.
+    pub fn contents(&self) -> Result<StoreContents, StoreError> {
+        let _alone = self
+            .changing
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(StoreContents {
+            members: self.members()?,
+            banned: self
+                .banned
+                .iter()
+                .values()
+                .map(|name| Ok(String::from_utf8_lossy(&name?).into_owned()))
+                .collect::<Result<_, StoreError>>()?,
+            history: self.recent_lines(usize::MAX)?,
+            unsent: self.unsent_lines()?,
+            vapid_subject: self.vapid_subject()?,
+        })
+    }
+
+    /// Fills an empty store with `contents` (a backup); refuses a store that holds a chat.
+    pub fn restore(&self, contents: &StoreContents) -> Result<(), StoreError> {
+        if self.has_members()? || !self.history.is_empty() || !self.banned.is_empty() {
+            return Err(StoreError::NotEmpty);
+        }
+        for member in &contents.members {
+            self.put_member(member)?;
+        }
+        for name in &contents.banned {
+            self.ban(name)?;
+        }
+        let _change = self.change();
+        for (tree, lines) in [
+            (&self.history, &contents.history),
+            (&self.outbox, &contents.unsent),
+        ] {
+            for line in lines {
+                tree.insert(line.id.to_be_bytes(), serde_json::to_vec(line)?)?;
+            }
+        }
+        if let Some(subject) = &contents.vapid_subject {
+            self.settings.insert(VAPID_SUBJECT, subject.as_bytes())?;
+        }
+        self.next_line_id.store(
+            next_id_after(&self.history, &self.outbox)?,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
     /// Waits until every change so far is on disk. Uses sled's blocking flush on one of
     /// tokio's blocking threads: `flush_async` runs on sled's own small thread pool, and
     /// under concurrent transactions its flushes can take every thread of that pool while
@@ -251,6 +392,18 @@ impl ChatStore {
 
 /// The key two names collide on: names a reader cannot tell apart are the same name.
 /// Compatibility forms fold together (NFKC: full-width "Ａｎｎ" is "Ann"), and so does case.
+/// One more than the highest line id in `history` and `outbox`.
+fn next_id_after(history: &Tree, outbox: &Tree) -> Result<u64, StoreError> {
+    let mut next = 0;
+    for tree in [history, outbox] {
+        if let Some((key, _)) = tree.last()? {
+            let id = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| StoreError::BadKey)?);
+            next = next.max(id + 1);
+        }
+    }
+    Ok(next)
+}
+
 fn name_key(name: &str) -> String {
     name.nfkc().collect::<String>().to_lowercase()
 }
@@ -425,5 +578,31 @@ mod tests {
         assert_eq!(store.recent_lines(10).unwrap()[0].msg, "hello");
         let next = store.append_line("Ann", "again", 8, 10).unwrap();
         assert!(next.id > first_id);
+    }
+
+    #[test]
+    fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
+        let (_dir, store) = store();
+        store
+            .put_member(&member("Ann", "https://p.example/1", AUTH))
+            .unwrap();
+        store.ban("Mallory").unwrap();
+        store.set_vapid_subject("mailto:ops@example.org").unwrap();
+        let sent = store.append_line("Ann", "one", 1, 10).unwrap();
+        store.line_sent(sent.id).unwrap();
+        store.append_line("Ann", "two", 2, 10).unwrap();
+        let contents = store.contents().unwrap();
+        assert_eq!(contents.unsent.len(), 1);
+
+        let (_other, fresh) = self::store();
+        fresh.restore(&contents).unwrap();
+        assert_eq!(fresh.contents().unwrap(), contents);
+        assert!(fresh.is_banned("MALLORY").unwrap());
+        let next = fresh.append_line("Ann", "three", 3, 10).unwrap();
+        assert!(next.id > contents.history[1].id);
+        assert!(matches!(
+            fresh.restore(&contents),
+            Err(StoreError::NotEmpty)
+        ));
     }
 }
