@@ -273,6 +273,7 @@ async fn run_once(
         },
         cache_bytes: 64 << 20,
         trusted_proxies: TrustedProxies::default(),
+        admin_token: None,
     };
     let (sender, sampled_ids) = seed(&config, receiver, count, scenario)?;
 
@@ -281,7 +282,7 @@ async fn run_once(
     let listener = TcpListener::bind(config.addr).await?;
     let url = format!("http://{}/api/chat", listener.local_addr()?);
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(crate::serve_until(listener, state, async {
+    let server = tokio::spawn(crate::serve_until(listener, None, state, async {
         let _ = stopped.await;
     }));
 

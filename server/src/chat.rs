@@ -44,6 +44,8 @@ pub enum ChatError {
     NoSuchMember(String),
     #[error("The name {0:?} is banned from this chat.")]
     Banned(String),
+    #[error("The name {0:?} is not banned.")]
+    NotBanned(String),
     #[error("That push subscription belongs to another member.")]
     SubscriptionTaken,
     #[error("The auth secret does not match this member's subscription.")]
@@ -85,6 +87,21 @@ pub struct ChatRules {
     /// How many members may have joined from one network address.
     pub members_per_address: usize,
 }
+
+impl Default for ChatRules {
+    fn default() -> Self {
+        ChatRules {
+            allow_loopback_endpoints: false,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+            chat_lines_per_minute: DEFAULT_CHAT_LINES_PER_MINUTE,
+            members_per_address: DEFAULT_MEMBERS_PER_ADDRESS,
+        }
+    }
+}
+
+pub const DEFAULT_HISTORY_LIMIT: usize = 200;
+pub const DEFAULT_CHAT_LINES_PER_MINUTE: u32 = 30;
+pub const DEFAULT_MEMBERS_PER_ADDRESS: usize = 20;
 
 pub struct Chat {
     store: Arc<ChatStore>,
@@ -206,6 +223,15 @@ impl Chat {
         self.store.flush().await?;
         tracing::info!(name = %member.name, ban, "member removed by the operator");
         self.to_everyone(PushMessage::Unsubscribe { name: member.name })
+    }
+
+    /// The operator lets a banned name join again.
+    pub async fn unban(&self, name: &str) -> Result<(), ChatError> {
+        if !self.store.unban(name)? {
+            return Err(ChatError::NotBanned(name.to_owned()));
+        }
+        self.store.flush().await?;
+        Ok(())
     }
 
     /// A notice from the operator, to the member called `to` or to everyone. It is not
@@ -652,6 +678,12 @@ mod tests {
             chat.remove_named("Cy", false).await,
             Err(ChatError::NoSuchMember(_))
         ));
+        assert!(matches!(
+            chat.unban("Bo").await,
+            Err(ChatError::NotBanned(_))
+        ));
+        chat.unban("ann").await.unwrap();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         // Removed without a ban, a name may come back.
         chat.remove_named("Bo", false).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();

@@ -7,6 +7,10 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::chat::{
+    DEFAULT_CHAT_LINES_PER_MINUTE, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_PER_ADDRESS,
+};
+
 /// A group chat whose live channel is Web Push.
 #[derive(Debug, Parser)]
 #[command(name = "pushchat", version, about)]
@@ -19,9 +23,95 @@ pub struct Cli {
 pub enum Command {
     /// Serve the chat: the page, its service worker and the JSON API.
     Serve(ServeArgs),
+    /// Show the server's VAPID identity, or make a new key pair.
+    #[command(subcommand)]
+    Vapid(VapidCommand),
+    /// List the members (the default), or remove or unban one.
+    Members(MembersArgs),
+    /// Write a consistent copy of the members, history, bans and VAPID key pair to FILE
+    /// (created with mode 0600: it holds the private key).
+    Backup(BackupArgs),
+    /// Fill a new, empty data dir from a backup FILE. The server must be stopped.
+    Restore(BackupArgs),
+    /// Push a notice from the operator to one member or to everyone.
+    Send(SendArgs),
     /// Measure how fast one chat line fans out to many members, through the real API and
     /// delivery engine, to virtual members on a local push service.
     Bench(BenchArgs),
+}
+
+/// Where the chat lives. While `pushchat serve` runs on it, the other subcommands reach
+/// the server through the data dir's admin socket; otherwise they open it themselves.
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Folder for the database and the VAPID key pair; `serve` creates it on first start.
+    #[arg(
+        long,
+        env = "PUSHCHAT_DATA_DIR",
+        default_value = "pushchat-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VapidCommand {
+    /// Print the public key (what browsers subscribe with) and the contact.
+    Show(DataDirArg),
+    /// Make a new key pair. Every browser subscription is bound to the old key, so with
+    /// members this needs --force, removes them all, and they must subscribe again.
+    Generate {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// Replace the key even though members exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MembersArgs {
+    #[command(subcommand)]
+    pub action: Option<MembersAction>,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersAction {
+    /// Name, push service, when they joined, and how the last push to them went.
+    List,
+    /// Remove the member called NAME; the others are told NAME left.
+    Remove {
+        name: String,
+        /// Also refuse NAME (in any case) to whoever tries to join with it later.
+        #[arg(long)]
+        ban: bool,
+    },
+    /// Let a banned NAME join again.
+    Unban { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The text of the notice.
+    pub text: String,
+    /// The member to send it to; everyone without it.
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Deliver to loopback push endpoints when no server runs (local testing only; a
+    /// running server uses its own setting).
+    #[arg(long, env = "PUSHCHAT_ALLOW_LOOPBACK_ENDPOINTS")]
+    pub allow_loopback_endpoints: bool,
 }
 
 #[derive(Debug, Args)]
@@ -47,9 +137,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PUSHCHAT_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
 
-    /// Folder for the database and the VAPID key pair; created on first start.
-    #[arg(long, env = "PUSHCHAT_DATA_DIR", default_value = "pushchat-data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
 
     /// Contact push services can reach the operator at: mailto:you@example.org or an
     /// https: URL. Required.
@@ -62,16 +151,24 @@ pub struct ServeArgs {
     pub allow_loopback_endpoints: bool,
 
     /// How many chat lines to keep and show to arriving members.
-    #[arg(long, env = "PUSHCHAT_HISTORY_LIMIT", default_value_t = 200)]
+    #[arg(long, env = "PUSHCHAT_HISTORY_LIMIT", default_value_t = DEFAULT_HISTORY_LIMIT)]
     pub history_limit: usize,
 
     /// How many chat lines one member may post in a minute.
-    #[arg(long, env = "PUSHCHAT_CHAT_LINES_PER_MINUTE", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "PUSHCHAT_CHAT_LINES_PER_MINUTE",
+        default_value_t = DEFAULT_CHAT_LINES_PER_MINUTE
+    )]
     pub chat_lines_per_minute: u32,
 
     /// How many members may have joined from one network address (people behind one
     /// router share one).
-    #[arg(long, env = "PUSHCHAT_MEMBERS_PER_ADDRESS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "PUSHCHAT_MEMBERS_PER_ADDRESS",
+        default_value_t = DEFAULT_MEMBERS_PER_ADDRESS
+    )]
     pub members_per_address: usize,
 
     /// Reverse proxies (IP addresses, comma-separated) whose X-Forwarded-For header names
@@ -83,6 +180,17 @@ pub struct ServeArgs {
         value_name = "IP"
     )]
     pub trusted_proxy: Vec<IpAddr>,
+
+    /// Turns on the admin API on this address (`/api/admin/...`) for requests that carry
+    /// `Authorization: Bearer TOKEN`; at least 16 characters. Without it, the admin API
+    /// is reachable only through the data dir's socket.
+    #[arg(
+        long,
+        env = "PUSHCHAT_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 
     /// Upper bound of the database's page cache, in MiB.
     #[arg(long, env = "PUSHCHAT_CACHE_MIB", default_value_t = 64)]

@@ -21,7 +21,11 @@ pub struct Config {
     pub delivery: DeliverySettings,
     pub cache_bytes: u64,
     pub trusted_proxies: TrustedProxies,
+    pub admin_token: Option<String>,
 }
+
+/// Shorter admin tokens are too easy to guess.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -40,6 +44,8 @@ pub enum ConfigError {
     ChatRate,
     #[error("--members-per-address must be at least 1")]
     MembersPerAddress,
+    #[error("--admin-token must be at least {MIN_ADMIN_TOKEN_LEN} characters")]
+    AdminToken,
 }
 
 impl Config {
@@ -58,9 +64,16 @@ impl Config {
         if args.members_per_address == 0 {
             return Err(ConfigError::MembersPerAddress);
         }
+        if args
+            .admin_token
+            .as_ref()
+            .is_some_and(|token| token.trim().len() < MIN_ADMIN_TOKEN_LEN)
+        {
+            return Err(ConfigError::AdminToken);
+        }
         Ok(Config {
             addr: args.addr,
-            data_dir: args.data_dir,
+            data_dir: args.data.data_dir,
             vapid_subject,
             rules: ChatRules {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
@@ -79,6 +92,7 @@ impl Config {
                     .map(|address| address.to_canonical())
                     .collect(),
             ),
+            admin_token: args.admin_token.map(|token| token.trim().to_owned()),
         })
     }
 }

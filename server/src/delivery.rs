@@ -28,14 +28,16 @@
 //! [`DeliveryReport`], logged.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
 use rand::Rng;
 use reqwest::{header::HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{watch, Semaphore},
+    sync::{oneshot, watch, Semaphore},
     task::JoinSet,
 };
 use tokio_util::task::TaskTracker;
@@ -205,11 +207,21 @@ enum BuildError {
     Message(#[from] web_push::WebPushError),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
+/// How one push ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
     Delivered,
+    /// The push service no longer knows the subscription.
     Gone,
     Failed,
+}
+
+/// The last push to one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastResult {
+    pub outcome: Outcome,
+    pub at: SystemTime,
 }
 
 /// The result of one try at one push.
@@ -231,6 +243,8 @@ pub struct Delivery {
     queued: Arc<Semaphore>,
     running: TaskTracker,
     totals: watch::Sender<DeliveryTotals>,
+    /// By endpoint; what `pushchat members` shows.
+    last_results: Mutex<HashMap<String, LastResult>>,
 }
 
 impl Delivery {
@@ -259,19 +273,35 @@ impl Delivery {
             settings,
             running: TaskTracker::new(),
             totals: watch::Sender::new(DeliveryTotals::default()),
+            last_results: Mutex::default(),
         })
     }
 
-    /// Starts the fan-out in the background, once the queue has room for it.
-    pub async fn dispatch(self: &Arc<Self>, broadcast: Broadcast) {
+    /// Starts the fan-out in the background, once the queue has room for it. Its report
+    /// comes through the returned channel, for a caller that waits for it.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        broadcast: Broadcast,
+    ) -> oneshot::Receiver<DeliveryReport> {
+        let (report_to, report) = oneshot::channel();
         let Ok(room) = Arc::clone(&self.queued).acquire_owned().await else {
-            return; // The semaphore is never closed.
+            return report; // The semaphore is never closed.
         };
         let delivery = Arc::clone(self);
         self.running.spawn(async move {
-            delivery.deliver(broadcast).await;
+            let _ = report_to.send(delivery.deliver(broadcast).await);
             drop(room);
         });
+        report
+    }
+
+    /// How the last push to `endpoint` ended, since this server started.
+    pub fn last_result(&self, endpoint: &str) -> Option<LastResult> {
+        self.last_results
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(endpoint)
+            .cloned()
     }
 
     /// The running totals, updated after every fan-out.
@@ -318,6 +348,16 @@ impl Delivery {
                 continue;
             };
             report.retried += retries as usize;
+            self.last_results
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(
+                    recipient.endpoint.clone(),
+                    LastResult {
+                        outcome,
+                        at: SystemTime::now(),
+                    },
+                );
             match outcome {
                 Outcome::Delivered => report.delivered += 1,
                 Outcome::Failed => report.failed += 1,
@@ -455,6 +495,10 @@ impl Delivery {
     }
 
     fn forget(&self, gone: &Subscription) {
+        self.last_results
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&gone.endpoint);
         match self.store.remove_member(&gone.endpoint, &gone.auth) {
             Ok(Some(member)) => tracing::info!(
                 name = %member.name,

@@ -40,7 +40,9 @@ impl From<ChatError> for ApiError {
             ChatError::NameTaken(_)
             | ChatError::AlreadyMember(_)
             | ChatError::SubscriptionTaken => StatusCode::CONFLICT,
-            ChatError::UnknownMember | ChatError::NoSuchMember(_) => StatusCode::NOT_FOUND,
+            ChatError::UnknownMember | ChatError::NoSuchMember(_) | ChatError::NotBanned(_) => {
+                StatusCode::NOT_FOUND
+            }
             ChatError::Banned(_) => StatusCode::FORBIDDEN,
             ChatError::WrongSecret => StatusCode::FORBIDDEN,
             ChatError::MessageTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,

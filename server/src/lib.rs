@@ -1,6 +1,7 @@
 //! The pushchat server. `main.rs` parses the command line; [`serve`] does the rest.
 //!
-//! Modules, each with one job: `cli` (parsing), `client_address` (who
+//! Modules, each with one job: `admin` (the operator's API), `admin_socket` (its local
+//! transport), `operator` (the operator's subcommands), `cli` (parsing), `client_address` (who
 //! sent a request), `config` (validated settings), `store`
 //! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
 //! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
@@ -9,6 +10,8 @@
 //! (`/metrics`), `public_dns`
 //! (the delivery client's DNS, public addresses only), `bench` (`pushchat bench`).
 
+pub mod admin;
+pub mod admin_socket;
 pub mod bench;
 pub mod chat;
 pub mod cli;
@@ -18,6 +21,7 @@ pub mod delivery;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod operator;
 pub mod public_dns;
 pub mod routes;
 pub mod state;
@@ -25,11 +29,14 @@ pub mod store;
 pub mod subscription;
 pub mod vapid;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future, net::SocketAddr, os::unix::fs::DirBuilderExt, sync::Arc, time::Duration,
+};
 
 use anyhow::Context;
 use leptos::config::get_configuration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     chat::Chat, config::Config, delivery::Delivery, state::AppState, store::ChatStore,
@@ -47,18 +54,35 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = open(&config)?;
+    state
+        .store
+        .set_vapid_subject(&config.vapid_subject)
+        .context("cannot record the VAPID contact")?;
     let listener = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let admin = match admin_socket::bind(&config.data_dir) {
+        Ok(admin) => Some(admin),
+        Err(error) => {
+            tracing::warn!(%error, "no admin socket: the pushchat subcommands cannot reach this server");
+            None
+        }
+    };
     println!("pushchat listening on http://{}", listener.local_addr()?);
-    serve_until(listener, state, shutdown).await
+    let served = serve_until(listener, admin, state, shutdown).await;
+    let _ = std::fs::remove_file(admin_socket::socket_path(&config.data_dir));
+    served
 }
 
 /// Opens what `config` names (the data dir, the store, the VAPID keys) and builds the
 /// state the handlers share.
 pub fn open(config: &Config) -> anyhow::Result<AppState> {
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir)
+    // Only its owner may enter it: it holds the private key and the admin socket.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let db_dir = data_dir.join("db");
     let store = ChatStore::open(&db_dir, config.cache_bytes).with_context(|| {
@@ -86,6 +110,7 @@ pub fn open(config: &Config) -> anyhow::Result<AppState> {
         store,
         http_counts: Arc::default(),
         trusted_proxies: config.trusted_proxies.clone(),
+        admin_token: config.admin_token.clone(),
         leptos,
     })
 }
@@ -105,17 +130,36 @@ async fn resume_unsent(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then lets pushes in flight
-/// finish and flushes the store.
+/// Serves `state` on `listener` (and the admin API on `admin`) until `shutdown`
+/// resolves, then lets pushes in flight finish and flushes the store.
 pub async fn serve_until(
     listener: TcpListener,
+    admin: Option<UnixListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     resume_unsent(&state).await?;
+    let stop = CancellationToken::new();
+    if let Some(admin) = admin {
+        let app = routes::admin_socket_router(state.clone());
+        let stopped = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(admin, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!(%error, "the admin socket failed");
+            }
+        });
+    }
+    let stopped = stop.clone().cancelled_owned();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.cancel();
+    });
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopped)
         .await?;
     if !state.delivery.drain(DRAIN_DEADLINE).await {
         tracing::warn!("shut down with pushes still in flight");

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 use server::{
     cli::{Cli, Command},
     config::Config,
+    operator,
 };
 
 fn main() -> ExitCode {
@@ -27,16 +28,18 @@ fn run() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     match cli.command {
         Command::Serve(args) => {
             let config = Config::from_args(args)?;
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime.block_on(server::serve(config, shutdown_signal()))
         }
-        Command::Bench(args) => {
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            runtime.block_on(server::bench::run(args))
-        }
+        Command::Vapid(command) => runtime.block_on(operator::vapid(command)),
+        Command::Members(args) => runtime.block_on(operator::members(args)),
+        Command::Backup(args) => runtime.block_on(operator::backup(args)),
+        Command::Restore(args) => runtime.block_on(operator::restore(args)),
+        Command::Send(args) => runtime.block_on(operator::send(args)),
+        Command::Bench(args) => runtime.block_on(server::bench::run(args)),
     }
 }
 

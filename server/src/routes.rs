@@ -26,6 +26,7 @@ use app::{
 };
 
 use crate::{
+    admin::{self, Exposure},
     client_address::ClientAddress,
     error::{ApiError, ApiJson},
     metrics,
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/resubscribe", post(resubscribe))
         .route("/unsubscribe", post(unsubscribe))
         .route("/chat", post(chat))
+        .nest("/admin", admin::router(&state, Exposure::Public))
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
 
@@ -64,6 +66,15 @@ pub fn router(state: AppState) -> Router {
             metrics::count_requests,
         ))
         .layer(middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// The admin socket's routes: the whole admin API, without a token (see `admin`).
+pub fn admin_socket_router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/admin", admin::router(&state, Exposure::Socket))
+        .fallback(api_not_found)
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)
 }
 

@@ -18,6 +18,8 @@ pub struct AppState {
     pub store: Arc<ChatStore>,
     pub http_counts: Arc<HttpCounts>,
     pub trusted_proxies: TrustedProxies,
+    /// The bearer token of the admin API on the public listener; none turns that off.
+    pub admin_token: Option<String>,
     pub leptos: LeptosOptions,
 }
 

@@ -76,28 +76,47 @@ impl VapidKeys {
         subject: String,
         store_has_members: bool,
     ) -> Result<Self, VapidError> {
+        if let Some(keys) = Self::load(data_dir, subject.clone())? {
+            return Ok(keys);
+        }
         let path = data_dir.join(KEY_FILE);
-        let io = |source| VapidError::Io {
+        if store_has_members {
+            return Err(VapidError::MissingWithMembers { path });
+        }
+        let keys = Self::generate(data_dir, subject)?;
+        tracing::info!(path = %path.display(), "created a new VAPID key pair");
+        Ok(keys)
+    }
+
+    /// Loads the key pair from `data_dir`, if it has one.
+    pub fn load(data_dir: &Path, subject: String) -> Result<Option<Self>, VapidError> {
+        let path = data_dir.join(KEY_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        tighten_permissions(&path).map_err(|source| VapidError::Io {
             path: path.clone(),
             source,
-        };
-        let secret = if path.exists() {
-            tighten_permissions(&path).map_err(io)?;
-            let pem = fs::read_to_string(&path).map_err(io)?;
-            SecretKey::from_pkcs8_pem(&pem)
-                .map_err(|_| VapidError::Unreadable { path: path.clone() })?
-        } else if store_has_members {
-            return Err(VapidError::MissingWithMembers { path });
-        } else {
-            let secret = SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-            let pem = secret
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(|_| VapidError::Unreadable { path: path.clone() })?;
-            write_private(&path, pem.as_bytes()).map_err(io)?;
-            tracing::info!(path = %path.display(), "created a new VAPID key pair");
-            secret
-        };
+        })?;
+        let secret = parse_pem(&private_key_pem(data_dir)?, &path)?;
+        Ok(Some(Self::from_secret(secret, subject)))
+    }
+
+    /// Makes a new key pair and saves it in `data_dir`, replacing any key there in one
+    /// step (a crash leaves the old key or the new one, never neither).
+    pub fn generate(data_dir: &Path, subject: String) -> Result<Self, VapidError> {
+        let secret = SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let path = data_dir.join(KEY_FILE);
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| VapidError::Unreadable { path: path.clone() })?;
+        install_private_key(data_dir, &pem)?;
         Ok(Self::from_secret(secret, subject))
+    }
+
+    /// The contact push services see in every JWT.
+    pub fn subject(&self) -> &str {
+        &self.subject
     }
 
     fn from_secret(secret: SecretKey, subject: String) -> Self {
@@ -152,6 +171,33 @@ impl VapidKeys {
         let jwt = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
         Token { jwt, expires }
     }
+}
+
+/// The private key file's text (PKCS#8 PEM), for a backup.
+pub fn private_key_pem(data_dir: &Path) -> Result<String, VapidError> {
+    let path = data_dir.join(KEY_FILE);
+    fs::read_to_string(&path).map_err(|source| VapidError::Io { path, source })
+}
+
+/// Saves `pem` (checked to be a P-256 private key) as the key file of `data_dir`, mode
+/// 0600, replacing any key there in one step.
+pub fn install_private_key(data_dir: &Path, pem: &str) -> Result<(), VapidError> {
+    let path = data_dir.join(KEY_FILE);
+    parse_pem(pem, &path)?;
+    let staged = data_dir.join(format!("{KEY_FILE}.new"));
+    let io = |source| VapidError::Io {
+        path: path.clone(),
+        source,
+    };
+    let _ = fs::remove_file(&staged);
+    write_private(&staged, pem.as_bytes()).map_err(io)?;
+    fs::rename(&staged, &path).map_err(io)
+}
+
+fn parse_pem(pem: &str, path: &Path) -> Result<SecretKey, VapidError> {
+    SecretKey::from_pkcs8_pem(pem).map_err(|_| VapidError::Unreadable {
+        path: path.to_owned(),
+    })
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

@@ -2,216 +2,17 @@
 //! to the local push service on loopback, with virtual members whose pushes the service
 //! decrypts. Every wait has a deadline; nothing sleeps a fixed time.
 
-use std::path::Path;
+mod support;
 
-use app::wire::{
-    ChatLine, ChatRequest, MemberCredentials, PushMessage, PushSubscription, RoomState,
-    SubscribeRequest, VapidPublicKey, PUSH_PAYLOAD_LIMIT,
-};
+use support::*;
+
+use app::wire::{ChatLine, ChatRequest, PushMessage, PUSH_PAYLOAD_LIMIT};
 use localpush::{
-    harness::{eventually, PushchatProcess, DEADLINE},
-    Fault, LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription,
+    harness::{eventually, DEADLINE},
+    Fault, ReceivedPush, VirtualSubscription,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::process::Command;
-
-const SUBJECT: &str = "mailto:tests@pushchat.example.org";
-
-/// A running `pushchat serve` and a client of its API.
-struct Server {
-    process: PushchatProcess,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Server {
-    async fn start(data_dir: &Path, extra_args: &[&str]) -> Server {
-        let binary = Path::new(env!("CARGO_BIN_EXE_pushchat"));
-        let process = PushchatProcess::start(binary, data_dir, data_dir, SUBJECT, extra_args).await;
-        let base = process.url.clone();
-        Server {
-            process,
-            base,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn post_ok<T: serde::de::DeserializeOwned>(&self, path: &str, body: &Value) -> T {
-        let (status, answer) = self.post(path, body).await;
-        assert!(status.is_success(), "{path} answered {status}: {answer}");
-        serde_json::from_value(answer).unwrap()
-    }
-
-    /// One series of `GET /metrics`.
-    async fn metric(&self, series: &str) -> Option<f64> {
-        let url = format!("{}/metrics", self.base);
-        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
-        sample(&text, series)
-    }
-
-    async fn vapid_key(&self) -> String {
-        let url = format!("{}/api/vapid-public-key", self.base);
-        let key: VapidPublicKey = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        key.public_key
-    }
-
-    async fn subscribe(&self, name: &str, member: &VirtualSubscription) -> RoomState {
-        self.post_ok("/api/subscribe", &join_body(name, &member.subscription))
-            .await
-    }
-
-    async fn init(&self, name: &str, member: &VirtualSubscription) -> RoomState {
-        self.post_ok("/api/init", &join_body(name, &member.subscription))
-            .await
-    }
-
-    async fn chat(&self, member: &VirtualSubscription, msg: &str) -> ChatLine {
-        self.post_ok("/api/chat", &chat_body(member, msg)).await
-    }
-}
-
-fn join_body(name: &str, subscription: &PushSubscription) -> Value {
-    json!(SubscribeRequest {
-        name: name.into(),
-        subscription: subscription.clone()
-    })
-}
-
-fn credentials(member: &VirtualSubscription) -> MemberCredentials {
-    MemberCredentials {
-        endpoint: member.subscription.endpoint.clone(),
-        auth: member.subscription.keys.auth.clone(),
-    }
-}
-
-fn chat_body(member: &VirtualSubscription, msg: &str) -> Value {
-    json!(ChatRequest {
-        member: credentials(member),
-        msg: msg.into()
-    })
-}
-
-/// The local push service, plus the data dir and server of one test.
-struct Fixture {
-    push: LocalPush,
-    data_dir: tempfile::TempDir,
-    server: Server,
-}
-
-impl Fixture {
-    async fn new() -> Fixture {
-        Fixture::with_args(&[]).await
-    }
-
-    /// A fixture whose server gets `extra_args`.
-    async fn with_args(extra_args: &[&str]) -> Fixture {
-        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let data_dir = tempfile::tempdir().unwrap();
-        let server = Server::start(data_dir.path(), extra_args).await;
-        Fixture {
-            push,
-            data_dir,
-            server,
-        }
-    }
-
-    fn pushes(&self) -> LocalPushClient {
-        self.push.client()
-    }
-
-    /// A virtual browser subscribed with this server's VAPID key, as a page would be.
-    async fn browser(&self) -> VirtualSubscription {
-        let key = self.server.vapid_key().await;
-        self.pushes()
-            .subscribe(&NewSubscriber {
-                application_server_key: Some(key),
-                fault: None,
-            })
-            .await
-            .unwrap()
-    }
-
-    /// Subscribes one member per name, in order.
-    async fn members<const N: usize>(&self, names: [&str; N]) -> [VirtualSubscription; N] {
-        let mut members = Vec::with_capacity(N);
-        for name in names {
-            let member = self.browser().await;
-            self.server.subscribe(name, &member).await;
-            members.push(member);
-        }
-        members
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one member per name"))
-    }
-
-    /// Kills the server and starts a new one on the same data dir.
-    async fn restarted(self) -> Fixture {
-        let Fixture {
-            push,
-            data_dir,
-            server,
-        } = self;
-        server.process.kill().await;
-        let server = Server::start(data_dir.path(), &[]).await;
-        Fixture {
-            push,
-            data_dir,
-            server,
-        }
-    }
-}
-
-/// Waits until `member` has received exactly `count` pushes; returns them.
-async fn received(
-    pushes: &LocalPushClient,
-    member: &VirtualSubscription,
-    count: usize,
-) -> Vec<ReceivedPush> {
-    let got = eventually(&format!("{count} pushes"), || async {
-        let got = pushes.received(&member.id).await.unwrap();
-        (got.len() >= count).then_some(got)
-    })
-    .await;
-    assert_eq!(got.len(), count, "more pushes than expected: {got:?}");
-    got
-}
-
-fn messages(pushes: &[ReceivedPush]) -> Vec<PushMessage> {
-    let mut messages: Vec<PushMessage> = pushes
-        .iter()
-        .map(|push| push.message().expect("payload is a PushMessage"))
-        .collect();
-    messages.sort_by_key(|message| format!("{message:?}"));
-    messages
-}
-
-fn joined(name: &str) -> PushMessage {
-    PushMessage::Subscribe { name: name.into() }
-}
 
 #[tokio::test]
 async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
@@ -914,38 +715,10 @@ async fn test_health_and_metrics_count_exactly_the_pushes_of_each_fan_out() {
     assert_eq!(fx.pushes().received(&bo.id).await.unwrap().len(), 2);
 }
 
-/// The value of one sample line (`name{labels} value`) of a Prometheus exposition.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
-}
-
-#[tokio::test]
-async fn test_the_server_refuses_to_start_without_a_contact() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_pushchat"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("PUSHCHAT_VAPID_SUBJECT")
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--vapid-subject mailto:"), "{stderr}");
-    assert!(!dir.path().join("vapid_private_key.pem").exists());
-}
-
 /// The same point with one bit of y flipped: no longer on P-256.
 fn off_curve(p256dh: &str) -> String {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
     let mut point = URL_SAFE_NO_PAD.decode(p256dh).unwrap();
     *point.last_mut().unwrap() ^= 1;
     URL_SAFE_NO_PAD.encode(point)
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode()
 }

@@ -1,0 +1,357 @@
+//! The operator's subcommands: `vapid`, `members`, `backup`, `restore`, `send`. sled lets
+//! one process open a data dir, so each first looks for a server running on it (its admin
+//! socket answers) and asks that server; when none runs, it opens the data dir itself.
+//! Either way the outcome is a sentence, never a lock error.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    admin::{
+        self, DeliverySummary, MemberSummary, NoticeRequest, RemoveRequest, UnbanRequest,
+        VapidIdentity,
+    },
+    admin_socket::{self, AdminClient},
+    chat::{Chat, ChatRules},
+    cli::{BackupArgs, MembersAction, MembersArgs, SendArgs, VapidCommand},
+    delivery::{Delivery, DeliverySettings},
+    store::{ChatStore, StoreContents},
+    vapid::{self, VapidKeys, KEY_FILE},
+};
+
+/// What `backup` writes and `restore` reads.
+#[derive(Debug, Serialize, Deserialize)]
+struct BackupFile {
+    /// Always [`BACKUP_FORMAT`]: says what the file is to someone who opens it.
+    format: String,
+    vapid_private_key_pem: String,
+    #[serde(flatten)]
+    contents: StoreContents,
+}
+
+const BACKUP_FORMAT: &str = "pushchat backup 1";
+
+/// The chat behind a data dir: a running server, or the data dir opened here.
+enum Reached {
+    Server(AdminClient),
+    DataDir(Arc<ChatStore>),
+}
+
+async fn reach(data_dir: &Path) -> anyhow::Result<Reached> {
+    if let Some(server) = AdminClient::connect(data_dir).await {
+        return Ok(Reached::Server(server));
+    }
+    Ok(Reached::DataDir(open_stopped(data_dir)?))
+}
+
+/// Opens the store of a data dir no server runs on.
+fn open_stopped(data_dir: &Path) -> anyhow::Result<Arc<ChatStore>> {
+    let db = data_dir.join("db");
+    if !db.exists() {
+        bail!(
+            "{} holds no pushchat data; pass --data-dir, or start `pushchat serve --data-dir {}` once to create it",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    let store = ChatStore::open(&db, 16 << 20).with_context(|| {
+        format!(
+            "cannot open {}: another process has it open, and no pushchat server answers on {}",
+            db.display(),
+            admin_socket::socket_path(data_dir).display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+fn stop_the_server_first(data_dir: &Path, why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "a pushchat server is running on {}; stop it first: {why}",
+        data_dir.display()
+    )
+}
+
+pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
+    match command {
+        VapidCommand::Show(data) => {
+            let data_dir = &data.data_dir;
+            let identity = match reach(data_dir).await? {
+                Reached::Server(server) => server.get::<VapidIdentity>("/vapid").await?,
+                Reached::DataDir(store) => {
+                    let missing = || {
+                        format!(
+                            "{} has no VAPID key yet; `pushchat serve` makes one on first start",
+                            data_dir.display()
+                        )
+                    };
+                    let subject = store.vapid_subject()?.unwrap_or_default();
+                    let keys = VapidKeys::load(data_dir, subject)?.with_context(missing)?;
+                    VapidIdentity {
+                        public_key: keys.public_key_base64(),
+                        subject: keys.subject().to_owned(),
+                    }
+                }
+            };
+            println!("public key: {}", identity.public_key);
+            println!("subject:    {}", identity.subject);
+            Ok(())
+        }
+        VapidCommand::Generate { data, force } => {
+            let data_dir = &data.data_dir;
+            let store = match reach(data_dir).await? {
+                Reached::Server(_) => {
+                    return Err(stop_the_server_first(
+                        data_dir,
+                        "it signs every push with the key it loaded",
+                    ))
+                }
+                Reached::DataDir(store) => store,
+            };
+            let members = store.members()?;
+            if !members.is_empty() && !force {
+                bail!(
+                    "{} members' browser subscriptions are bound to the current key: a new key \
+                     stops every one of them from receiving pushes, and they must subscribe \
+                     again. Run again with --force to do it anyway.",
+                    members.len()
+                );
+            }
+            for member in &members {
+                let subscription = &member.subscription;
+                store.remove_member(&subscription.endpoint, &subscription.auth)?;
+            }
+            store.flush().await?;
+            let keys = VapidKeys::generate(data_dir, String::new())?;
+            println!("new public key: {}", keys.public_key_base64());
+            if !members.is_empty() {
+                println!(
+                    "removed {} members; their browsers must subscribe again",
+                    members.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn members(args: MembersArgs) -> anyhow::Result<()> {
+    let data_dir = &args.data.data_dir;
+    match (
+        args.action.unwrap_or(MembersAction::List),
+        reach(data_dir).await?,
+    ) {
+        (MembersAction::List, Reached::Server(server)) => {
+            print_members(&server.get::<Vec<MemberSummary>>("/members").await?, true)
+        }
+        (MembersAction::List, Reached::DataDir(store)) => {
+            let mut members: Vec<MemberSummary> = store
+                .members()?
+                .into_iter()
+                .map(|member| MemberSummary {
+                    push_service: admin::push_service_host(&member.subscription.endpoint),
+                    name: member.name,
+                    joined: member.joined,
+                    last_delivery: None,
+                })
+                .collect();
+            members.sort_by_key(|member| member.name.to_lowercase());
+            print_members(&members, false)
+        }
+        (MembersAction::Remove { name, ban }, Reached::Server(server)) => {
+            let request = RemoveRequest {
+                name: name.clone(),
+                ban,
+            };
+            server.post::<()>("/members/remove", &request).await?;
+            println!("removed {name}{}; the others were told", banned(ban));
+        }
+        (MembersAction::Remove { name, ban }, Reached::DataDir(store)) => {
+            stopped_chat(store).remove_named(&name, ban).await?;
+            println!(
+                "removed {name}{}; the others were not told (no server is running), and see \
+                 it when their pages next load",
+                banned(ban)
+            );
+        }
+        (MembersAction::Unban { name }, Reached::Server(server)) => {
+            let request = UnbanRequest { name: name.clone() };
+            server.post::<()>("/members/unban", &request).await?;
+            println!("{name} may join again");
+        }
+        (MembersAction::Unban { name }, Reached::DataDir(store)) => {
+            stopped_chat(store).unban(&name).await?;
+            println!("{name} may join again");
+        }
+    }
+    Ok(())
+}
+
+fn banned(ban: bool) -> &'static str {
+    if ban {
+        " and banned the name"
+    } else {
+        ""
+    }
+}
+
+fn stopped_chat(store: Arc<ChatStore>) -> Chat {
+    Chat::new(store, ChatRules::default())
+}
+
+fn print_members(members: &[MemberSummary], server_running: bool) {
+    if members.is_empty() {
+        println!("no members");
+        return;
+    }
+    let width = members
+        .iter()
+        .map(|member| member.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:width$}  {:32}  {:29}  last delivery",
+        "name", "push service", "joined"
+    );
+    for member in members {
+        let last = match &member.last_delivery {
+            Some(last) => format!("{:?} {}", last.outcome, date(last.at)).to_lowercase(),
+            None if server_running => "none since the server started".into(),
+            None => "unknown (no server is running)".into(),
+        };
+        println!(
+            "{:width$}  {:32}  {:29}  {last}",
+            member.name,
+            member.push_service,
+            date(member.joined)
+        );
+    }
+}
+
+/// A time in milliseconds since the Unix epoch, as an HTTP date (UTC).
+fn date(millis: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(millis))
+}
+
+pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let data_dir = &args.data.data_dir;
+    let contents = match reach(data_dir).await? {
+        Reached::Server(server) => server.get::<StoreContents>("/contents").await?,
+        Reached::DataDir(store) => store.contents()?,
+    };
+    let backup = BackupFile {
+        format: BACKUP_FORMAT.into(),
+        vapid_private_key_pem: vapid::private_key_pem(data_dir)?,
+        contents,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.file)
+        .with_context(|| {
+            format!(
+                "cannot create {} (it must not exist yet)",
+                args.file.display()
+            )
+        })?;
+    file.write_all(&serde_json::to_vec_pretty(&backup)?)?;
+    file.sync_all()?;
+    println!(
+        "backed up {} members, {} lines and the VAPID key pair to {} (keep it private: it \
+         holds the private key)",
+        backup.contents.members.len(),
+        backup.contents.history.len(),
+        args.file.display()
+    );
+    Ok(())
+}
+
+pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
+    let data_dir = &args.data.data_dir;
+    let text = fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let backup: BackupFile = serde_json::from_str(&text)
+        .ok()
+        .filter(|backup: &BackupFile| backup.format == BACKUP_FORMAT)
+        .with_context(|| format!("{} is not a pushchat backup", args.file.display()))?;
+    if AdminClient::connect(data_dir).await.is_some() {
+        return Err(stop_the_server_first(
+            data_dir,
+            "restore fills a data dir no server uses",
+        ));
+    }
+    if data_dir.join(KEY_FILE).exists() {
+        bail!(
+            "{} already holds a chat; restore into a new data dir (--data-dir), or move this one aside",
+            data_dir.display()
+        );
+    }
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let store = ChatStore::open(&data_dir.join("db"), 16 << 20)
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    store.restore(&backup.contents).with_context(|| {
+        format!(
+            "{} already holds a chat; restore into a new data dir",
+            data_dir.display()
+        )
+    })?;
+    store.flush().await?;
+    vapid::install_private_key(data_dir, &backup.vapid_private_key_pem)?;
+    println!(
+        "restored {} members, {} lines and the VAPID key pair into {}",
+        backup.contents.members.len(),
+        backup.contents.history.len(),
+        data_dir.display()
+    );
+    Ok(())
+}
+
+pub async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let data_dir: PathBuf = args.data.data_dir;
+    let request = NoticeRequest {
+        to: args.to,
+        text: args.text,
+    };
+    let summary = match reach(&data_dir).await? {
+        Reached::Server(server) => server.post::<DeliverySummary>("/push", &request).await?,
+        Reached::DataDir(store) => {
+            let subject = store.vapid_subject()?.with_context(|| {
+                format!(
+                    "{} has no VAPID contact recorded; start `pushchat serve` on it once",
+                    data_dir.display()
+                )
+            })?;
+            let keys = VapidKeys::load(&data_dir, subject)?
+                .with_context(|| format!("{} has no VAPID key", data_dir.display()))?;
+            let settings = DeliverySettings {
+                allow_loopback_endpoints: args.allow_loopback_endpoints,
+                ..DeliverySettings::default()
+            };
+            let delivery = Delivery::new(Arc::new(keys), Arc::clone(&store), settings)?;
+            let broadcast = stopped_chat(store).notice(request.to.as_deref(), &request.text)?;
+            DeliverySummary::from(&Arc::new(delivery).deliver(broadcast).await)
+        }
+    };
+    println!(
+        "delivered to {}, gone {}, failed {} ({} retries, {} ms)",
+        summary.delivered, summary.gone, summary.failed, summary.retried, summary.elapsed_ms
+    );
+    if summary.failed > 0 {
+        bail!(
+            "{} pushes failed; the server's log says why",
+            summary.failed
+        );
+    }
+    Ok(())
+}

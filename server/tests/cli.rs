@@ -1,0 +1,294 @@
+//! The operator's subcommands, run as the real `pushchat` binary on temporary data dirs:
+//! each one's happy path with a server running (through its admin socket) and stopped
+//! (opening the data dir), and its clear errors. Also the admin API over HTTP.
+
+mod support;
+
+use std::{ffi::OsStr, path::Path, process::Output};
+
+use app::wire::PushMessage;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::*;
+use tokio::process::Command;
+
+/// Runs `pushchat ARGS` with none of the environment's PUSHCHAT_ settings.
+async fn pushchat<I, A>(args: I) -> Output
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pushchat"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PUSHCHAT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap()
+}
+
+/// Runs `pushchat ARGS --data-dir DIR`; returns its stdout, asserting it succeeded.
+async fn succeeds(args: &[&str], data_dir: &Path) -> String {
+    let output = pushchat(with_data_dir(args, data_dir)).await;
+    let (stdout, stderr) = texts(&output);
+    assert!(output.status.success(), "{args:?}: {stderr}{stdout}");
+    stdout
+}
+
+/// Runs `pushchat ARGS --data-dir DIR`; returns its stderr, asserting it failed.
+async fn fails(args: &[&str], data_dir: &Path) -> String {
+    let output = pushchat(with_data_dir(args, data_dir)).await;
+    let (stdout, stderr) = texts(&output);
+    assert!(!output.status.success(), "{args:?} succeeded: {stdout}");
+    assert!(stderr.starts_with("pushchat: "), "{stderr}");
+    stderr
+}
+
+fn with_data_dir<'a>(args: &'a [&'a str], data_dir: &'a Path) -> Vec<&'a OsStr> {
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.extend([OsStr::new("--data-dir"), data_dir.as_os_str()]);
+    all
+}
+
+fn texts(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn test_the_server_refuses_to_start_without_a_contact_or_with_a_local_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = fails(&["serve", "--addr", "127.0.0.1:0"], dir.path()).await;
+    assert!(stderr.contains("--vapid-subject mailto:"), "{stderr}");
+    let args = ["serve", "--vapid-subject", "mailto:me@box.local"];
+    let stderr = fails(&args, dir.path()).await;
+    assert!(stderr.contains("Apple"), "{stderr}");
+    assert!(!dir.path().join("vapid_private_key.pem").exists());
+}
+
+#[tokio::test]
+async fn test_subcommands_on_a_missing_data_dir_say_what_to_do() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("nothing-here");
+    for args in [
+        &["members"][..],
+        &["vapid", "show"],
+        &["vapid", "generate"],
+        &["send", "hello"],
+        &["backup", "/dev/null"],
+    ] {
+        let stderr = fails(args, &missing).await;
+        assert!(
+            stderr.contains("holds no pushchat data"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("--data-dir"), "{args:?}: {stderr}");
+    }
+    assert!(!missing.exists(), "a subcommand created the data dir");
+}
+
+#[tokio::test]
+async fn test_members_are_listed_removed_and_banned_through_the_running_server() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    received(&fx.pushes(), &ann, 2).await;
+    let dir = fx.data_dir.path();
+
+    let listing = succeeds(&["members"], dir).await;
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 3, "{listing}");
+    assert!(
+        lines[1].starts_with("Ann ") && lines[2].starts_with("Bo "),
+        "{listing}"
+    );
+    assert!(lines[1].contains("127.0.0.1"), "{listing}");
+    assert!(lines[1].contains("delivered"), "{listing}");
+
+    let done = succeeds(&["members", "remove", "ann", "--ban"], dir).await;
+    assert!(done.contains("removed ann and banned"), "{done}");
+    let bo_got = received(&fx.pushes(), &bo, 2).await;
+    assert!(messages(&bo_got).contains(&PushMessage::Unsubscribe { name: "Ann".into() }));
+    let (status, answer) = fx
+        .server
+        .post("/api/subscribe", &join_body("ANN", &ann.subscription))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("banned"),
+        "{answer}"
+    );
+
+    let stderr = fails(&["members", "remove", "Cy"], dir).await;
+    assert!(stderr.contains("No member is called \"Cy\""), "{stderr}");
+    succeeds(&["members", "unban", "Ann"], dir).await;
+    fx.server.subscribe("Ann", &ann).await;
+}
+
+#[tokio::test]
+async fn test_send_pushes_a_notice_to_one_member_or_everyone_and_reports() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 2).await;
+    received(&pushes, &bo, 1).await;
+    let dir = fx.data_dir.path();
+
+    let report = succeeds(&["send", "--to", "bo", "just you"], dir).await;
+    assert!(
+        report.starts_with("delivered to 1, gone 0, failed 0"),
+        "{report}"
+    );
+    let report = succeeds(&["send", "everyone"], dir).await;
+    assert!(report.starts_with("delivered to 2,"), "{report}");
+    let notice = |text: &str| PushMessage::Notice { text: text.into() };
+    assert_eq!(
+        messages(&received(&pushes, &bo, 3).await)[..2],
+        [notice("everyone"), notice("just you")]
+    );
+    let ann_got = messages(&received(&pushes, &ann, 3).await);
+    assert!(!ann_got.contains(&notice("just you")));
+    assert!(fails(&["send", "--to", "Cy", "hi"], dir)
+        .await
+        .contains("No member"));
+
+    // With the server stopped, send opens the data dir and delivers itself.
+    let fx = fx.stopped().await;
+    let args = ["send", "--allow-loopback-endpoints", "while you were out"];
+    let report = succeeds(&args, fx.data_dir.path()).await;
+    assert!(report.starts_with("delivered to 2,"), "{report}");
+    received(&pushes, &ann, 4).await;
+}
+
+#[tokio::test]
+async fn test_vapid_show_and_generate_guard_the_members_subscriptions() {
+    let fx = Fixture::new().await;
+    fx.members(["Ann"]).await;
+    let key = fx.server.vapid_key().await;
+    let dir = fx.data_dir.path();
+    let shown = succeeds(&["vapid", "show"], dir).await;
+    assert!(shown.contains(&key) && shown.contains(SUBJECT), "{shown}");
+    let stderr = fails(&["vapid", "generate", "--force"], dir).await;
+    assert!(stderr.contains("stop it first"), "{stderr}");
+
+    let fx = fx.stopped().await;
+    let dir = fx.data_dir.path();
+    let shown = succeeds(&["vapid", "show"], dir).await;
+    assert!(shown.contains(&key) && shown.contains(SUBJECT), "{shown}");
+    let stderr = fails(&["vapid", "generate"], dir).await;
+    assert!(
+        stderr.contains("--force") && stderr.contains("subscribe again"),
+        "{stderr}"
+    );
+    let made = succeeds(&["vapid", "generate", "--force"], dir).await;
+    assert!(made.contains("removed 1 members"), "{made}");
+    assert!(!made.contains(&key));
+    assert_eq!(mode(&dir.join("vapid_private_key.pem")) & 0o777, 0o600);
+    assert_eq!(succeeds(&["members"], dir).await.trim(), "no members");
+}
+
+#[tokio::test]
+async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    let line = fx.server.chat(&ann, "keep me").await;
+    let key = fx.server.vapid_key().await;
+    let room = fx.server.init("Bo", &bo).await;
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("chat.json");
+    let file_arg = file.to_str().unwrap();
+
+    let done = succeeds(&["backup", file_arg], fx.data_dir.path()).await;
+    assert!(done.contains("2 members, 1 lines"), "{done}");
+    assert_eq!(mode(&file) & 0o777, 0o600);
+    assert!(fails(&["backup", file_arg], fx.data_dir.path())
+        .await
+        .contains("must not exist"));
+    let stderr = fails(&["restore", file_arg], fx.data_dir.path()).await;
+    assert!(stderr.contains("stop it first"), "{stderr}");
+
+    let fresh = backups.path().join("restored");
+    succeeds(&["restore", file_arg], &fresh).await;
+    let stderr = fails(&["restore", file_arg], &fresh).await;
+    assert!(stderr.contains("already holds a chat"), "{stderr}");
+    let restored = Server::start(&fresh, &[]).await;
+    assert_eq!(restored.vapid_key().await, key);
+    let again = restored.init("Bo", &bo).await;
+    assert_eq!(again, room);
+    assert_eq!(again.history, vec![line.clone()]);
+    let next = restored.chat(&ann, "after").await;
+    assert!(next.id > line.id);
+}
+
+#[tokio::test]
+async fn test_the_admin_api_over_http_needs_the_token() {
+    let token = "a-token-of-enough-length";
+    let fx = Fixture::with_args(&["--admin-token", token]).await;
+    let [ann, _bo] = fx.members(["Ann", "Bo"]).await;
+    received(&fx.pushes(), &ann, 2).await;
+    let url = format!("{}/api/admin/push", fx.server.base);
+    let body = json!({"to": null, "text": "hello all"});
+    let push = |bearer: Option<&str>| {
+        let mut request = fx.server.http.post(&url).json(&body);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send()
+    };
+
+    for wrong in [None, Some("a-token-of-enough-lengtH"), Some("")] {
+        let response = push(wrong).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer["error"].as_str().unwrap().contains("Bearer"),
+            "{answer}"
+        );
+    }
+    let response = push(Some(token)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(
+        (report["delivered"].as_u64(), report["failed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    received(&fx.pushes(), &ann, 3).await;
+    // Every member's push secret: only on the admin socket.
+    let contents = fx
+        .server
+        .http
+        .get(format!("{}/api/admin/contents", fx.server.base));
+    let response = contents.bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let off = Fixture::new().await;
+    let (status, answer) = off.server.post("/api/admin/push", &body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        answer["error"].as_str().unwrap().contains("--admin-token"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn test_a_short_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "serve",
+        "--vapid-subject",
+        SUBJECT,
+        "--admin-token",
+        "short",
+    ];
+    let stderr = fails(&args, dir.path()).await;
+    assert!(
+        stderr.contains("--admin-token must be at least 16"),
+        "{stderr}"
+    );
+}
