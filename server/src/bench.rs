@@ -274,6 +274,7 @@ async fn run_once(
         cache_bytes: 64 << 20,
         trusted_proxies: TrustedProxies::default(),
         admin_token: None,
+        tls: None,
     };
     let (sender, sampled_ids) = seed(&config, receiver, count, scenario)?;
 

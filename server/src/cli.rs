@@ -181,6 +181,25 @@ pub struct ServeArgs {
     )]
     pub trusted_proxy: Vec<IpAddr>,
 
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key. Browsers allow
+    /// service workers, and so push, only over HTTPS (or on localhost).
+    #[arg(
+        long,
+        env = "PUSHCHAT_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "PUSHCHAT_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// Turns on the admin API on this address (`/api/admin/...`) for requests that carry
     /// `Authorization: Bearer TOKEN`; at least 16 characters. Without it, the admin API
     /// is reachable only through the data dir's socket.

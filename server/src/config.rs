@@ -22,6 +22,14 @@ pub struct Config {
     pub cache_bytes: u64,
     pub trusted_proxies: TrustedProxies,
     pub admin_token: Option<String>,
+    /// Serve HTTPS with these files.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Shorter admin tokens are too easy to guess.
@@ -93,6 +101,10 @@ impl Config {
                     .collect(),
             ),
             admin_token: args.admin_token.map(|token| token.trim().to_owned()),
+            tls: args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
         })
     }
 }

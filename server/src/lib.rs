@@ -8,7 +8,7 @@
 //! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
 //! error answers), `state` (what handlers share), `limits` (rate limits), `metrics`
 //! (`/metrics`), `public_dns`
-//! (the delivery client's DNS, public addresses only), `bench` (`pushchat bench`).
+//! (the delivery client's DNS, public addresses only), `tls` (HTTPS), `bench` (`pushchat bench`).
 
 pub mod admin;
 pub mod admin_socket;
@@ -27,6 +27,7 @@ pub mod routes;
 pub mod state;
 pub mod store;
 pub mod subscription;
+pub mod tls;
 pub mod vapid;
 
 use std::{
@@ -34,13 +35,14 @@ use std::{
 };
 
 use anyhow::Context;
+use axum::serve::{Listener, ListenerExt};
 use leptos::config::get_configuration;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     chat::Chat, config::Config, delivery::Delivery, state::AppState, store::ChatStore,
-    vapid::VapidKeys,
+    tls::TlsListener, vapid::VapidKeys,
 };
 
 /// How long shutdown waits for fan-outs in flight.
@@ -53,14 +55,19 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = match &config.tls {
+        Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
+        None => None,
+    };
     let state = open(&config)?;
     state
         .store
         .set_vapid_subject(&config.vapid_subject)
         .context("cannot record the VAPID contact")?;
-    let listener = TcpListener::bind(config.addr)
+    let tcp = TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let local = tcp.local_addr()?;
     let admin = match admin_socket::bind(&config.data_dir) {
         Ok(admin) => Some(admin),
         Err(error) => {
@@ -68,8 +75,17 @@ pub async fn serve(
             None
         }
     };
-    println!("pushchat listening on http://{}", listener.local_addr()?);
-    let served = serve_until(listener, admin, state, shutdown).await;
+    let served = match tls {
+        None => {
+            println!("pushchat listening on http://{local}");
+            serve_until(tcp, admin, state, shutdown).await
+        }
+        Some(tls) => {
+            let listener = TlsListener::new(tcp, tls)?;
+            println!("pushchat listening on https://{local}");
+            serve_until(listener, admin, state, shutdown).await
+        }
+    };
     let _ = std::fs::remove_file(admin_socket::socket_path(&config.data_dir));
     served
 }
@@ -130,14 +146,35 @@ async fn resume_unsent(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A connection of the public listener, plain or TLS: both sit on a TCP stream.
+pub trait OverTcp {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
 /// Serves `state` on `listener` (and the admin API on `admin`) until `shutdown`
 /// resolves, then lets pushes in flight finish and flushes the store.
-pub async fn serve_until(
-    listener: TcpListener,
+pub async fn serve_until<L>(
+    listener: L,
     admin: Option<UnixListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: OverTcp,
+{
     resume_unsent(&state).await?;
     let stop = CancellationToken::new();
     if let Some(admin) = admin {
@@ -156,6 +193,10 @@ pub async fn serve_until(
     tokio::spawn(async move {
         shutdown.await;
         stop.cancel();
+    });
+    // API answers are small: send them at once rather than wait to fill a packet.
+    let listener = listener.tap_io(|connection| {
+        let _ = connection.tcp().set_nodelay(true);
     });
     let app = routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)

@@ -722,3 +722,48 @@ fn off_curve(p256dh: &str) -> String {
     *point.last_mut().unwrap() ^= 1;
     URL_SAFE_NO_PAD.encode(point)
 }
+
+#[tokio::test]
+async fn test_https_with_a_generated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let tls_args = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let server = Server::start(&data_dir, &tls_args).await;
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let health = trusting
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.version(), reqwest::Version::HTTP_2);
+    // Plain HTTP on the same port gets no page, and a client that does not trust the
+    // certificate gets nothing either.
+    let plain = server.base.replacen("https://", "http://", 1);
+    let answer = reqwest::get(format!("{plain}/healthz")).await;
+    assert!(answer.map_or(true, |response| !response.status().is_success()));
+    assert!(reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .is_err());
+}

@@ -45,7 +45,11 @@ async fn fails(args: &[&str], data_dir: &Path) -> String {
     let output = pushchat(with_data_dir(args, data_dir)).await;
     let (stdout, stderr) = texts(&output);
     assert!(!output.status.success(), "{args:?} succeeded: {stdout}");
-    assert!(stderr.starts_with("pushchat: "), "{stderr}");
+    // Ours, or clap's for a command line it cannot parse.
+    assert!(
+        stderr.starts_with("pushchat: ") || stderr.starts_with("error: "),
+        "{stderr}"
+    );
     stderr
 }
 
@@ -291,4 +295,26 @@ async fn test_a_short_admin_token_is_refused_at_start() {
         stderr.contains("--admin-token must be at least 16"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn test_tls_files_that_do_not_fit_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let cert = cert.to_str().unwrap();
+    let args = ["serve", "--vapid-subject", SUBJECT, "--tls-cert", cert];
+    let stderr = fails(&args, dir.path()).await;
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+    let args = [
+        "serve",
+        "--vapid-subject",
+        SUBJECT,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        cert,
+    ];
+    let stderr = fails(&args, dir.path()).await;
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
 }
