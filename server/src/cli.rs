@@ -17,6 +17,11 @@ use crate::chat::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// A TOML file of settings: each key is a flag's long name (`data-dir =
+    /// "/var/lib/pushchat"`); flags and environment variables override it.
+    #[arg(long, global = true, env = "PUSHCHAT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,8 @@
 //!
 //! Modules, each with one job: `admin` (the operator's API), `admin_socket` (its local
 //! transport), `operator` (the operator's subcommands), `cli` (parsing), `client_address` (who
-//! sent a request), `config` (validated settings), `store`
+//! sent a request), `config` (validated settings), `config_file`
+//! (`--config`), `store`
 //! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
 //! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
 //! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
@@ -17,6 +18,7 @@ pub mod chat;
 pub mod cli;
 pub mod client_address;
 pub mod config;
+pub mod config_file;
 pub mod delivery;
 pub mod error;
 pub mod limits;

@@ -3,14 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use server::{
-    cli::{Cli, Command},
-    config::Config,
-    operator,
-};
+use server::{cli::Command, config::Config, config_file, operator};
 
 fn main() -> ExitCode {
     match run() {
@@ -23,7 +18,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = config_file::parse(std::env::args_os().collect())?;
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

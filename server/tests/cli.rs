@@ -318,3 +318,43 @@ async fn test_tls_files_that_do_not_fit_are_refused_at_start() {
     let stderr = fails(&args, dir.path()).await;
     assert!(stderr.contains("--tls-cert"), "{stderr}");
 }
+
+#[tokio::test]
+async fn test_a_config_file_gives_defaults_that_flags_override() {
+    let fx = Fixture::new().await;
+    fx.members(["Ann"]).await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let data_dir = fx.data_dir.path().to_str().unwrap();
+    let settings = format!(
+        "data-dir = {data_dir:?}\nvapid-subject = \"mailto:me@box.local\"\ntrusted-proxy = [\"10.0.0.2\"]\n"
+    );
+    std::fs::write(config.path(), settings).unwrap();
+    let config_path = config.path().to_str().unwrap();
+
+    // The data dir comes from the file.
+    let listing = pushchat(["members", "--config", config_path]).await;
+    let (stdout, stderr) = texts(&listing);
+    assert!(listing.status.success(), "{stderr}");
+    assert!(stdout.contains("Ann"), "{stdout}");
+    // So does the contact, which serve then refuses, naming why.
+    let other = tempfile::tempdir().unwrap();
+    let stderr = fails(&["serve", "--config", config_path], other.path()).await;
+    assert!(stderr.contains("Apple"), "{stderr}");
+    // A flag beats the file: this serve gets past the contact and stops at the data dir,
+    // which the running server holds.
+    let args = [
+        "serve",
+        "--config",
+        config_path,
+        "--vapid-subject",
+        SUBJECT,
+        "--addr",
+        "127.0.0.1:0",
+    ];
+    let stderr = texts(&pushchat(args).await).1;
+    assert!(stderr.contains("another pushchat"), "{stderr}");
+
+    std::fs::write(config.path(), "members-per-adress = 3\n").unwrap();
+    let stderr = texts(&pushchat(["members", "--config", config_path]).await).1;
+    assert!(stderr.contains("--members-per-adress"), "{stderr}");
+}
