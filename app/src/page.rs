@@ -356,6 +356,7 @@ async fn connect(
     let request = SubscribeRequest {
         name: name.clone(),
         subscription,
+        passphrase: None,
     };
     let state = match announce {
         Announce::Subscribe => api::subscribe(&request).await?,

@@ -31,6 +31,16 @@ pub struct PushSubscription {
 pub struct SubscribeRequest {
     pub name: String,
     pub subscription: PushSubscription,
+    /// The chat's join passphrase, when its operator set one (see [`JoinRules`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
+}
+
+/// `GET /api/join-rules`: what a newcomer must bring.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRules {
+    /// Newcomers must give the passphrase the operator shared.
+    pub passphrase: bool,
 }
 
 /// Who is asking: a member is its endpoint, proven by its `auth` secret.

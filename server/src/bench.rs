@@ -266,6 +266,7 @@ async fn run_once(
             history_limit: 200,
             chat_lines_per_minute: 30,
             members_per_address: usize::MAX,
+            join_passphrase: None,
         },
         delivery: DeliverySettings {
             allow_loopback_endpoints: true,

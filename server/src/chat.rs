@@ -15,10 +15,12 @@ use std::{
 use app::{
     names::{clean_name, NameError},
     wire::{
-        chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage,
+        chat_payload_excess, ChatLine, ChatRequest, JoinRules, MemberCredentials, PushMessage,
         ResubscribeRequest, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
     },
 };
+
+use subtle::ConstantTimeEq;
 
 use crate::{
     delivery::Broadcast,
@@ -46,6 +48,8 @@ pub enum ChatError {
     Banned(String),
     #[error("The name {0:?} is not banned.")]
     NotBanned(String),
+    #[error("This chat needs the passphrase its operator shared; it is missing or wrong.")]
+    WrongPassphrase,
     #[error("That push subscription belongs to another member.")]
     SubscriptionTaken,
     #[error("The auth secret does not match this member's subscription.")]
@@ -86,6 +90,8 @@ pub struct ChatRules {
     pub chat_lines_per_minute: u32,
     /// How many members may have joined from one network address.
     pub members_per_address: usize,
+    /// What newcomers must give to join; anyone may join without one.
+    pub join_passphrase: Option<String>,
 }
 
 impl Default for ChatRules {
@@ -95,6 +101,7 @@ impl Default for ChatRules {
             history_limit: DEFAULT_HISTORY_LIMIT,
             chat_lines_per_minute: DEFAULT_CHAT_LINES_PER_MINUTE,
             members_per_address: DEFAULT_MEMBERS_PER_ADDRESS,
+            join_passphrase: None,
         }
     }
 }
@@ -133,7 +140,7 @@ impl Chat {
                 Err(ChatError::AlreadyMember(known.name))
             };
         }
-        self.check_admission(&member, from)?;
+        self.check_admission(&member, request.passphrase.as_deref(), from)?;
         self.store.put_member(&member)?;
         tracing::info!(name = %member.name, %from, "member joined");
         self.store.flush().await?;
@@ -151,7 +158,7 @@ impl Chat {
     ) -> Result<RoomState, ChatError> {
         let member = self.new_member(&request, from)?;
         if self.known(&member)?.is_none() {
-            self.check_admission(&member, from)?;
+            self.check_admission(&member, request.passphrase.as_deref(), from)?;
             self.store.put_member(&member)?;
             self.store.flush().await?;
         }
@@ -299,10 +306,28 @@ impl Chat {
         })
     }
 
-    /// Refuses a newcomer whose name is banned, or who comes from an address that already
-    /// has its share of members: one machine must not be able to fill the chat (and every
-    /// fan-out) with members.
-    fn check_admission(&self, newcomer: &Member, from: IpAddr) -> Result<(), ChatError> {
+    /// What newcomers must bring.
+    pub fn join_rules(&self) -> JoinRules {
+        JoinRules {
+            passphrase: self.rules.join_passphrase.is_some(),
+        }
+    }
+
+    /// Refuses a newcomer without the chat's passphrase, with a banned name, or from an
+    /// address that already has its share of members: one machine must not be able to
+    /// fill the chat (and every fan-out) with members.
+    fn check_admission(
+        &self,
+        newcomer: &Member,
+        passphrase: Option<&str>,
+        from: IpAddr,
+    ) -> Result<(), ChatError> {
+        if let Some(expected) = &self.rules.join_passphrase {
+            let given = passphrase.unwrap_or_default().trim();
+            if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                return Err(ChatError::WrongPassphrase);
+            }
+        }
         if self.store.is_banned(&newcomer.name)? {
             return Err(ChatError::Banned(newcomer.name.clone()));
         }
@@ -386,6 +411,7 @@ mod tests {
             history_limit: 50,
             chat_lines_per_minute: 3,
             members_per_address: 3,
+            join_passphrase: None,
         };
         (dir, Chat::new(store, rules))
     }
@@ -405,6 +431,7 @@ mod tests {
                     auth: auth(n),
                 },
             },
+            passphrase: None,
         }
     }
 
@@ -720,5 +747,37 @@ mod tests {
             Err(ChatError::MessageTooLong(_))
         ));
         assert!(chat.room().unwrap().history.is_empty());
+    }
+
+    #[tokio::test]
+    async fn test_newcomers_need_the_passphrase_members_do_not() {
+        let (dir, _) = chat();
+        let store = Arc::new(ChatStore::open(&dir.path().join("guarded"), 1 << 20).unwrap());
+        let rules = ChatRules {
+            join_passphrase: Some("open sesame".into()),
+            ..ChatRules::default()
+        };
+        let chat = Chat::new(store, rules);
+        assert!(chat.join_rules().passphrase);
+        let with = |name: &str, n: u8, passphrase: Option<&str>| SubscribeRequest {
+            passphrase: passphrase.map(str::to_owned),
+            ..join_request(name, n)
+        };
+        for wrong in [None, Some(""), Some("open sesamE")] {
+            assert!(matches!(
+                chat.subscribe(with("Ann", 1, wrong), HOME).await,
+                Err(ChatError::WrongPassphrase)
+            ));
+        }
+        chat.subscribe(with("Ann", 1, Some(" open sesame ")), HOME)
+            .await
+            .unwrap();
+        // A member coming back (a reload) is not asked again.
+        chat.init(with("Ann", 1, None), HOME).await.unwrap();
+        chat.subscribe(with("Ann", 1, None), HOME).await.unwrap();
+        assert!(matches!(
+            chat.init(with("Bo", 2, None), HOME).await,
+            Err(ChatError::WrongPassphrase)
+        ));
     }
 }

@@ -186,6 +186,11 @@ pub struct ServeArgs {
     )]
     pub trusted_proxy: Vec<IpAddr>,
 
+    /// A passphrase newcomers must give to join (share it with the people you invite).
+    /// Without it, anyone who reaches the page can join.
+    #[arg(long, env = "PUSHCHAT_JOIN_PASSPHRASE", hide_env_values = true)]
+    pub join_passphrase: Option<String>,
+
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key. Browsers allow
     /// service workers, and so push, only over HTTPS (or on localhost).
     #[arg(

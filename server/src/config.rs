@@ -88,6 +88,10 @@ impl Config {
                 history_limit: args.history_limit,
                 chat_lines_per_minute: args.chat_lines_per_minute,
                 members_per_address: args.members_per_address,
+                join_passphrase: args
+                    .join_passphrase
+                    .map(|passphrase| passphrase.trim().to_owned())
+                    .filter(|passphrase| !passphrase.is_empty()),
             },
             delivery: DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,

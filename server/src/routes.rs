@@ -19,8 +19,8 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        ChatLine, ChatRequest, ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest,
-        VapidPublicKey,
+        ChatLine, ChatRequest, JoinRules, ResubscribeRequest, RoomState, SubscribeRequest,
+        UnsubscribeRequest, VapidPublicKey,
     },
     App,
 };
@@ -40,6 +40,7 @@ const API_BODY_LIMIT: usize = 16 * 1024;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/vapid-public-key", get(vapid_public_key))
+        .route("/join-rules", get(join_rules))
         .route("/subscribe", post(subscribe))
         .route("/init", post(init))
         .route("/resubscribe", post(resubscribe))
@@ -114,6 +115,10 @@ async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey>
     Json(VapidPublicKey {
         public_key: state.vapid.public_key_base64(),
     })
+}
+
+async fn join_rules(State(state): State<AppState>) -> Json<JoinRules> {
+    Json(state.chat.join_rules())
 }
 
 async fn subscribe(

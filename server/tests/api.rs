@@ -767,3 +767,33 @@ async fn test_https_with_a_generated_certificate() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn test_a_join_passphrase_keeps_out_those_without_it() {
+    let fx = Fixture::with_args(&["--join-passphrase", "open sesame"]).await;
+    let rules = fx
+        .server
+        .http
+        .get(format!("{}/api/join-rules", fx.server.base));
+    let rules: Value = rules.send().await.unwrap().json().await.unwrap();
+    assert_eq!(rules, json!({"passphrase": true}));
+    let ann = fx.browser().await;
+    let mut join = join_body("Ann", &ann.subscription);
+    let (status, answer) = fx.server.post("/api/subscribe", &join).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("passphrase"),
+        "{answer}"
+    );
+    join["passphrase"] = json!("open sesame");
+    let (status, answer) = fx.server.post("/api/subscribe", &join).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let open = Fixture::new().await;
+    let rules = open
+        .server
+        .http
+        .get(format!("{}/api/join-rules", open.server.base));
+    let rules: Value = rules.send().await.unwrap().json().await.unwrap();
+    assert_eq!(rules, json!({"passphrase": false}));
+}

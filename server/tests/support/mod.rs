@@ -95,7 +95,8 @@ impl Server {
 pub fn join_body(name: &str, subscription: &PushSubscription) -> Value {
     json!(SubscribeRequest {
         name: name.into(),
-        subscription: subscription.clone()
+        subscription: subscription.clone(),
+        passphrase: None,
     })
 }
 
