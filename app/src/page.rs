@@ -357,6 +357,7 @@ async fn connect(
         name: name.clone(),
         subscription,
         passphrase: None,
+        device_code: None,
     };
     let state = match announce {
         Announce::Subscribe => api::subscribe(&request).await?,

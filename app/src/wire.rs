@@ -34,6 +34,23 @@ pub struct SubscribeRequest {
     /// The chat's join passphrase, when its operator set one (see [`JoinRules`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase: Option<String>,
+    /// A code from `POST /api/device-code` on another of the member's browsers: this
+    /// browser joins that member (its name is taken from the code; `name` is ignored).
+    #[serde(
+        default,
+        rename = "deviceCode",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub device_code: Option<String>,
+}
+
+/// `POST /api/device-code`'s answer: a one-time code that adds a browser to the member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCode {
+    /// Twelve letters and digits in groups of four, e.g. `K7QX-M2PD-R9TB`.
+    pub code: String,
+    /// Milliseconds since the Unix epoch; the code is refused after.
+    pub expires: u64,
 }
 
 /// `GET /api/join-rules`: what a newcomer must bring.
@@ -85,6 +102,9 @@ pub struct ChatLine {
 /// What a member sees on arrival: the answer to `subscribe` and `init`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomState {
+    /// The name this browser is a member under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub you: Option<String>,
     /// Member names, sorted.
     pub members: Vec<String>,
     /// The most recent lines, oldest first.

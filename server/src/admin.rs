@@ -172,7 +172,7 @@ async fn members(State(state): State<AppState>) -> Result<Json<Vec<MemberSummary
 
 /// Every member, sorted by name, with how the last push to it went.
 pub fn member_summaries(state: &AppState) -> Result<Vec<MemberSummary>, ApiError> {
-    let members = state.store.members().map_err(ChatError::from)?;
+    let members = state.store.devices().map_err(ChatError::from)?;
     let mut summaries: Vec<MemberSummary> = members
         .into_iter()
         .map(|member| {

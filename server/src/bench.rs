@@ -43,7 +43,7 @@ use crate::{
     client_address::TrustedProxies,
     config::Config,
     delivery::{DeliveryReport, DeliverySettings, DeliveryTotals},
-    store::{ChatStore, Member},
+    store::{ChatStore, Device},
     subscription,
     vapid::VapidKeys,
 };
@@ -389,8 +389,9 @@ fn seed(
             endpoint: subscription.endpoint.clone(),
             auth: subscription.auth.clone(),
         });
-        store.put_member(&Member {
+        store.put_device(&Device {
             name: format!("member {n}"),
+            member_id: format!("member {n}"),
             subscription,
             joined: 0,
             joined_from: None,

@@ -12,11 +12,13 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use rand::Rng;
+
 use app::{
     names::{clean_name, NameError},
     wire::{
-        chat_payload_excess, ChatLine, ChatRequest, JoinRules, MemberCredentials, PushMessage,
-        ResubscribeRequest, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
+        self, chat_payload_excess, ChatLine, ChatRequest, JoinRules, MemberCredentials,
+        PushMessage, ResubscribeRequest, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
     },
 };
 
@@ -25,7 +27,7 @@ use subtle::ConstantTimeEq;
 use crate::{
     delivery::Broadcast,
     limits::RateLimiter,
-    store::{ChatStore, Member, StoreError},
+    store::{ChatStore, Device, DeviceCode, StoreError},
     subscription::{self, SubscriptionError},
 };
 
@@ -48,6 +50,10 @@ pub enum ChatError {
     Banned(String),
     #[error("The name {0:?} is not banned.")]
     NotBanned(String),
+    #[error(
+        "That device code is unknown, used or expired; ask for a new one on your other device."
+    )]
+    UnknownDeviceCode,
     #[error("This chat needs the passphrase its operator shared; it is missing or wrong.")]
     WrongPassphrase,
     #[error("That push subscription belongs to another member.")]
@@ -126,26 +132,96 @@ impl Chat {
     }
 
     /// A browser joins: everyone, the newcomer included, is told. Subscribing again with
-    /// the same subscription and name changes nothing and tells nobody.
+    /// the same subscription and name changes nothing and tells nobody. With a device code,
+    /// the browser joins the member who made the code instead (see [`Chat::add_device`]).
     pub async fn subscribe(
         &self,
         request: SubscribeRequest,
         from: IpAddr,
     ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
-        let member = self.new_member(&request, from)?;
-        if let Some(known) = self.known(&member)? {
-            return if known.name == member.name {
-                Ok((self.room()?, None))
+        if let Some(code) = &request.device_code {
+            return self.add_device(&request, code, from).await;
+        }
+        let device = self.new_member(&request, from)?;
+        if let Some(known) = self.known(&device)? {
+            return if known.name == device.name {
+                Ok((self.room_for(&known)?, None))
             } else {
                 Err(ChatError::AlreadyMember(known.name))
             };
         }
-        self.check_admission(&member, request.passphrase.as_deref(), from)?;
-        self.store.put_member(&member)?;
-        tracing::info!(name = %member.name, %from, "member joined");
+        self.check_admission(&device, request.passphrase.as_deref(), from)?;
+        self.store.put_device(&device)?;
+        tracing::info!(name = %device.name, %from, "member joined");
         self.store.flush().await?;
-        let broadcast = self.to_everyone(PushMessage::Subscribe { name: member.name })?;
-        Ok((self.room()?, Some(broadcast)))
+        let room = self.room_for(&device)?;
+        let broadcast = self.to_everyone(PushMessage::Subscribe { name: device.name })?;
+        Ok((room, Some(broadcast)))
+    }
+
+    /// A member asks for a code that adds another browser (a phone, say) to it, proving
+    /// who it is with one of its devices. The code works once, for 15 minutes.
+    pub async fn device_code(
+        &self,
+        credentials: MemberCredentials,
+    ) -> Result<wire::DeviceCode, ChatError> {
+        let device = self.authenticate(&credentials)?;
+        let code = new_device_code();
+        let now = now_millis();
+        let grant = DeviceCode {
+            member_id: device.member_id,
+            name: device.name,
+            expires: now + DEVICE_CODE_LIFETIME.as_millis() as u64,
+        };
+        self.store
+            .put_device_code(&normal_code(&code), &grant, now)?;
+        self.store.flush().await?;
+        Ok(wire::DeviceCode {
+            code,
+            expires: grant.expires,
+        })
+    }
+
+    /// A browser joins the member whose code it brings: the others are not told (nobody
+    /// new arrived), unless the member had left meanwhile.
+    async fn add_device(
+        &self,
+        request: &SubscribeRequest,
+        code: &str,
+        from: IpAddr,
+    ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
+        let subscription =
+            subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
+        let credentials = MemberCredentials {
+            endpoint: subscription.endpoint.clone(),
+            auth: subscription.auth.clone(),
+        };
+        match self.authenticate(&credentials) {
+            Ok(known) => return Err(ChatError::AlreadyMember(known.name)),
+            Err(ChatError::UnknownMember) => {}
+            Err(error) => return Err(error),
+        }
+        self.check_room_at(from)?;
+        let grant = self
+            .store
+            .take_device_code(&normal_code(code), now_millis())?
+            .ok_or(ChatError::UnknownDeviceCode)?;
+        let returning = self.store.devices_of(&grant.name)?.is_empty();
+        let device = Device {
+            name: grant.name,
+            member_id: grant.member_id,
+            subscription,
+            joined: now_millis(),
+            joined_from: Some(from),
+        };
+        self.store.put_device(&device)?;
+        self.store.flush().await?;
+        tracing::info!(name = %device.name, %from, "member added a device");
+        let room = self.room_for(&device)?;
+        let broadcast = returning
+            .then(|| self.to_everyone(PushMessage::Subscribe { name: device.name }))
+            .transpose()?;
+        Ok((room, broadcast))
     }
 
     /// A page loads with a subscription from an earlier visit: it gets the room. A member
@@ -156,13 +232,17 @@ impl Chat {
         request: SubscribeRequest,
         from: IpAddr,
     ) -> Result<RoomState, ChatError> {
-        let member = self.new_member(&request, from)?;
-        if self.known(&member)?.is_none() {
-            self.check_admission(&member, request.passphrase.as_deref(), from)?;
-            self.store.put_member(&member)?;
-            self.store.flush().await?;
-        }
-        self.room()
+        let device = self.new_member(&request, from)?;
+        let device = match self.known(&device)? {
+            Some(known) => known,
+            None => {
+                self.check_admission(&device, request.passphrase.as_deref(), from)?;
+                self.store.put_device(&device)?;
+                self.store.flush().await?;
+                device
+            }
+        };
+        self.room_for(&device)
     }
 
     /// The browser replaced a member's subscription: the member moves to the new one,
@@ -171,7 +251,7 @@ impl Chat {
         let member = self.authenticate(&request.member)?;
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
-        let moved = Member {
+        let moved = Device {
             subscription,
             ..member.clone()
         };
@@ -181,13 +261,25 @@ impl Chat {
         self.room()
     }
 
-    /// A member leaves: it is deleted, then the others are told.
-    pub async fn unsubscribe(&self, request: MemberCredentials) -> Result<Broadcast, ChatError> {
-        let member = self.authenticate(&request)?;
-        self.store
-            .remove_member(&member.subscription.endpoint, &member.subscription.auth)?;
+    /// A browser leaves: it is deleted. When it was the member's last, the others are
+    /// told the member left; the member's other browsers stay in.
+    pub async fn unsubscribe(
+        &self,
+        request: MemberCredentials,
+    ) -> Result<Option<Broadcast>, ChatError> {
+        let device = self.authenticate(&request)?;
+        let removed = self
+            .store
+            .remove_device(&device.subscription.endpoint, &device.subscription.auth)?;
         self.store.flush().await?;
-        self.to_everyone(PushMessage::Unsubscribe { name: member.name })
+        match removed {
+            Some(removed) if removed.member_left => {
+                Ok(Some(self.to_everyone(PushMessage::Unsubscribe {
+                    name: device.name,
+                })?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// A member speaks: the line is stored under the member's stored name and goes to
@@ -217,19 +309,22 @@ impl Chat {
     /// The operator removes the member called `name`, and may ban the name; the others are
     /// told the member left.
     pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Broadcast, ChatError> {
-        let member = self
-            .store
-            .member_named(name)?
-            .ok_or_else(|| ChatError::NoSuchMember(name.to_owned()))?;
-        let subscription = &member.subscription;
-        self.store
-            .remove_member(&subscription.endpoint, &subscription.auth)?;
+        let devices = self.store.devices_of(name)?;
+        let Some(first) = devices.first() else {
+            return Err(ChatError::NoSuchMember(name.to_owned()));
+        };
+        let name = first.name.clone();
+        for device in &devices {
+            let subscription = &device.subscription;
+            self.store
+                .remove_device(&subscription.endpoint, &subscription.auth)?;
+        }
         if ban {
-            self.store.ban(&member.name)?;
+            self.store.ban(&name)?;
         }
         self.store.flush().await?;
-        tracing::info!(name = %member.name, ban, "member removed by the operator");
-        self.to_everyone(PushMessage::Unsubscribe { name: member.name })
+        tracing::info!(%name, ban, "member removed by the operator");
+        self.to_everyone(PushMessage::Unsubscribe { name })
     }
 
     /// The operator lets a banned name join again.
@@ -259,13 +354,13 @@ impl Chat {
         match to {
             None => self.to_everyone(message),
             Some(name) => {
-                let member = self
-                    .store
-                    .member_named(name)?
-                    .ok_or_else(|| ChatError::NoSuchMember(name.to_owned()))?;
+                let devices = self.store.devices_of(name)?;
+                if devices.is_empty() {
+                    return Err(ChatError::NoSuchMember(name.to_owned()));
+                }
                 Ok(Broadcast {
                     message,
-                    recipients: vec![member.subscription],
+                    recipients: devices.into_iter().map(|d| d.subscription).collect(),
                 })
             }
         }
@@ -281,25 +376,40 @@ impl Chat {
             .collect()
     }
 
-    /// The member list (sorted by name) and the recent history.
+    /// The member list (sorted by name, each member once) and the recent history.
     pub fn room(&self) -> Result<RoomState, ChatError> {
         let mut members: Vec<String> = self
             .store
-            .members()?
+            .devices()?
             .into_iter()
-            .map(|member| member.name)
+            .map(|device| device.name)
             .collect();
         members.sort_by_key(|name| name.to_lowercase());
+        members.dedup();
         let history = self.store.recent_lines(self.rules.history_limit)?;
-        Ok(RoomState { members, history })
+        Ok(RoomState {
+            you: None,
+            members,
+            history,
+        })
     }
 
-    fn new_member(&self, request: &SubscribeRequest, from: IpAddr) -> Result<Member, ChatError> {
+    /// The room as `device`'s browser sees it.
+    fn room_for(&self, device: &Device) -> Result<RoomState, ChatError> {
+        Ok(RoomState {
+            you: Some(device.name.clone()),
+            ..self.room()?
+        })
+    }
+
+    /// A device of a member who is not in the chat yet.
+    fn new_member(&self, request: &SubscribeRequest, from: IpAddr) -> Result<Device, ChatError> {
         let name = clean_name(&request.name)?;
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
-        Ok(Member {
+        Ok(Device {
             name,
+            member_id: random_id(),
             subscription,
             joined: now_millis(),
             joined_from: Some(from),
@@ -318,7 +428,7 @@ impl Chat {
     /// fill the chat (and every fan-out) with members.
     fn check_admission(
         &self,
-        newcomer: &Member,
+        newcomer: &Device,
         passphrase: Option<&str>,
         from: IpAddr,
     ) -> Result<(), ChatError> {
@@ -331,11 +441,16 @@ impl Chat {
         if self.store.is_banned(&newcomer.name)? {
             return Err(ChatError::Banned(newcomer.name.clone()));
         }
+        self.check_room_at(from)
+    }
+
+    /// Refuses another device from `from` when that address already has its share.
+    fn check_room_at(&self, from: IpAddr) -> Result<(), ChatError> {
         let there = self
             .store
-            .members()?
+            .devices()?
             .iter()
-            .filter(|member| member.joined_from == Some(from))
+            .filter(|device| device.joined_from == Some(from))
             .count();
         if there >= self.rules.members_per_address {
             return Err(ChatError::TooManyFromAddress(there));
@@ -345,7 +460,7 @@ impl Chat {
 
     /// The stored member with `candidate`'s endpoint, if any; an error if that endpoint
     /// belongs to a member with another secret.
-    fn known(&self, candidate: &Member) -> Result<Option<Member>, ChatError> {
+    fn known(&self, candidate: &Device) -> Result<Option<Device>, ChatError> {
         let credentials = MemberCredentials {
             endpoint: candidate.subscription.endpoint.clone(),
             auth: candidate.subscription.auth.clone(),
@@ -357,10 +472,10 @@ impl Chat {
         }
     }
 
-    fn authenticate(&self, credentials: &MemberCredentials) -> Result<Member, ChatError> {
+    fn authenticate(&self, credentials: &MemberCredentials) -> Result<Device, ChatError> {
         let member = self
             .store
-            .member(&credentials.endpoint)?
+            .device(&credentials.endpoint)?
             .ok_or(ChatError::UnknownMember)?;
         if member.subscription.auth_matches(&credentials.auth) {
             Ok(member)
@@ -372,15 +487,53 @@ impl Chat {
     fn to_everyone(&self, message: PushMessage) -> Result<Broadcast, ChatError> {
         let recipients = self
             .store
-            .members()?
+            .devices()?
             .into_iter()
-            .map(|m| m.subscription)
+            .map(|device| device.subscription)
             .collect();
         Ok(Broadcast {
             message,
             recipients,
         })
     }
+}
+
+/// How long a device code can be used.
+const DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// Crockford's base32: no I, L, O or U, so a code read aloud or retyped survives.
+const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Twelve random symbols (60 bits) in groups of four.
+fn new_device_code() -> String {
+    let mut rng = rand::thread_rng();
+    let symbols: Vec<char> = (0..12)
+        .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
+        .collect();
+    symbols
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// A code as typed, in the form it was stored: case, dashes and spaces do not matter, and
+/// the letters people mistake for digits are read as those digits.
+fn normal_code(typed: &str) -> String {
+    typed
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            other => other,
+        })
+        .collect()
+}
+
+/// A member id: 128 random bits, hex.
+fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn now_millis() -> u64 {
@@ -432,6 +585,7 @@ mod tests {
                 },
             },
             passphrase: None,
+            device_code: None,
         }
     }
 
@@ -604,6 +758,7 @@ mod tests {
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let broadcast = chat.unsubscribe(credentials(1)).await.unwrap();
+        let broadcast = broadcast.expect("Ann's only device left");
         assert_eq!(
             broadcast.message,
             PushMessage::Unsubscribe { name: "Ann".into() }
@@ -779,5 +934,67 @@ mod tests {
             chat.init(with("Bo", 2, None), HOME).await,
             Err(ChatError::WrongPassphrase)
         ));
+    }
+
+    #[tokio::test]
+    async fn test_a_device_code_adds_a_browser_to_the_member_who_made_it() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
+        let code = chat.device_code(credentials(1)).await.unwrap().code;
+        assert_eq!(code.len(), 14, "{code}");
+        let typed = SubscribeRequest {
+            device_code: Some(code.to_lowercase().replace('-', " ")),
+            ..join_request("ignored", 3)
+        };
+        let (room, broadcast) = chat.subscribe(typed.clone(), HOME).await.unwrap();
+        assert!(broadcast.is_none(), "nobody new arrived");
+        assert_eq!(room.you.as_deref(), Some("Ann"));
+        assert_eq!(room.members, ["Ann", "Bo"]);
+        // Once only (tried from another address: this one has its three devices).
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
+        let again = SubscribeRequest {
+            device_code: typed.device_code.clone(),
+            ..join_request("ignored", 5)
+        };
+        assert!(matches!(
+            chat.subscribe(again, elsewhere).await,
+            Err(ChatError::UnknownDeviceCode)
+        ));
+
+        // Both of Ann's browsers get what is said, and notices to her.
+        let request = ChatRequest {
+            member: credentials(3),
+            msg: "from my phone".into(),
+        };
+        let (line, to_all) = chat.chat(request).await.unwrap();
+        assert_eq!(line.name, "Ann");
+        assert_eq!(to_all.recipients.len(), 3);
+        assert_eq!(chat.notice(Some("ann"), "hi").unwrap().recipients.len(), 2);
+
+        // Leaving from one browser leaves only that one.
+        assert!(chat.unsubscribe(credentials(1)).await.unwrap().is_none());
+        assert_eq!(chat.room().unwrap().members, ["Ann", "Bo"]);
+        let last = chat.unsubscribe(credentials(3)).await.unwrap().unwrap();
+        assert_eq!(
+            last.message,
+            PushMessage::Unsubscribe { name: "Ann".into() }
+        );
+        assert_eq!(chat.room().unwrap().members, ["Bo"]);
+        assert!(matches!(
+            chat.device_code(credentials(1)).await,
+            Err(ChatError::UnknownMember)
+        ));
+    }
+
+    #[test]
+    fn test_codes_survive_the_ways_people_retype_them() {
+        assert_eq!(normal_code("k7qx-m2pd r9tb"), "K7QXM2PDR9TB");
+        assert_eq!(normal_code("OIL0"), "0110");
+        let code = new_device_code();
+        assert_eq!(normal_code(&code), code.replace('-', ""));
+        assert!(code
+            .chars()
+            .all(|c| c == '-' || CODE_ALPHABET.contains(&(c as u8))));
     }
 }

@@ -499,9 +499,9 @@ impl Delivery {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&gone.endpoint);
-        match self.store.remove_member(&gone.endpoint, &gone.auth) {
-            Ok(Some(member)) => tracing::info!(
-                name = %member.name,
+        match self.store.remove_device(&gone.endpoint, &gone.auth) {
+            Ok(Some(removed)) => tracing::info!(
+                name = %removed.device.name,
                 host = %host_of(&gone.endpoint),
                 "deleted a member whose push subscription is gone"
             ),

@@ -116,7 +116,7 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
                 }
                 Reached::DataDir(store) => store,
             };
-            let members = store.members()?;
+            let members = store.devices()?;
             if !members.is_empty() && !force {
                 bail!(
                     "{} members' browser subscriptions are bound to the current key: a new key \
@@ -127,7 +127,7 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
             }
             for member in &members {
                 let subscription = &member.subscription;
-                store.remove_member(&subscription.endpoint, &subscription.auth)?;
+                store.remove_device(&subscription.endpoint, &subscription.auth)?;
             }
             store.flush().await?;
             let keys = VapidKeys::generate(data_dir, String::new())?;
@@ -154,7 +154,7 @@ pub async fn members(args: MembersArgs) -> anyhow::Result<()> {
         }
         (MembersAction::List, Reached::DataDir(store)) => {
             let mut members: Vec<MemberSummary> = store
-                .members()?
+                .devices()?
                 .into_iter()
                 .map(|member| MemberSummary {
                     push_service: admin::push_service_host(&member.subscription.endpoint),
@@ -267,13 +267,27 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     file.write_all(&serde_json::to_vec_pretty(&backup)?)?;
     file.sync_all()?;
     println!(
-        "backed up {} members, {} lines and the VAPID key pair to {} (keep it private: it \
-         holds the private key)",
-        backup.contents.members.len(),
-        backup.contents.history.len(),
+        "backed up {} and the VAPID key pair to {} (keep it private: it holds the private \
+         key)",
+        tally(&backup.contents),
         args.file.display()
     );
     Ok(())
+}
+
+/// "3 members (4 devices), 17 chat lines".
+fn tally(contents: &StoreContents) -> String {
+    let members: std::collections::HashSet<&str> = contents
+        .devices
+        .iter()
+        .map(|device| device.member_id.as_str())
+        .collect();
+    format!(
+        "{} members ({} devices), {} chat lines",
+        members.len(),
+        contents.devices.len(),
+        contents.history.len()
+    )
 }
 
 pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
@@ -309,9 +323,8 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
     store.flush().await?;
     vapid::install_private_key(data_dir, &backup.vapid_private_key_pem)?;
     println!(
-        "restored {} members, {} lines and the VAPID key pair into {}",
-        backup.contents.members.len(),
-        backup.contents.history.len(),
+        "restored {} and the VAPID key pair into {}",
+        tally(&backup.contents),
         data_dir.display()
     );
     Ok(())

@@ -19,8 +19,8 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        ChatLine, ChatRequest, JoinRules, ResubscribeRequest, RoomState, SubscribeRequest,
-        UnsubscribeRequest, VapidPublicKey,
+        ChatLine, ChatRequest, DeviceCode, JoinRules, MemberCredentials, ResubscribeRequest,
+        RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
     },
     App,
 };
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/init", post(init))
         .route("/resubscribe", post(resubscribe))
         .route("/unsubscribe", post(unsubscribe))
+        .route("/device-code", post(device_code))
         .route("/chat", post(chat))
         .nest("/admin", admin::router(&state, Exposure::Public))
         .fallback(api_not_found)
@@ -152,9 +153,17 @@ async fn unsubscribe(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<UnsubscribeRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let broadcast = state.chat.unsubscribe(request).await?;
-    state.delivery.dispatch(broadcast).await;
+    if let Some(broadcast) = state.chat.unsubscribe(request).await? {
+        state.delivery.dispatch(broadcast).await;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn device_code(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<MemberCredentials>,
+) -> Result<Json<DeviceCode>, ApiError> {
+    Ok(Json(state.chat.device_code(request).await?))
 }
 
 async fn chat(

@@ -1,5 +1,6 @@
-//! The chat's durable state, in sled: members keyed by their push endpoint, an index that
-//! keeps names unique, banned names, the chat history keyed by line id (big-endian, so it
+//! The chat's durable state, in sled: members' devices keyed by their push endpoint, an
+//! index that keeps names unique (each name belongs to one member, who may have several
+//! devices), how many devices each member has, codes that add a device, banned names, the chat history keyed by line id (big-endian, so it
 //! reads back in order), and the server's VAPID contact. The store only stores; who may do
 //! what is decided in `chat`. sled's byte types never leave this module, and every change
 //! that spans trees is one transaction.
@@ -22,10 +23,18 @@ use sled::{
 use app::wire::ChatLine;
 use unicode_normalization::UnicodeNormalization;
 
+use sha2::{Digest, Sha256};
+
 use crate::subscription::Subscription;
 
-const MEMBERS: &str = "members";
+/// Devices by push endpoint.
+const DEVICES: &str = "members";
+/// Member ids by [`name_key`] of their name.
 const NAMES: &str = "member_names";
+/// How many devices each member id has (u32, big-endian): its last leaving frees the name.
+const DEVICE_COUNTS: &str = "device_counts";
+/// One-time codes that add a device to a member, by the SHA-256 of the code.
+const DEVICE_CODES: &str = "device_codes";
 const HISTORY: &str = "history";
 /// Chat lines whose fan-out has not finished, by line id: resumed after a crash.
 const OUTBOX: &str = "outbox";
@@ -35,17 +44,37 @@ const BANNED: &str = "banned_names";
 const SETTINGS: &str = "settings";
 const VAPID_SUBJECT: &str = "vapid_subject";
 
-/// A member of the chat as stored.
+/// One browser of a member, as stored. A member is the devices sharing a `member_id`, and
+/// so a name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
+pub struct Device {
     pub name: String,
+    /// Random, made when the member first joined; shared by all its devices.
+    pub member_id: String,
     pub subscription: Subscription,
-    /// When the member joined, in milliseconds since the Unix epoch.
+    /// When this device joined, in milliseconds since the Unix epoch.
     pub joined: u64,
     /// The address it joined from, for the members-per-address limit (absent in records
     /// older than that limit).
     #[serde(default)]
     pub joined_from: Option<IpAddr>,
+}
+
+/// What a device code stands for until it is used or expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCode {
+    pub member_id: String,
+    pub name: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires: u64,
+}
+
+/// What removing a device did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    pub device: Device,
+    /// It was the member's last device: the member is gone and its name is free.
+    pub member_left: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +105,7 @@ impl From<TransactionError<StoreError>> for StoreError {
 /// Everything the store holds, at one moment: what a backup keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreContents {
-    pub members: Vec<Member>,
+    pub devices: Vec<Device>,
     pub banned: Vec<String>,
     pub history: Vec<ChatLine>,
     /// Lines whose fan-out had not finished.
@@ -87,8 +116,10 @@ pub struct StoreContents {
 /// Members and history on disk. Cheap to share behind an `Arc`; sled is thread-safe.
 pub struct ChatStore {
     db: sled::Db,
-    members: Tree,
+    devices: Tree,
     names: Tree,
+    device_counts: Tree,
+    device_codes: Tree,
     history: Tree,
     outbox: Tree,
     banned: Tree,
@@ -112,8 +143,10 @@ impl ChatStore {
         let outbox = db.open_tree(OUTBOX)?;
         let next_line_id = AtomicU64::new(next_id_after(&history, &outbox)?);
         Ok(ChatStore {
-            members: db.open_tree(MEMBERS)?,
+            devices: db.open_tree(DEVICES)?,
             names: db.open_tree(NAMES)?,
+            device_counts: db.open_tree(DEVICE_COUNTS)?,
+            device_codes: db.open_tree(DEVICE_CODES)?,
             banned: db.open_tree(BANNED)?,
             settings: db.open_tree(SETTINGS)?,
             history,
@@ -130,103 +163,159 @@ impl ChatStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn member(&self, endpoint: &str) -> Result<Option<Member>, StoreError> {
-        self.members
+    pub fn device(&self, endpoint: &str) -> Result<Option<Device>, StoreError> {
+        self.devices
             .get(endpoint)?
             .map(|bytes| decode(&bytes))
             .transpose()
     }
 
-    /// Every member, in no particular order.
-    pub fn members(&self) -> Result<Vec<Member>, StoreError> {
-        self.members
+    /// Every member's devices, in no particular order.
+    pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.devices
             .iter()
             .values()
             .map(|bytes| decode(&bytes?))
             .collect()
     }
 
-    /// How many members there are.
+    /// The devices of the member called `name` (compared by [`name_key`]).
+    pub fn devices_of(&self, name: &str) -> Result<Vec<Device>, StoreError> {
+        let Some(member_id) = self.names.get(name_key(name))? else {
+            return Ok(Vec::new());
+        };
+        let mut devices = self.devices()?;
+        devices.retain(|device| device.member_id.as_bytes() == member_id.as_ref());
+        Ok(devices)
+    }
+
+    /// How many members there are (people, not devices).
     pub fn member_count(&self) -> usize {
-        self.members.len()
+        self.names.len()
     }
 
     /// Whether the store holds any member; cheaper than counting.
     pub fn has_members(&self) -> Result<bool, StoreError> {
-        Ok(self.members.first()?.is_some())
+        Ok(self.devices.first()?.is_some())
     }
 
-    /// Stores `member`, replacing the member with the same endpoint if there is one.
-    /// Refuses a name (compared by [`name_key`]) that another endpoint holds.
-    pub fn put_member(&self, member: &Member) -> Result<(), StoreError> {
+    /// Stores `device`: a new member's first, another of a member's, or the same one
+    /// again. Refuses a name (compared by [`name_key`]) that another member holds, and an
+    /// endpoint that another member's device holds.
+    pub fn put_device(&self, device: &Device) -> Result<(), StoreError> {
         let _change = self.change();
-        let endpoint = member.subscription.endpoint.as_bytes();
-        let key = name_key(&member.name);
-        let record = serde_json::to_vec(member)?;
-        (&self.members, &self.names).transaction(|(members, names)| {
-            if let Some(holder) = names.get(&key)? {
-                if holder != endpoint {
-                    return abort(StoreError::NameTaken(member.name.clone()));
+        let endpoint = device.subscription.endpoint.as_bytes();
+        let key = name_key(&device.name);
+        let member_id = device.member_id.as_bytes();
+        let record = serde_json::to_vec(device)?;
+        (&self.devices, &self.names, &self.device_counts).transaction(
+            |(devices, names, counts)| {
+                if names.get(&key)?.is_some_and(|holder| holder != member_id) {
+                    return abort(StoreError::NameTaken(device.name.clone()));
                 }
-            }
-            if let Some(old) = members.get(endpoint)? {
-                let old: Member = decode(&old).or_else(abort)?;
-                names.remove(name_key(&old.name).as_bytes())?;
-            }
-            members.insert(endpoint, record.as_slice())?;
-            names.insert(key.as_bytes(), endpoint)?;
-            Ok(())
-        })?;
+                match devices.get(endpoint)? {
+                    Some(old) => {
+                        let old: Device = decode(&old).or_else(abort)?;
+                        if old.member_id != device.member_id {
+                            return abort(StoreError::EndpointTaken);
+                        }
+                    }
+                    None => {
+                        let count = count_of(counts.get(member_id)?.as_deref());
+                        counts.insert(member_id, &(count + 1).to_be_bytes())?;
+                    }
+                }
+                devices.insert(endpoint, record.as_slice())?;
+                names.insert(key.as_bytes(), member_id)?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
-    /// Moves a member to a new subscription: the record at `old_endpoint` goes, `member`
-    /// (same name, new subscription) comes, in one transaction. Refuses a new endpoint
-    /// that another member holds.
+    /// Moves a device to a new subscription: the record at `old_endpoint` goes, `device`
+    /// (same member, new subscription) comes, in one transaction. Refuses a new endpoint
+    /// that another device holds.
     pub fn replace_subscription(
         &self,
         old_endpoint: &str,
-        member: &Member,
+        device: &Device,
     ) -> Result<(), StoreError> {
         let _change = self.change();
-        let endpoint = member.subscription.endpoint.as_bytes();
-        let key = name_key(&member.name);
-        let record = serde_json::to_vec(member)?;
-        (&self.members, &self.names).transaction(|(members, names)| {
-            if endpoint != old_endpoint.as_bytes() && members.get(endpoint)?.is_some() {
+        let endpoint = device.subscription.endpoint.as_bytes();
+        let record = serde_json::to_vec(device)?;
+        self.devices.transaction(|devices| {
+            if endpoint != old_endpoint.as_bytes() && devices.get(endpoint)?.is_some() {
                 return abort(StoreError::EndpointTaken);
             }
-            members.remove(old_endpoint.as_bytes())?;
-            members.insert(endpoint, record.as_slice())?;
-            names.insert(key.as_bytes(), endpoint)?;
+            devices.remove(old_endpoint.as_bytes())?;
+            devices.insert(endpoint, record.as_slice())?;
             Ok(())
         })?;
         Ok(())
     }
 
-    /// Removes the member at `endpoint` if its auth secret is still `auth` (it may have
-    /// been replaced meanwhile). Returns the removed member.
-    pub fn remove_member(&self, endpoint: &str, auth: &str) -> Result<Option<Member>, StoreError> {
+    /// Removes the device at `endpoint` if its auth secret is still `auth` (it may have
+    /// been replaced meanwhile); with the member's last device, the member and its name go.
+    pub fn remove_device(&self, endpoint: &str, auth: &str) -> Result<Option<Removed>, StoreError> {
         let _change = self.change();
-        let removed = (&self.members, &self.names).transaction(|(members, names)| {
-            let Some(record) = members.get(endpoint)? else {
-                return Ok(None);
-            };
-            let member: Member = decode(&record).or_else(abort)?;
-            if !member.subscription.auth_matches(auth) {
-                return Ok(None);
-            }
-            members.remove(endpoint.as_bytes())?;
-            let key = name_key(&member.name);
-            if names
-                .get(&key)?
-                .is_some_and(|holder| holder == endpoint.as_bytes())
-            {
-                names.remove(key.as_bytes())?;
-            }
-            Ok(Some(member))
-        })?;
+        let removed = (&self.devices, &self.names, &self.device_counts).transaction(
+            |(devices, names, counts)| {
+                let Some(record) = devices.get(endpoint)? else {
+                    return Ok(None);
+                };
+                let device: Device = decode(&record).or_else(abort)?;
+                if !device.subscription.auth_matches(auth) {
+                    return Ok(None);
+                }
+                devices.remove(endpoint.as_bytes())?;
+                let member_id = device.member_id.as_bytes();
+                let left = count_of(counts.get(member_id)?.as_deref()).saturating_sub(1);
+                if left > 0 {
+                    counts.insert(member_id, &left.to_be_bytes())?;
+                } else {
+                    counts.remove(member_id)?;
+                    let key = name_key(&device.name);
+                    if names.get(&key)?.is_some_and(|holder| holder == member_id) {
+                        names.remove(key.as_bytes())?;
+                    }
+                }
+                Ok(Some(Removed {
+                    device,
+                    member_left: left == 0,
+                }))
+            },
+        )?;
         Ok(removed)
+    }
+
+    /// Keeps `code` (by its hash) until it is taken or expires; drops expired ones.
+    pub fn put_device_code(
+        &self,
+        code: &str,
+        grant: &DeviceCode,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let _change = self.change();
+        for entry in self.device_codes.iter() {
+            let (key, value) = entry?;
+            if decode::<DeviceCode>(&value).map_or(true, |old| old.expires <= now) {
+                self.device_codes.remove(key)?;
+            }
+        }
+        self.device_codes
+            .insert(code_key(code), serde_json::to_vec(grant)?)?;
+        Ok(())
+    }
+
+    /// Takes `code` once: what it grants, if it exists and has not expired.
+    pub fn take_device_code(&self, code: &str, now: u64) -> Result<Option<DeviceCode>, StoreError> {
+        let _change = self.change();
+        let Some(value) = self.device_codes.remove(code_key(code))? else {
+            return Ok(None);
+        };
+        let grant: DeviceCode = decode(&value)?;
+        Ok((grant.expires > now).then_some(grant))
     }
 
     /// Appends a line to the history, and to the outbox until its fan-out is done, in one
@@ -288,14 +377,6 @@ impl ChatStore {
         Ok(lines)
     }
 
-    /// The member holding `name` (compared by [`name_key`]), if any.
-    pub fn member_named(&self, name: &str) -> Result<Option<Member>, StoreError> {
-        match self.names.get(name_key(name))? {
-            Some(endpoint) => self.member(&String::from_utf8_lossy(&endpoint)),
-            None => Ok(None),
-        }
-    }
-
     /// Bans `name` (compared by [`name_key`]) from joining.
     pub fn ban(&self, name: &str) -> Result<(), StoreError> {
         let _change = self.change();
@@ -334,7 +415,7 @@ impl ChatStore {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(StoreContents {
-            members: self.members()?,
+            devices: self.devices()?,
             banned: self
                 .banned
                 .iter()
@@ -352,8 +433,8 @@ impl ChatStore {
         if self.has_members()? || !self.history.is_empty() || !self.banned.is_empty() {
             return Err(StoreError::NotEmpty);
         }
-        for member in &contents.members {
-            self.put_member(member)?;
+        for device in &contents.devices {
+            self.put_device(device)?;
         }
         for name in &contents.banned {
             self.ban(name)?;
@@ -404,6 +485,17 @@ fn next_id_after(history: &Tree, outbox: &Tree) -> Result<u64, StoreError> {
     Ok(next)
 }
 
+fn count_of(bytes: Option<&[u8]>) -> u32 {
+    bytes
+        .and_then(|bytes| bytes.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
+/// Codes are kept hashed: the store's bytes never hold a usable code.
+fn code_key(code: &str) -> [u8; 32] {
+    Sha256::digest(code.as_bytes()).into()
+}
+
 fn name_key(name: &str) -> String {
     name.nfkc().collect::<String>().to_lowercase()
 }
@@ -426,9 +518,11 @@ mod tests {
         (dir, store)
     }
 
-    fn member(name: &str, endpoint: &str, auth: &str) -> Member {
-        Member {
+    /// A device of the member whose id is its lowercase name.
+    fn member(name: &str, endpoint: &str, auth: &str) -> Device {
+        Device {
             name: name.into(),
+            member_id: name.to_lowercase(),
             subscription: Subscription {
                 endpoint: endpoint.into(),
                 p256dh: "key".into(),
@@ -447,12 +541,12 @@ mod tests {
         let (_dir, store) = store();
         assert!(!store.has_members().unwrap());
         let ann = member("Ann", "https://p.example/1", AUTH);
-        store.put_member(&ann).unwrap();
+        store.put_device(&ann).unwrap();
         assert_eq!(
-            store.member("https://p.example/1").unwrap(),
+            store.device("https://p.example/1").unwrap(),
             Some(ann.clone())
         );
-        assert_eq!(store.members().unwrap(), vec![ann]);
+        assert_eq!(store.devices().unwrap(), vec![ann]);
         assert!(store.has_members().unwrap());
     }
 
@@ -460,11 +554,15 @@ mod tests {
     fn test_a_name_cannot_be_held_by_two_endpoints_whatever_its_case() {
         let (_dir, store) = store();
         store
-            .put_member(&member("Ann", "https://p.example/1", AUTH))
+            .put_device(&member("Ann", "https://p.example/1", AUTH))
             .unwrap();
-        let clash = store.put_member(&member("ANN", "https://p.example/2", AUTH));
+        let impostor = Device {
+            member_id: "someone else".into(),
+            ..member("ANN", "https://p.example/2", AUTH)
+        };
+        let clash = store.put_device(&impostor);
         assert!(matches!(clash, Err(StoreError::NameTaken(name)) if name == "ANN"));
-        assert_eq!(store.members().unwrap().len(), 1);
+        assert_eq!(store.devices().unwrap().len(), 1);
     }
 
     #[test]
@@ -476,41 +574,53 @@ mod tests {
     }
 
     #[test]
-    fn test_replacing_a_member_frees_its_old_name() {
+    fn test_a_members_devices_share_its_name_until_the_last_leaves() {
         let (_dir, store) = store();
-        store
-            .put_member(&member("Ann", "https://p.example/1", AUTH))
-            .unwrap();
-        store
-            .put_member(&member("Annie", "https://p.example/1", AUTH))
-            .unwrap();
-        store
-            .put_member(&member("Ann", "https://p.example/2", AUTH))
-            .unwrap();
-        assert_eq!(store.members().unwrap().len(), 2);
+        let phone = member("Ann", "https://p.example/1", AUTH);
+        let laptop = member("Ann", "https://p.example/2", AUTH);
+        store.put_device(&phone).unwrap();
+        store.put_device(&laptop).unwrap();
+        store.put_device(&laptop).unwrap(); // the same device again counts once
+        assert_eq!(store.member_count(), 1);
+        assert_eq!(store.devices_of("ann").unwrap().len(), 2);
+        let stolen = Device {
+            member_id: "bo".into(),
+            ..member("Bo", "https://p.example/1", AUTH)
+        };
+        assert!(matches!(
+            store.put_device(&stolen),
+            Err(StoreError::EndpointTaken)
+        ));
+
+        let first = store.remove_device("https://p.example/1", AUTH).unwrap();
+        assert!(!first.unwrap().member_left);
+        let last = store.remove_device("https://p.example/2", AUTH).unwrap();
+        assert!(last.unwrap().member_left);
+        assert_eq!(store.member_count(), 0);
+        store.put_device(&stolen).unwrap();
     }
 
     #[test]
     fn test_removal_needs_the_current_secret_and_frees_the_name() {
         let (_dir, store) = store();
         store
-            .put_member(&member("Ann", "https://p.example/1", AUTH))
+            .put_device(&member("Ann", "https://p.example/1", AUTH))
             .unwrap();
         assert_eq!(
             store
-                .remove_member("https://p.example/1", OTHER_AUTH)
+                .remove_device("https://p.example/1", OTHER_AUTH)
                 .unwrap(),
             None
         );
         assert_eq!(
-            store.remove_member("https://p.example/9", AUTH).unwrap(),
+            store.remove_device("https://p.example/9", AUTH).unwrap(),
             None
         );
-        let removed = store.remove_member("https://p.example/1", AUTH).unwrap();
-        assert_eq!(removed.map(|m| m.name), Some("Ann".into()));
+        let removed = store.remove_device("https://p.example/1", AUTH).unwrap();
+        assert_eq!(removed.map(|r| r.device.name), Some("Ann".into()));
         assert!(!store.has_members().unwrap());
         store
-            .put_member(&member("Ann", "https://p.example/2", AUTH))
+            .put_device(&member("Ann", "https://p.example/2", AUTH))
             .unwrap();
     }
 
@@ -569,12 +679,12 @@ mod tests {
         let first_id = {
             let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
             store
-                .put_member(&member("Ann", "https://p.example/1", AUTH))
+                .put_device(&member("Ann", "https://p.example/1", AUTH))
                 .unwrap();
             store.append_line("Ann", "hello", 7, 10).unwrap().id
         };
         let store = reopen(dir.path());
-        assert_eq!(store.members().unwrap().len(), 1);
+        assert_eq!(store.devices().unwrap().len(), 1);
         assert_eq!(store.recent_lines(10).unwrap()[0].msg, "hello");
         let next = store.append_line("Ann", "again", 8, 10).unwrap();
         assert!(next.id > first_id);
@@ -584,7 +694,7 @@ mod tests {
     fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
         let (_dir, store) = store();
         store
-            .put_member(&member("Ann", "https://p.example/1", AUTH))
+            .put_device(&member("Ann", "https://p.example/1", AUTH))
             .unwrap();
         store.ban("Mallory").unwrap();
         store.set_vapid_subject("mailto:ops@example.org").unwrap();

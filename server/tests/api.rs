@@ -797,3 +797,47 @@ async fn test_a_join_passphrase_keeps_out_those_without_it() {
     let rules: Value = rules.send().await.unwrap().json().await.unwrap();
     assert_eq!(rules, json!({"passphrase": false}));
 }
+
+#[tokio::test]
+async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
+    let fx = Fixture::new().await;
+    let [ann_laptop, bo] = fx.members(["Ann", "Bo"]).await;
+    let pushes = fx.pushes();
+    received(&pushes, &bo, 1).await;
+    let code: Value = fx
+        .server
+        .post_ok("/api/device-code", &json!(credentials(&ann_laptop)))
+        .await;
+    let ann_phone = fx.browser().await;
+    let mut join = join_body("", &ann_phone.subscription);
+    join["deviceCode"] = code["code"].clone();
+    let (status, room) = fx.server.post("/api/subscribe", &join).await;
+    assert_eq!(status, StatusCode::OK, "{room}");
+    assert_eq!(room["you"], "Ann");
+    assert_eq!(room["members"], json!(["Ann", "Bo"]));
+
+    let line = fx.server.chat(&bo, "both of you?").await;
+    let said = PushMessage::ChatMsg(line);
+    assert!(messages(&received(&pushes, &ann_phone, 1).await).contains(&said));
+    assert!(messages(&received(&pushes, &ann_laptop, 3).await).contains(&said));
+    // The phone leaves; Ann is still in on the laptop and Bo is not told.
+    let (status, _) = fx
+        .server
+        .post("/api/unsubscribe", &json!(credentials(&ann_phone)))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let line = fx.server.chat(&ann_laptop, "still here").await;
+    let bo_got = messages(&received(&pushes, &bo, 3).await);
+    assert!(bo_got.contains(&PushMessage::ChatMsg(line)));
+    assert_eq!(fx.server.init("Bo", &bo).await.members, ["Ann", "Bo"]);
+    // A used code is refused, with a sentence.
+    let again = fx.browser().await;
+    let mut join = join_body("", &again.subscription);
+    join["deviceCode"] = code["code"].clone();
+    let (status, answer) = fx.server.post("/api/subscribe", &join).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("device code"),
+        "{answer}"
+    );
+}

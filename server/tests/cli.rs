@@ -209,7 +209,10 @@ async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
     let file_arg = file.to_str().unwrap();
 
     let done = succeeds(&["backup", file_arg], fx.data_dir.path()).await;
-    assert!(done.contains("2 members, 1 lines"), "{done}");
+    assert!(
+        done.contains("2 members (2 devices), 1 chat lines"),
+        "{done}"
+    );
     assert_eq!(mode(&file) & 0o777, 0o600);
     assert!(fails(&["backup", file_arg], fx.data_dir.path())
         .await

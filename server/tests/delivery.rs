@@ -10,7 +10,7 @@ use localpush::{
 };
 use server::{
     delivery::{Broadcast, Delivery, DeliveryReport, DeliverySettings},
-    store::{ChatStore, Member},
+    store::{ChatStore, Device},
     subscription::{self},
     vapid::VapidKeys,
 };
@@ -66,8 +66,9 @@ impl Engine {
         let created = pushes.subscribe(&request).await.unwrap();
         let subscription = subscription::validate(&created.subscription, true).unwrap();
         self.store
-            .put_member(&Member {
+            .put_device(&Device {
                 name: name.into(),
+                member_id: name.into(),
                 subscription,
                 joined: 0,
                 joined_from: None,
@@ -86,7 +87,7 @@ impl Engine {
         };
         let recipients = self
             .store
-            .members()
+            .devices()
             .unwrap()
             .into_iter()
             .map(|member| member.subscription)
@@ -105,7 +106,7 @@ impl Engine {
 
     fn is_member(&self, member: &VirtualSubscription) -> bool {
         self.store
-            .member(&member.subscription.endpoint)
+            .device(&member.subscription.endpoint)
             .unwrap()
             .is_some()
     }

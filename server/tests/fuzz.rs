@@ -104,7 +104,7 @@ impl Target {
 
     /// Bo is still there, under his name, at his endpoint, with his secret.
     fn bo_is_intact(&self) {
-        let bo = self.state.store.member(BO_ENDPOINT).unwrap();
+        let bo = self.state.store.device(BO_ENDPOINT).unwrap();
         let bo = bo.expect("Bo is a member");
         assert_eq!(bo.name, "Bo");
         assert!(bo.subscription.auth_matches(BO_AUTH));
@@ -266,7 +266,7 @@ fn run(name: &str, cases: u32, strategy: impl Strategy<Value = (usize, Vec<u8>)>
         answers.lock().unwrap()
     );
     target.bo_is_intact();
-    target.state.store.members().expect("the store still reads");
+    target.state.store.devices().expect("the store still reads");
 }
 
 #[test]

@@ -80,6 +80,7 @@ async fn test_200_members_chatting_for_30_s_lose_nothing_and_hold_their_memory()
             name: format!("member {n}"),
             subscription: member.subscription.clone(),
             passphrase: None,
+            device_code: None,
         };
         let url = format!("{}/api/subscribe", server.url);
         let response = http.post(url).json(&join).send().await.unwrap();

@@ -97,6 +97,7 @@ pub fn join_body(name: &str, subscription: &PushSubscription) -> Value {
         name: name.into(),
         subscription: subscription.clone(),
         passphrase: None,
+        device_code: None,
     })
 }
 
