@@ -8,6 +8,7 @@ pub mod wire;
 mod api;
 mod browser;
 mod page;
+mod unread;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};

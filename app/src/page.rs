@@ -4,10 +4,12 @@
 //! worker and on the answers to this page's own requests.
 
 use leptos::{prelude::*, task::spawn_local};
+use leptos_meta::Title;
 
 use crate::{
     api, browser,
     names::clean_name,
+    unread::Unread,
     wire::{
         chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
         SubscribeRequest, PUSH_PAYLOAD_LIMIT,
@@ -41,6 +43,8 @@ struct Room {
     lines: RwSignal<Vec<ChatLine>>,
     /// The operator's latest notice; not part of the history.
     notice: RwSignal<Option<String>>,
+    /// Lines pushed while the page was hidden.
+    unread: Unread,
 }
 
 impl Room {
@@ -49,6 +53,7 @@ impl Room {
             members: RwSignal::new(Vec::new()),
             lines: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
+            unread: Unread::new(),
         }
     }
 
@@ -72,19 +77,27 @@ impl Room {
             PushMessage::Unsubscribe { name } => self
                 .members
                 .update(|members| members.retain(|member| *member != name)),
-            PushMessage::ChatMsg(line) => self.add_line(line),
+            PushMessage::ChatMsg(line) => {
+                if self.add_line(line) {
+                    self.unread.line_arrived();
+                }
+            }
             PushMessage::Notice { text } => self.notice.set(Some(text)),
         }
     }
 
     /// Adds a line once, in id order: a line can arrive both as a push and as the answer
-    /// to this page's own send.
-    fn add_line(&self, line: ChatLine) {
-        self.lines.update(|lines| {
-            if let Err(at) = lines.binary_search_by_key(&line.id, |l| l.id) {
+    /// to this page's own send. Returns whether the line was new.
+    fn add_line(&self, line: ChatLine) -> bool {
+        self.lines
+            .try_maybe_update(|lines| {
+                let Err(at) = lines.binary_search_by_key(&line.id, |l| l.id) else {
+                    return (false, false);
+                };
                 lines.insert(at, line);
-            }
-        });
+                (true, true)
+            })
+            .unwrap_or(false)
     }
 }
 
@@ -96,8 +109,12 @@ pub fn ChatPage() -> impl IntoView {
     let name_input = RwSignal::new(String::new());
     let draft = RwSignal::new(String::new());
 
-    // Runs in the browser only, once hydrated.
-    Effect::new(move |_| spawn_local(restore(membership, room, name_input, problem)));
+    // Effects run in the browser only, once hydrated.
+    Effect::new(move |_| {
+        room.unread.clear_when_shown();
+        spawn_local(restore(membership, room, name_input, problem));
+    });
+    Effect::new(move |_| room.unread.show_on_badge());
 
     let on_subscribe = move |_| {
         let current = membership.get_untracked();
@@ -168,6 +185,7 @@ pub fn ChatPage() -> impl IntoView {
     };
 
     view! {
+        <Title text=move || room.unread.title() />
         <main class="chat">
             <header>
                 <h1>"pushchat"</h1>

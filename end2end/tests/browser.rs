@@ -146,6 +146,8 @@ impl Firefox {
                     // The person's answer to the permission prompt: 1 allow, 2 block.
                     "permissions.default.desktop-notification": answer as u8,
                     "alerts.useSystemBackend": false,
+                    // Lets a test's script open a tab, as a person's click would.
+                    "dom.disable_open_during_load": false,
                 },
             }
         });
@@ -301,6 +303,42 @@ impl Firefox {
                 .then(shown => done(shown.map(n => [n.title, n.body])))
                 .catch(error => done([['error', String(error)]]));";
         serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
+    }
+
+    /// Opens a blank tab in front of the current one, which the browser then hides
+    /// (`document.visibilityState` "hidden"); WebDriver keeps talking to the hidden tab.
+    async fn hide_behind_a_new_tab(&self) {
+        self.client
+            .execute("window.cover = window.open('about:blank')", vec![])
+            .await
+            .unwrap();
+        self.wait_for_visibility("hidden").await;
+    }
+
+    /// Closes the tab `hide_behind_a_new_tab` opened: the browser shows this one again.
+    async fn close_the_new_tab(&self) {
+        self.client
+            .execute("window.cover.close()", vec![])
+            .await
+            .unwrap();
+        self.wait_for_visibility("visible").await;
+    }
+
+    async fn wait_for_visibility(&self, state: &str) {
+        eventually(&format!("the page to be {state}"), || async {
+            let now = self.script_value("return document.visibilityState").await;
+            (now == state).then_some(())
+        })
+        .await;
+    }
+
+    async fn title(&self) -> String {
+        self.script_value("return document.title").await
+    }
+
+    async fn script_value(&self, script: &str) -> String {
+        let value = self.client.execute(script, vec![]).await.unwrap();
+        serde_json::from_value(value).unwrap()
     }
 
     /// This browser's push endpoint for the site, if it has a subscription.
@@ -572,4 +610,31 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
         .unwrap()
         .status();
     assert_eq!(status, reqwest::StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn test_lines_pushed_while_the_page_is_hidden_are_counted_in_its_title() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room { alice, bob, .. } = &Room::open("Alice").await;
+    assert_eq!(bob.title().await, "pushchat");
+
+    // Bob looks at another tab: his chat page is hidden but still open.
+    bob.hide_behind_a_new_tab().await;
+    alice.say("one").await;
+    alice.say("two").await;
+    bob.wait_for_lines(&[("Alice", "one"), ("Alice", "two")])
+        .await;
+    eventually("the hidden page's title to count two lines", || async {
+        (bob.title().await == "(2) pushchat").then_some(())
+    })
+    .await;
+    // Alice saw her own lines: her visible page counts nothing.
+    assert_eq!(alice.title().await, "pushchat");
+
+    // Bob comes back: the count is cleared.
+    bob.close_the_new_tab().await;
+    eventually("the shown page's title to drop the count", || async {
+        (bob.title().await == "pushchat").then_some(())
+    })
+    .await;
 }
