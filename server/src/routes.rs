@@ -19,8 +19,8 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        ChatLine, ChatRequest, ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest,
-        VapidPublicKey,
+        ChatLine, ChatRequest, MuteRequest, Muted, ResubscribeRequest, RoomState, SubscribeRequest,
+        UnsubscribeRequest, VapidPublicKey,
     },
     App,
 };
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/resubscribe", post(resubscribe))
         .route("/unsubscribe", post(unsubscribe))
         .route("/chat", post(chat))
+        .route("/mute", post(mute))
         .nest("/admin", admin::router(&state, Exposure::Public))
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
@@ -159,6 +160,14 @@ async fn chat(
     let (line, broadcast) = state.chat.chat(request).await?;
     state.delivery.dispatch(broadcast).await;
     Ok(Json(line))
+}
+
+async fn mute(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<MuteRequest>,
+) -> Result<Json<Muted>, ApiError> {
+    let muted_until = state.chat.mute(request).await?;
+    Ok(Json(Muted { muted_until }))
 }
 
 async fn api_not_found() -> ApiError {

@@ -46,6 +46,10 @@ pub struct Member {
     /// older than that limit).
     #[serde(default)]
     pub joined_from: Option<IpAddr>,
+    /// Until when the member gets no chat lines (ms since the Unix epoch), if it muted
+    /// them. Records from before muting existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +206,24 @@ impl ChatStore {
             Ok(())
         })?;
         Ok(())
+    }
+
+    /// Sets until when the member at `endpoint` gets no chat lines. Returns false when no
+    /// member is there (it left meanwhile).
+    pub fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError> {
+        let set = self.members.transaction(|members| {
+            let Some(record) = members.get(endpoint)? else {
+                return Ok(false);
+            };
+            let mut member: Member = decode(&record).or_else(abort)?;
+            member.muted_until = Some(until);
+            let record = serde_json::to_vec(&member)
+                .map_err(StoreError::from)
+                .or_else(abort)?;
+            members.insert(endpoint.as_bytes(), record)?;
+            Ok(true)
+        })?;
+        Ok(set)
     }
 
     /// Removes the member at `endpoint` if its auth secret is still `auth` (it may have
@@ -436,6 +458,7 @@ mod tests {
             },
             joined: 1,
             joined_from: None,
+            muted_until: None,
         }
     }
 
@@ -512,6 +535,23 @@ mod tests {
         store
             .put_member(&member("Ann", "https://p.example/2", AUTH))
             .unwrap();
+    }
+
+    #[test]
+    fn test_a_mute_is_kept_with_the_member_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+            store
+                .put_member(&member("Ann", "https://p.example/1", AUTH))
+                .unwrap();
+            assert!(store.set_muted_until("https://p.example/1", 99).unwrap());
+            assert!(!store.set_muted_until("https://p.example/2", 99).unwrap());
+        }
+        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        let ann = store.member("https://p.example/1").unwrap().unwrap();
+        assert_eq!(ann.muted_until, Some(99));
+        assert_eq!(store.members().unwrap().len(), 1);
     }
 
     #[test]

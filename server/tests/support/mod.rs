@@ -63,6 +63,15 @@ impl Server {
         sample(&text, series)
     }
 
+    /// Waits until the server has finished `count` fan-outs since it started: every
+    /// member's push service answered.
+    pub async fn wait_for_fan_outs(&self, count: f64) {
+        eventually(&format!("{count} fan-outs to finish"), || async {
+            (self.metric("pushchat_fan_outs_total").await == Some(count)).then_some(())
+        })
+        .await;
+    }
+
     pub async fn vapid_key(&self) -> String {
         let url = format!("{}/api/vapid-public-key", self.base);
         let key: VapidPublicKey = self
