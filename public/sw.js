@@ -85,16 +85,27 @@ async function showChatLine(line, windows) {
     tag,
     renotify: count > seen.count && count > 1,
     data: { count, id: Math.max(line.id, seen.id) },
+    actions: [{ action: 'mute', title: 'Mute 1 hour' }],
   });
 }
 
-// Focus an open window of the site, or open one.
+// "Mute 1 hour" asks the server to skip this member's chat lines for an hour (the worker
+// cannot drop them itself: every push must end in a notification). A click elsewhere
+// focuses an open window of the site, or opens one.
 async function handleNotificationClick(event) {
   event.notification.close();
+  if (event.action === 'mute') return mute();
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
   const open = windows.find((client) => 'focus' in client);
   if (open) return open.focus();
   return self.clients.openWindow('/');
+}
+
+async function mute() {
+  const member = await loadMember();
+  if (!member) return;
+  const response = await postJson('/api/mute', { endpoint: member.endpoint, auth: member.auth });
+  if (!response.ok) throw new Error(`the server answered ${response.status}`);
 }
 
 // A page hands over one end of a MessageChannel, through which pushes are relayed, and

@@ -13,7 +13,7 @@ use std::{
     process::Stdio,
 };
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use localpush::{
     harness::{eventually, PushchatProcess, DEADLINE},
@@ -71,8 +71,31 @@ impl Stack {
     }
 
     async fn firefox_that(&self, answer: Permission) -> Firefox {
+        self.launch_firefox(answer, SystemAccess::No).await
+    }
+
+    /// A browser whose privileged (chrome) scripts a test may run, to act as Firefox
+    /// itself where no WebDriver command reaches (clicking a system notification).
+    async fn firefox_with_system_access(&self) -> Firefox {
+        self.launch_firefox(Permission::Allow, SystemAccess::Yes)
+            .await
+    }
+
+    async fn launch_firefox(&self, answer: Permission, access: SystemAccess) -> Firefox {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Firefox::launch(&format!("{push_url}/"), &self.server.url, answer).await
+        Firefox::launch(&format!("{push_url}/"), &self.server.url, answer, access).await
+    }
+
+    /// Waits until a line of the server's `/metrics` reads exactly `series`.
+    async fn wait_for_metric(&self, series: &str) {
+        eventually(&format!("the metric {series}"), || async {
+            let metrics = reqwest::get(format!("{}/metrics", self.server.url))
+                .await
+                .ok()?;
+            let text = metrics.text().await.ok()?;
+            text.lines().any(|line| line == series).then_some(())
+        })
+        .await;
     }
 
     fn pushes(&self) -> LocalPushClient {
@@ -85,6 +108,13 @@ impl Stack {
 enum Permission {
     Allow = 1,
     Block = 2,
+}
+
+/// Whether geckodriver lets the test switch to Firefox's privileged (chrome) context.
+#[derive(Clone, Copy, PartialEq)]
+enum SystemAccess {
+    No,
+    Yes,
 }
 
 /// One headless Firefox with its own geckodriver and profile.
@@ -108,11 +138,17 @@ impl Drop for ProcessGroup {
 }
 
 impl Firefox {
-    async fn launch(push_server_url: &str, chat_url: &str, answer: Permission) -> Firefox {
+    async fn launch(
+        push_server_url: &str,
+        chat_url: &str,
+        answer: Permission,
+        access: SystemAccess,
+    ) -> Firefox {
         // geckodriver prints the port it chose only at log level info.
         let mut driver = ProcessGroup(
             Command::new("geckodriver")
                 .args(["--port", "0", "--log", "info"])
+                .args((access == SystemAccess::Yes).then_some("--allow-system-access"))
                 .process_group(0)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -341,6 +377,44 @@ impl Firefox {
         serde_json::from_value(value).unwrap()
     }
 
+    /// Runs `script` in Firefox's privileged (chrome) context, then returns to the page.
+    async fn run_as_firefox(&self, script: &str) -> Value {
+        self.set_context("chrome").await;
+        let value = self.client.execute(script, vec![]).await;
+        self.set_context("content").await;
+        value.unwrap()
+    }
+
+    async fn set_context(&self, context: &str) {
+        let command = SessionCommand::post("moz/context", json!({ "context": context }));
+        self.client.issue_cmd(command).await.unwrap();
+    }
+
+    /// Takes the place of Firefox's notification backend (the desktop's notification
+    /// service in a real session): from now on it keeps every notification the browser
+    /// shows, and the browser's own callbacks for it, so a test can click one.
+    async fn catch_notifications(&self) {
+        self.run_as_firefox(CATCH_NOTIFICATIONS).await;
+    }
+
+    /// Clicks the button `action` of the caught notification titled `title`, as the
+    /// notification backend reports a person's click: Firefox dispatches a
+    /// `notificationclick` event with that action to the site's service worker. False
+    /// while no such notification has been shown.
+    async fn click_notification_button(&self, title: &str, action: &str) -> bool {
+        let script = format!(
+            "const title = {}, action = {};
+            const caught = window.pushchatNotifications.find(c => c.alert.title === title);
+            const button = caught && caught.alert.actions.find(a => a.action === action);
+            if (!button) return false;
+            caught.listener.observe(button, 'alertclickcallback', caught.alert.cookie);
+            return true;",
+            json!(title),
+            json!(action)
+        );
+        self.run_as_firefox(&script).await == Value::Bool(true)
+    }
+
     /// This browser's push endpoint for the site, if it has a subscription.
     async fn endpoint(&self) -> Option<String> {
         let script = "const done = arguments[arguments.length - 1];
@@ -349,6 +423,69 @@ impl Firefox {
                 .then(subscription => done(subscription ? subscription.endpoint : null))
                 .catch(() => done(null));";
         serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
+    }
+}
+
+/// Registers, in Firefox's chrome context, an alerts service that keeps each alert and
+/// its listener instead of handing them to the desktop, and tells the listener the alert
+/// is shown (Firefox then keeps it in `getNotifications()`) or closed.
+const CATCH_NOTIFICATIONS: &str = r#"
+    const caught = [];
+    const service = {
+      QueryInterface: ChromeUtils.generateQI(['nsIAlertsService', 'nsIFactory']),
+      createInstance(iid) { return this.QueryInterface(iid); },
+      showAlert(alert, listener) {
+        caught.push({ alert, listener });
+        if (listener) listener.observe(null, 'alertshow', alert.cookie);
+      },
+      showAlertNotification() {},
+      closeAlert(name) {
+        const at = caught.findIndex(c => c.alert.name === name);
+        if (at < 0) return;
+        const [closed] = caught.splice(at, 1);
+        if (closed.listener) closed.listener.observe(null, 'alertfinished', closed.alert.cookie);
+      },
+      teardown() {},
+      pbmTeardown() {},
+    };
+    Components.manager.QueryInterface(Ci.nsIComponentRegistrar).registerFactory(
+      Services.uuid.generateUUID(), 'caught alerts', '@mozilla.org/alerts-service;1', service);
+    window.pushchatNotifications = caught;
+"#;
+
+/// A WebDriver command fantoccini has no method for: `method` on the session's `path`.
+#[derive(Debug)]
+struct SessionCommand {
+    method: http::Method,
+    path: &'static str,
+    body: Value,
+}
+
+impl SessionCommand {
+    fn post(path: &'static str, body: Value) -> Self {
+        SessionCommand {
+            method: http::Method::POST,
+            path,
+            body,
+        }
+    }
+}
+
+impl WebDriverCompatibleCommand for SessionCommand {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/{}",
+            session.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (self.method.clone(), Some(self.body.to_string()))
     }
 }
 
@@ -386,7 +523,8 @@ struct Room {
 impl Room {
     async fn open(alice_name: &str) -> Room {
         let stack = Stack::start().await;
-        let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+        // Bob's browser lets tests act as its notification backend.
+        let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox_with_system_access());
         bob.open_chat().await;
         bob.join("Bob").await;
         let bob_channel = channel_of(&bob.endpoint().await.expect("Bob is subscribed"));
@@ -572,20 +710,9 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
     // subscribes again and moves Bob to the new subscription.
     pushes.reset_browsers().await.unwrap();
     // Both browsers lost their subscriptions; the server counts both moves.
-    let moves = r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"} 2"#;
-    eventually("both workers to move their member", || async {
-        let metrics = reqwest::get(format!("{}/metrics", stack.server.url))
-            .await
-            .ok()?;
-        metrics
-            .text()
-            .await
-            .ok()?
-            .lines()
-            .any(|line| line == moves)
-            .then_some(())
-    })
-    .await;
+    stack
+        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"} 2"#)
+        .await;
     let new_endpoint = bob.endpoint().await.unwrap();
     assert_ne!(new_endpoint, old_endpoint);
 
@@ -637,4 +764,47 @@ async fn test_lines_pushed_while_the_page_is_hidden_are_counted_in_its_title() {
         (bob.title().await == "pushchat").then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn test_mute_by_dispatching_a_synthetic_notificationclick_stops_chat_lines_to_that_member() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open("Alice").await;
+    let pushes = stack.pushes();
+    bob.catch_notifications().await;
+    // Bob looks at another tab, so his worker shows chat lines as notifications.
+    bob.hide_behind_a_new_tab().await;
+
+    alice.say("lunch?").await;
+    acked(&pushes, bob_channel, 3).await;
+    // No browser lets a test click a system notification: the test reports the click on
+    // "Mute 1 hour" the way the desktop's notification service would.
+    eventually("Bob's notification of the line, to click Mute", || async {
+        bob.click_notification_button("Alice", "mute")
+            .await
+            .then_some(())
+    })
+    .await;
+    stack
+        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/mute",status="200"} 1"#)
+        .await;
+    eventually("the clicked notification to close", || async {
+        let shown = bob.notifications().await;
+        (!shown.iter().any(|(title, _)| title == "Alice")).then_some(())
+    })
+    .await;
+
+    // The next line reaches Alice, not Bob: the server no longer pushes lines to him.
+    alice.say("anyone?").await;
+    alice
+        .wait_for_lines(&[("Alice", "lunch?"), ("Alice", "anyone?")])
+        .await;
+    stack.wait_for_metric("pushchat_fan_outs_total 4").await;
+    let got = pushes.received(bob_channel).await.unwrap();
+    assert_eq!(got.len(), 3, "Bob was pushed a line after muting: {got:?}");
 }
