@@ -7,6 +7,7 @@ pub mod wire;
 
 mod api;
 mod browser;
+mod offline;
 mod page;
 mod unread;
 

@@ -1,7 +1,8 @@
 //! The chat page: a name field and a Subscribe button, the member list, the message list
 //! and, for members, a send box. The server renders it empty; in the browser it restores
 //! an earlier membership (`init`) and then changes only on pushes relayed by the service
-//! worker and on the answers to this page's own requests.
+//! worker and on the answers to this page's own requests. When the server cannot be
+//! reached, it says so and shows the last room this browser saw.
 
 use leptos::{prelude::*, task::spawn_local};
 use leptos_meta::Title;
@@ -9,6 +10,7 @@ use leptos_meta::Title;
 use crate::{
     api, browser,
     names::clean_name,
+    offline,
     unread::Unread,
     wire::{
         chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
@@ -60,10 +62,22 @@ impl Room {
     fn replace(&self, state: RoomState) {
         self.members.set(state.members);
         self.lines.set(state.history);
+        self.keep();
     }
 
+    /// Empties the room and forgets it: whoever leaves takes no history along.
     fn clear(&self) {
-        self.replace(RoomState::default());
+        self.members.set(Vec::new());
+        self.lines.set(Vec::new());
+        offline::save_room(None);
+    }
+
+    /// Keeps the room as this browser last saw it, for when the server cannot be reached.
+    fn keep(&self) {
+        offline::save_room(Some(&RoomState {
+            members: self.members.get_untracked(),
+            history: self.lines.get_untracked(),
+        }));
     }
 
     fn apply(&self, message: PushMessage) {
@@ -84,12 +98,14 @@ impl Room {
             }
             PushMessage::Notice { text } => self.notice.set(Some(text)),
         }
+        self.keep();
     }
 
     /// Adds a line once, in id order: a line can arrive both as a push and as the answer
     /// to this page's own send. Returns whether the line was new.
     fn add_line(&self, line: ChatLine) -> bool {
-        self.lines
+        let added = self
+            .lines
             .try_maybe_update(|lines| {
                 let Err(at) = lines.binary_search_by_key(&line.id, |l| l.id) else {
                     return (false, false);
@@ -97,7 +113,11 @@ impl Room {
                 lines.insert(at, line);
                 (true, true)
             })
-            .unwrap_or(false)
+            .unwrap_or(false);
+        if added {
+            self.keep();
+        }
+        added
     }
 }
 
@@ -108,17 +128,36 @@ pub fn ChatPage() -> impl IntoView {
     let room = Room::new();
     let name_input = RwSignal::new(String::new());
     let draft = RwSignal::new(String::new());
+    let unreachable = RwSignal::new(false);
+    let page = Page {
+        membership,
+        room,
+        name_input,
+        problem,
+        unreachable,
+    };
 
     // Effects run in the browser only, once hydrated.
     Effect::new(move |_| {
         room.unread.clear_when_shown();
-        spawn_local(restore(membership, room, name_input, problem));
+        offline::watch_connectivity(move |online| {
+            if !online {
+                unreachable.set(true);
+            } else if unreachable.get_untracked() {
+                spawn_local(restore(page));
+            }
+        });
+        spawn_local(restore(page));
     });
     Effect::new(move |_| room.unread.show_on_badge());
 
     let on_subscribe = move |_| {
         let current = membership.get_untracked();
         problem.set(None);
+        if unreachable.get_untracked() {
+            problem.set(Some(OFFLINE_PRESS.into()));
+            return;
+        }
         match current {
             Membership::Visitor => {
                 spawn_local(join(name_input.get_untracked(), membership, room, problem))
@@ -191,6 +230,12 @@ pub fn ChatPage() -> impl IntoView {
                 <h1>"pushchat"</h1>
                 <p class="tagline">"A group chat that reaches you even when this tab is closed."</p>
             </header>
+            <Show when=move || unreachable.get()>
+                <p id="offline" class="offline" role="status">
+                    "You are offline: the chat server cannot be reached. These are the last \
+                    messages this browser saw; the chat goes on when the connection is back."
+                </p>
+            </Show>
             <section class="join" aria-label="Membership">
                 <label for="name">"Your name"</label>
                 <input
@@ -266,18 +311,54 @@ pub fn ChatPage() -> impl IntoView {
     }
 }
 
-/// On load: a browser that already holds a subscription is a member; ask the server for
-/// the room (`init`), which pushes nothing to the others.
-async fn restore(
+/// What a press of Subscribe says while the server cannot be reached.
+const OFFLINE_PRESS: &str = "You are offline. Press Subscribe again when the connection is back.";
+
+/// The page's state that its background tasks change.
+#[derive(Clone, Copy)]
+struct Page {
     membership: RwSignal<Membership>,
     room: Room,
     name_input: RwSignal<String>,
     problem: RwSignal<Option<String>>,
-) {
+    /// The server could not be reached: the page shows the room it kept.
+    unreachable: RwSignal<bool>,
+}
+
+/// On load, and when the device is back online: a browser that already holds a
+/// subscription is a member; ask the server for the room (`init`), which pushes nothing
+/// to the others. Without the server, show the room this browser saw last.
+async fn restore(page: Page) {
+    let Page {
+        membership,
+        room,
+        name_input,
+        problem,
+        unreachable,
+    } = page;
     if !browser::push_supported() {
         problem.set(Some(
             "This browser cannot receive push messages, so it cannot join.".into(),
         ));
+        membership.set(Membership::Visitor);
+        return;
+    }
+    if !offline::server_reachable().await {
+        unreachable.set(true);
+        if let Some(name) = browser::saved_name() {
+            name_input.set(name);
+        }
+        if let Some(saved) = offline::saved_room() {
+            room.replace(saved);
+        }
+        membership.set(Membership::Visitor);
+        return;
+    }
+    unreachable.set(false);
+    // The worker also keeps the app shell for offline use, so every visit registers it;
+    // this asks the person nothing.
+    if let Err(error) = browser::register_worker().await {
+        problem.set(Some(error));
         membership.set(Membership::Visitor);
         return;
     }

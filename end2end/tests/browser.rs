@@ -43,10 +43,21 @@ struct Stack {
     push: LocalPush,
     server: PushchatProcess,
     _data_dir: tempfile::TempDir,
+    /// The site the server serves (`target/site` in the workspace, or a copy).
+    site: PathBuf,
 }
 
 impl Stack {
     async fn start() -> Stack {
+        Self::serving(SiteCopy::No).await
+    }
+
+    /// A server whose site is a copy the test may change (a new service worker, say).
+    async fn start_on_a_copy_of_the_site() -> Stack {
+        Self::serving(SiteCopy::Yes).await
+    }
+
+    async fn serving(copy: SiteCopy) -> Stack {
         let root = workspace();
         let binary = root.join("target/release/pushchat");
         assert!(
@@ -57,11 +68,21 @@ impl Stack {
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let server = PushchatProcess::start(&binary, &root, data_dir.path(), SUBJECT, &[]).await;
+        // The server reads the site from `target/site` under its working directory.
+        let workdir = match copy {
+            SiteCopy::No => root.clone(),
+            SiteCopy::Yes => {
+                let workdir = data_dir.path().to_owned();
+                copy_dir(&root.join("target/site"), &workdir.join("target/site"));
+                workdir
+            }
+        };
+        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), SUBJECT, &[]).await;
         Stack {
             push,
             server,
             _data_dir: data_dir,
+            site: workdir.join("target/site"),
         }
     }
 
@@ -100,6 +121,25 @@ impl Stack {
 
     fn pushes(&self) -> LocalPushClient {
         self.push.client()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SiteCopy {
+    No,
+    Yes,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }
 
@@ -294,6 +334,12 @@ impl Firefox {
             .unwrap()
     }
 
+    /// The text of the element `selector` selects, if there is one.
+    async fn text_of_any(&self, selector: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(selector)).await.ok()?;
+        element.text().await.ok()
+    }
+
     /// The member list, as text.
     async fn members(&self) -> Vec<String> {
         let script =
@@ -413,6 +459,16 @@ impl Firefox {
             json!(action)
         );
         self.run_as_firefox(&script).await == Value::Bool(true)
+    }
+
+    /// The names of the site's shell caches, once a worker controls the page.
+    async fn shell_caches(&self) -> Vec<String> {
+        let script = "const done = arguments[arguments.length - 1];
+            if (!navigator.serviceWorker.controller) return done([]);
+            caches.keys()
+                .then(names => done(names.filter(name => name.startsWith('pushchat-shell-'))))
+                .catch(error => done([String(error)]));";
+        serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
     }
 
     /// This browser's push endpoint for the site, if it has a subscription.
@@ -807,4 +863,98 @@ async fn test_mute_by_dispatching_a_synthetic_notificationclick_stops_chat_lines
     stack.wait_for_metric("pushchat_fan_outs_total 4").await;
     let got = pushes.received(bob_channel).await.unwrap();
     assert_eq!(got.len(), 3, "Bob was pushed a line after muting: {got:?}");
+}
+
+#[tokio::test]
+async fn test_without_the_server_a_reload_shows_the_offline_banner_and_the_last_history() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack, alice, bob, ..
+    } = Room::open("Alice").await;
+    alice.say("see you offline").await;
+    bob.wait_for_lines(&[("Alice", "see you offline")]).await;
+    assert!(bob.text_of_any("#offline").await.is_none());
+
+    // The server goes away; Bob's browser still has its network.
+    stack.server.kill().await;
+    // The page's own reload, as a person's: WebDriver's Refresh would reload past the
+    // service worker, as a forced reload does.
+    bob.client
+        .execute("location.reload()", vec![])
+        .await
+        .unwrap();
+
+    // The page comes from the worker's cache, says why it shows what it shows, and shows
+    // the last room Bob saw.
+    let banner = eventually("the offline banner", || bob.text_of_any("#offline")).await;
+    assert!(banner.contains("offline"), "{banner}");
+    bob.wait_for_lines(&[("Alice", "see you offline")]).await;
+    assert_eq!(bob.members().await, ["Alice", "Bob"]);
+    // It hydrated: its controls answer.
+    eventually("the page to hydrate", || async {
+        bob.is_idle().await.then_some(())
+    })
+    .await;
+    bob.client
+        .find(Locator::Css("#subscribe"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let problem = eventually("Subscribe to explain it cannot work offline", || async {
+        let problem = bob.text_of("#problem").await;
+        (!problem.is_empty()).then_some(problem)
+    })
+    .await;
+    assert!(problem.contains("offline"), "{problem}");
+}
+
+#[tokio::test]
+async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_still_hydrates() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start_on_a_copy_of_the_site().await;
+    let browser = stack.firefox().await;
+    browser.open_chat().await;
+    // Every visit registers the worker, which caches this version's shell.
+    eventually("the first version's shell", || async {
+        (browser.shell_caches().await == ["pushchat-shell-v1"]).then_some(())
+    })
+    .await;
+
+    // A new version of the worker is deployed.
+    let worker = stack.site.join("sw.js");
+    let text = std::fs::read_to_string(&worker).unwrap();
+    let next = text.replacen("const VERSION = 'v1';", "const VERSION = 'v2';", 1);
+    assert_ne!(
+        next, text,
+        "sw.js names its version in `const VERSION = 'v1';`"
+    );
+    std::fs::write(&worker, next).unwrap();
+
+    // A page load finds it; it installs its own shell, takes over and deletes the old one.
+    browser
+        .client
+        .execute("location.reload()", vec![])
+        .await
+        .unwrap();
+    eventually("the new version to take over", || async {
+        (browser.shell_caches().await == ["pushchat-shell-v2"]).then_some(())
+    })
+    .await;
+    browser.open_chat().await;
+    browser.join("Dee").await;
+    // Its shell is whole: without the server, the page it serves still hydrates.
+    stack.server.kill().await;
+    browser
+        .client
+        .execute("location.reload()", vec![])
+        .await
+        .unwrap();
+    eventually("the offline banner", || browser.text_of_any("#offline")).await;
+    eventually("the page to hydrate", || async {
+        browser.is_idle().await.then_some(())
+    })
+    .await;
+    assert_eq!(browser.members().await, ["Dee"]);
 }
