@@ -27,6 +27,7 @@ use tokio::{
 };
 
 const FIREFOX: &str = "/usr/lib/firefox-esr/firefox-esr";
+const CHROMIUM: &str = "/usr/bin/chromium";
 const SUBJECT: &str = "mailto:browser-tests@pushchat.example.org";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -87,24 +88,24 @@ impl Stack {
     }
 
     /// A browser whose person allows notifications when asked.
-    async fn firefox(&self) -> Firefox {
+    async fn firefox(&self) -> Browser {
         self.firefox_that(Permission::Allow).await
     }
 
-    async fn firefox_that(&self, answer: Permission) -> Firefox {
+    async fn firefox_that(&self, answer: Permission) -> Browser {
         self.launch_firefox(answer, SystemAccess::No).await
     }
 
     /// A browser whose privileged (chrome) scripts a test may run, to act as Firefox
     /// itself where no WebDriver command reaches (clicking a system notification).
-    async fn firefox_with_system_access(&self) -> Firefox {
+    async fn firefox_with_system_access(&self) -> Browser {
         self.launch_firefox(Permission::Allow, SystemAccess::Yes)
             .await
     }
 
-    async fn launch_firefox(&self, answer: Permission, access: SystemAccess) -> Firefox {
+    async fn launch_firefox(&self, answer: Permission, access: SystemAccess) -> Browser {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Firefox::launch(&format!("{push_url}/"), &self.server.url, answer, access).await
+        Browser::firefox(&format!("{push_url}/"), &self.server.url, answer, access).await
     }
 
     /// Waits until a line of the server's `/metrics` reads exactly `series`.
@@ -157,8 +158,10 @@ enum SystemAccess {
     Yes,
 }
 
-/// One headless Firefox with its own geckodriver and profile.
-struct Firefox {
+/// One headless browser with its own WebDriver server and a fresh profile: Firefox
+/// (through geckodriver) for everything push, Chromium (through chromedriver) where only
+/// its DevTools can tell.
+struct Browser {
     client: Client,
     _driver: ProcessGroup,
     chat_url: String,
@@ -177,38 +180,18 @@ impl Drop for ProcessGroup {
     }
 }
 
-impl Firefox {
-    async fn launch(
+impl Browser {
+    async fn firefox(
         push_server_url: &str,
         chat_url: &str,
         answer: Permission,
         access: SystemAccess,
-    ) -> Firefox {
+    ) -> Browser {
         // geckodriver prints the port it chose only at log level info.
-        let mut driver = ProcessGroup(
-            Command::new("geckodriver")
-                .args(["--port", "0", "--log", "info"])
-                .args((access == SystemAccess::Yes).then_some("--allow-system-access"))
-                .process_group(0)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("geckodriver is installed (cargo install geckodriver --locked)"),
-        );
-        let mut output = BufReader::new(driver.0.stdout.take().expect("piped")).lines();
-        let port = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = output.next_line().await.expect("geckodriver output") {
-                if let Some((_, port)) = line.split_once("Listening on 127.0.0.1:") {
-                    return port.trim().to_owned();
-                }
-            }
-            panic!("geckodriver exited before listening");
-        })
-        .await
-        .expect("geckodriver listens within the deadline");
-        // Firefox writes to geckodriver's stdout; keep the pipe drained so it never blocks.
-        tokio::spawn(async move { while let Ok(Some(_)) = output.next_line().await {} });
-
+        let mut geckodriver = Command::new("geckodriver");
+        geckodriver
+            .args(["--port", "0", "--log", "info"])
+            .args((access == SystemAccess::Yes).then_some("--allow-system-access"));
         let capabilities = json!({
             "moz:firefoxOptions": {
                 "binary": FIREFOX,
@@ -227,15 +210,83 @@ impl Firefox {
                 },
             }
         });
+        Self::launch(
+            geckodriver,
+            "Listening on 127.0.0.1:",
+            capabilities,
+            chat_url,
+        )
+        .await
+    }
+
+    /// Headless Chromium, which has no push service here: for what only its DevTools
+    /// tell, such as whether the site is installable.
+    async fn chromium(chat_url: &str, profile: &Path) -> Browser {
+        let mut chromedriver = Command::new("chromedriver");
+        chromedriver.arg("--port=0");
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new",
+                    // Its sandbox needs user namespaces, which containers and root lack.
+                    "--no-sandbox",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }
+        });
+        Self::launch(
+            chromedriver,
+            "was started successfully on port ",
+            capabilities,
+            chat_url,
+        )
+        .await
+    }
+
+    /// Starts a WebDriver server that picks its own port and prints it after `marker`,
+    /// and opens a session with `capabilities`.
+    async fn launch(
+        mut driver: Command,
+        marker: &str,
+        capabilities: Value,
+        chat_url: &str,
+    ) -> Browser {
+        let name = driver.as_std().get_program().to_string_lossy().into_owned();
+        let mut driver = ProcessGroup(
+            driver
+                .process_group(0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| {
+                    panic!("{name} cannot start ({error}): bash .ci/test installs it")
+                }),
+        );
+        let mut output = BufReader::new(driver.0.stdout.take().expect("piped")).lines();
+        let port = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = output.next_line().await.expect("driver output") {
+                if let Some((_, port)) = line.split_once(marker) {
+                    return port.trim().trim_end_matches('.').to_owned();
+                }
+            }
+            panic!("{name} exited before listening");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name} listens within the deadline"));
+        // The browser writes to its driver's stdout; keep the pipe drained so it never
+        // blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = output.next_line().await {} });
+
         let Value::Object(capabilities) = capabilities else {
-            unreachable!()
+            unreachable!("capabilities are an object")
         };
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
-            .expect("Firefox starts under geckodriver");
-        Firefox {
+            .unwrap_or_else(|error| panic!("the browser starts under {name}: {error}"));
+        Browser {
             client,
             _driver: driver,
             chat_url: chat_url.to_owned(),
@@ -570,8 +621,8 @@ async fn acked(pushes: &LocalPushClient, channel: &str, count: usize) -> Vec<Rec
 /// and Bob's browser acked both joins.
 struct Room {
     stack: Stack,
-    alice: Firefox,
-    bob: Firefox,
+    alice: Browser,
+    bob: Browser,
     /// The local push service's id of Bob's subscription.
     bob_channel: String,
 }
@@ -597,7 +648,7 @@ impl Room {
     }
 }
 
-async fn eventually_members(browser: &Firefox, expected: &[&str]) {
+async fn eventually_members(browser: &Browser, expected: &[&str]) {
     eventually(&format!("the member list to read {expected:?}"), || async {
         (browser.members().await == expected).then_some(())
     })
@@ -957,4 +1008,61 @@ async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_st
     })
     .await;
     assert_eq!(browser.members().await, ["Dee"]);
+}
+
+#[tokio::test]
+async fn test_chromium_finds_the_site_installable_with_a_controlling_worker_and_loading_icons() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = Browser::chromium(&stack.server.url, profile.path()).await;
+    browser.open_chat().await;
+    // The first visit registers the worker; from the next page load on, it controls it.
+    eventually("the worker to control the page", || async {
+        browser.client.refresh().await.ok()?;
+        let controlled = browser
+            .client
+            .execute("return navigator.serviceWorker.controller !== null", vec![])
+            .await
+            .ok()?;
+        (controlled == Value::Bool(true)).then_some(())
+    })
+    .await;
+
+    let answer = browser
+        .client
+        .issue_cmd(SessionCommand::post(
+            "goog/cdp/execute",
+            json!({ "cmd": "Page.getInstallabilityErrors", "params": {} }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["installabilityErrors"],
+        json!([]),
+        "Chromium would not install the site: {answer}"
+    );
+
+    // Every icon the manifest names loads, as a PNG of the size it claims.
+    let script = "const done = arguments[arguments.length - 1];
+        (async () => {
+          const manifest = await (await fetch('/manifest.webmanifest')).json();
+          return Promise.all(manifest.icons.map(async (icon) => {
+            const response = await fetch(icon.src);
+            const image = await createImageBitmap(await response.blob());
+            return [icon.src, response.status, response.headers.get('content-type'),
+                    icon.sizes, `${image.width}x${image.height}`];
+          }));
+        })().then(done, (error) => done(String(error)));";
+    let icons = browser.client.execute_async(script, vec![]).await.unwrap();
+    let icons: Vec<(String, u16, String, String, String)> = serde_json::from_value(icons.clone())
+        .unwrap_or_else(|_| panic!("the icons did not load: {icons}"));
+    assert_eq!(icons.len(), 3, "{icons:?}");
+    for (src, status, content_type, sizes, loaded) in icons {
+        assert_eq!(
+            (status, content_type.as_str(), loaded.as_str()),
+            (200, "image/png", sizes.as_str()),
+            "{src}"
+        );
+    }
 }
