@@ -27,6 +27,8 @@ enum Membership {
     Visitor,
     /// A Subscribe or Unsubscribe press is being carried out.
     Busy,
+    /// This browser cannot receive pushes: it shows the room but cannot join.
+    Reader,
     Member(Member),
 }
 
@@ -163,7 +165,7 @@ pub fn ChatPage() -> impl IntoView {
                 spawn_local(join(name_input.get_untracked(), membership, room, problem))
             }
             Membership::Member(member) => spawn_local(leave(member, membership, room, problem)),
-            Membership::Restoring | Membership::Busy => {}
+            Membership::Restoring | Membership::Busy | Membership::Reader => {}
         }
     };
 
@@ -200,6 +202,7 @@ pub fn ChatPage() -> impl IntoView {
 
     let is_member = move || matches!(membership.get(), Membership::Member(_));
     let busy = move || matches!(membership.get(), Membership::Restoring | Membership::Busy);
+    let reader = move || membership.get() == Membership::Reader;
     let button_label = move || {
         if is_member() {
             "Unsubscribe"
@@ -213,13 +216,26 @@ pub fn ChatPage() -> impl IntoView {
             member.name
         ),
         Membership::Busy => "One moment…".to_owned(),
+        Membership::Reader => "This browser cannot receive push messages (it lacks service \
+            workers or the Push API), so it can read the chat but not join it. Reload the page \
+            for new messages, or open the chat in a browser that supports them."
+            .to_owned(),
         Membership::Restoring | Membership::Visitor => String::new(),
     };
     let empty_history = move || {
         if is_member() {
             "No messages yet. Say hello!"
+        } else if reader() {
+            "No messages yet."
         } else {
             "Type a name and press Subscribe to read and send messages."
+        }
+    };
+    let empty_members = move || {
+        if reader() {
+            "Nobody has joined yet."
+        } else {
+            "Subscribe to see who is here."
         }
     };
 
@@ -245,9 +261,14 @@ pub fn ChatPage() -> impl IntoView {
                     maxlength="64"
                     prop:value=move || name_input.get()
                     on:input=move |ev| name_input.set(event_target_value(&ev))
-                    disabled=move || is_member() || busy()
+                    disabled=move || is_member() || busy() || reader()
                 />
-                <button id="subscribe" type="button" on:click=on_subscribe disabled=busy>
+                <button
+                    id="subscribe"
+                    type="button"
+                    on:click=on_subscribe
+                    disabled=move || busy() || reader()
+                >
                     {button_label}
                 </button>
             </section>
@@ -270,7 +291,7 @@ pub fn ChatPage() -> impl IntoView {
                         />
                     </ul>
                     <Show when=move || room.members.with(Vec::is_empty)>
-                        <p class="empty">"Subscribe to see who is here."</p>
+                        <p class="empty">{empty_members}</p>
                     </Show>
                 </section>
                 <section class="messages" aria-labelledby="messages-title">
@@ -337,10 +358,11 @@ async fn restore(page: Page) {
         unreachable,
     } = page;
     if !browser::push_supported() {
-        problem.set(Some(
-            "This browser cannot receive push messages, so it cannot join.".into(),
-        ));
-        membership.set(Membership::Visitor);
+        membership.set(Membership::Reader);
+        match api::room().await {
+            Ok(state) => room.replace(state),
+            Err(error) => problem.set(Some(error)),
+        }
         return;
     }
     if !offline::server_reachable().await {

@@ -89,23 +89,12 @@ impl Stack {
 
     /// A browser whose person allows notifications when asked.
     async fn firefox(&self) -> Browser {
-        self.firefox_that(Permission::Allow).await
+        self.firefox_with(Setup::default()).await
     }
 
-    async fn firefox_that(&self, answer: Permission) -> Browser {
-        self.launch_firefox(answer, SystemAccess::No).await
-    }
-
-    /// A browser whose privileged (chrome) scripts a test may run, to act as Firefox
-    /// itself where no WebDriver command reaches (clicking a system notification).
-    async fn firefox_with_system_access(&self) -> Browser {
-        self.launch_firefox(Permission::Allow, SystemAccess::Yes)
-            .await
-    }
-
-    async fn launch_firefox(&self, answer: Permission, access: SystemAccess) -> Browser {
+    async fn firefox_with(&self, setup: Setup) -> Browser {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Browser::firefox(&format!("{push_url}/"), &self.server.url, answer, access).await
+        Browser::firefox(&format!("{push_url}/"), &self.server.url, setup).await
     }
 
     /// Waits until a line of the server's `/metrics` reads exactly `series`.
@@ -151,11 +140,26 @@ enum Permission {
     Block = 2,
 }
 
-/// Whether geckodriver lets the test switch to Firefox's privileged (chrome) context.
-#[derive(Clone, Copy, PartialEq)]
-enum SystemAccess {
-    No,
-    Yes,
+/// How a test's Firefox is set up.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// What the person answers when the page asks to show notifications.
+    permission: Permission,
+    /// Whether the test may run privileged (chrome) scripts, to act as Firefox itself
+    /// where no WebDriver command reaches (clicking a system notification).
+    system_access: bool,
+    /// Whether the browser has service workers and the Push API at all.
+    push: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            permission: Permission::Allow,
+            system_access: false,
+            push: true,
+        }
+    }
 }
 
 /// One headless browser with its own WebDriver server and a fresh profile: Firefox
@@ -181,17 +185,12 @@ impl Drop for ProcessGroup {
 }
 
 impl Browser {
-    async fn firefox(
-        push_server_url: &str,
-        chat_url: &str,
-        answer: Permission,
-        access: SystemAccess,
-    ) -> Browser {
+    async fn firefox(push_server_url: &str, chat_url: &str, setup: Setup) -> Browser {
         // geckodriver prints the port it chose only at log level info.
         let mut geckodriver = Command::new("geckodriver");
         geckodriver
             .args(["--port", "0", "--log", "info"])
-            .args((access == SystemAccess::Yes).then_some("--allow-system-access"));
+            .args(setup.system_access.then_some("--allow-system-access"));
         let capabilities = json!({
             "moz:firefoxOptions": {
                 "binary": FIREFOX,
@@ -203,7 +202,9 @@ impl Browser {
                     "dom.push.connection.enabled": true,
                     "dom.push.retryBaseInterval": 500,
                     // The person's answer to the permission prompt: 1 allow, 2 block.
-                    "permissions.default.desktop-notification": answer as u8,
+                    "permissions.default.desktop-notification": setup.permission as u8,
+                    "dom.serviceWorkers.enabled": setup.push,
+                    "dom.push.enabled": setup.push,
                     "alerts.useSystemBackend": false,
                     // Lets a test's script open a tab, as a person's click would.
                     "dom.disable_open_during_load": false,
@@ -631,7 +632,11 @@ impl Room {
     async fn open(alice_name: &str) -> Room {
         let stack = Stack::start().await;
         // Bob's browser lets tests act as its notification backend.
-        let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox_with_system_access());
+        let privileged = Setup {
+            system_access: true,
+            ..Setup::default()
+        };
+        let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox_with(privileged));
         bob.open_chat().await;
         bob.join("Bob").await;
         let bob_channel = channel_of(&bob.endpoint().await.expect("Bob is subscribed"));
@@ -767,7 +772,12 @@ async fn test_reload_restores_the_membership_and_unsubscribe_removes_it() {
 async fn test_a_blocked_permission_is_explained_and_subscribes_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let stack = Stack::start().await;
-    let browser = stack.firefox_that(Permission::Block).await;
+    let browser = stack
+        .firefox_with(Setup {
+            permission: Permission::Block,
+            ..Setup::default()
+        })
+        .await;
     browser.open_chat().await;
     browser
         .client
@@ -1065,4 +1075,35 @@ async fn test_chromium_finds_the_site_installable_with_a_controlling_worker_and_
             "{src}"
         );
     }
+}
+
+#[tokio::test]
+async fn test_a_browser_without_service_workers_or_push_reads_the_chat_and_says_why_it_cannot_join()
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room { stack, alice, .. } = &Room::open("Alice").await;
+    alice.say("hello <b>readers</b>").await;
+    let reader = stack
+        .firefox_with(Setup {
+            push: false,
+            ..Setup::default()
+        })
+        .await;
+    reader.client.goto(&reader.chat_url).await.unwrap();
+
+    reader
+        .wait_for_lines(&[("Alice", "hello <b>readers</b>")])
+        .await;
+    eventually_members(&reader, &["Alice", "Bob"]).await;
+    let status = reader.text_of("#status").await;
+    assert!(
+        status.contains("cannot receive push messages") && status.contains("read"),
+        "{status}"
+    );
+    // Nothing offers to join: the name field and Subscribe are off.
+    for control in ["#name", "#subscribe"] {
+        let element = reader.client.find(Locator::Css(control)).await.unwrap();
+        assert!(!element.is_enabled().await.unwrap(), "{control} is enabled");
+    }
+    assert_eq!(reader.canary().await, Value::Null);
 }

@@ -40,6 +40,7 @@ const API_BODY_LIMIT: usize = 16 * 1024;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/vapid-public-key", get(vapid_public_key))
+        .route("/room", get(room))
         .route("/subscribe", post(subscribe))
         .route("/init", post(init))
         .route("/resubscribe", post(resubscribe))
@@ -115,6 +116,12 @@ async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey>
     Json(VapidPublicKey {
         public_key: state.vapid.public_key_base64(),
     })
+}
+
+/// The room for readers whose browser cannot receive pushes (no service worker or Push
+/// API): they may read, not join.
+async fn room(State(state): State<AppState>) -> Result<Json<RoomState>, ApiError> {
+    Ok(Json(state.chat.room()?))
 }
 
 async fn subscribe(

@@ -6,7 +6,7 @@ mod support;
 
 use support::*;
 
-use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, PUSH_PAYLOAD_LIMIT};
+use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
 use localpush::{
     harness::{eventually, DEADLINE},
     Fault, ReceivedPush, VirtualSubscription,
@@ -80,6 +80,22 @@ async fn test_init_returns_the_room_and_pushes_nothing() {
     received(&pushes, &ann, 4).await;
     received(&pushes, &bo, 3).await;
     assert_eq!(pushes.stats().await.unwrap().accepted, 7);
+}
+
+#[tokio::test]
+async fn test_anyone_can_read_the_room_and_reading_pushes_nothing() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    let line = fx.server.chat(&bo, "for the readers").await;
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 3).await;
+    received(&pushes, &bo, 2).await;
+
+    let room: RoomState = fx.server.get_ok("/api/room").await;
+    assert_eq!(room.members, ["Ann", "Bo"]);
+    assert_eq!(room.history, vec![line]);
+    fx.server.wait_for_fan_outs(3.0).await;
+    assert_eq!(pushes.stats().await.unwrap().accepted, 5);
 }
 
 #[tokio::test]

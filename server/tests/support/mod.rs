@@ -72,17 +72,20 @@ impl Server {
         .await;
     }
 
-    pub async fn vapid_key(&self) -> String {
-        let url = format!("{}/api/vapid-public-key", self.base);
-        let key: VapidPublicKey = self
+    pub async fn get_ok<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
             .http
-            .get(url)
+            .get(format!("{}{path}", self.base))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "{path} answered {status}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn vapid_key(&self) -> String {
+        let key: VapidPublicKey = self.get_ok("/api/vapid-public-key").await;
         key.public_key
     }
 
