@@ -316,6 +316,11 @@ impl Browser {
 
     /// Types a name and presses Subscribe, as a person would.
     async fn join(&self, name: &str) {
+        self.type_name_and_press_subscribe(name).await;
+        self.wait_for_label("Unsubscribe").await;
+    }
+
+    async fn type_name_and_press_subscribe(&self, name: &str) {
         self.client
             .find(Locator::Css("#name"))
             .await
@@ -323,6 +328,11 @@ impl Browser {
             .send_keys(name)
             .await
             .unwrap();
+        self.press_subscribe().await;
+    }
+
+    /// Presses the Subscribe (or Unsubscribe) button.
+    async fn press_subscribe(&self) {
         self.client
             .find(Locator::Css("#subscribe"))
             .await
@@ -330,18 +340,20 @@ impl Browser {
             .click()
             .await
             .unwrap();
-        self.wait_for_label("Unsubscribe").await;
     }
 
     async fn leave(&self) {
-        self.client
-            .find(Locator::Css("#subscribe"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        self.press_subscribe().await;
         self.wait_for_label("Subscribe").await;
+    }
+
+    /// Waits until the page reports a problem; returns it.
+    async fn problem(&self) -> String {
+        eventually("the page to report a problem", || async {
+            let problem = self.text_of("#problem").await;
+            (!problem.is_empty()).then_some(problem)
+        })
+        .await
     }
 
     async fn wait_for_label(&self, label: &str) {
@@ -779,28 +791,10 @@ async fn test_a_blocked_permission_is_explained_and_subscribes_nothing() {
         })
         .await;
     browser.open_chat().await;
-    browser
-        .client
-        .find(Locator::Css("#name"))
-        .await
-        .unwrap()
-        .send_keys("Dee")
-        .await
-        .unwrap();
-    browser
-        .client
-        .find(Locator::Css("#subscribe"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.type_name_and_press_subscribe("Dee").await;
 
-    let problem = eventually("the page to explain the blocked permission", || async {
-        let problem = browser.text_of("#problem").await;
-        (!problem.is_empty()).then_some(problem)
-    })
-    .await;
+    // The page explains the blocked permission.
+    let problem = browser.problem().await;
     assert!(
         problem.contains("blocked") && problem.contains("site settings"),
         "{problem}"
@@ -956,18 +950,8 @@ async fn test_without_the_server_a_reload_shows_the_offline_banner_and_the_last_
         bob.is_idle().await.then_some(())
     })
     .await;
-    bob.client
-        .find(Locator::Css("#subscribe"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let problem = eventually("Subscribe to explain it cannot work offline", || async {
-        let problem = bob.text_of("#problem").await;
-        (!problem.is_empty()).then_some(problem)
-    })
-    .await;
+    bob.press_subscribe().await;
+    let problem = bob.problem().await;
     assert!(problem.contains("offline"), "{problem}");
 }
 
