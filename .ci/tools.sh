@@ -46,8 +46,9 @@ if ! "$TOOLS_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "$B
     npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" "binaryen@$BINARYEN_VERSION"
 fi
 
-# The browser tests' Firefox and its WebDriver; only the test command needs them.
+# The browser tests' Firefox and Chromium (for its DevTools' installability check) and
+# their WebDrivers; only the test command needs them.
 install_browser_test_tools() {
-    apt_install firefox-esr
+    apt_install firefox-esr chromium chromium-driver
     command -v geckodriver >/dev/null || cargo install geckodriver --locked
 }

@@ -5,11 +5,32 @@
 // site and shows a system notification: always for member-list changes, and for chat
 // lines only when no window of the site is focused (the focused page shows the line).
 //
+// It also keeps the app shell (the page, its wasm, script and styles, the manifest and
+// icons) so that the installed app opens without the network: every page load and shell
+// file comes from the network first, and from the cache only when the server cannot be
+// reached. The page and its wasm must come from the same build, or hydration fails, so
+// the shell is cached as a whole at install, under a name that carries VERSION, and old
+// versions are deleted on activate. A new VERSION (any change to this file makes the
+// browser install it) fetches a new, matching shell before it takes over.
+//
 // event.waitUntil(promise): the browser may stop a worker as soon as an event handler
 // returns. waitUntil keeps it alive until the promise settles, so each handler below
 // hands all of its work to it.
 
 const ICON = '/icons/icon-192.png';
+const VERSION = 'v1';
+const SHELL_CACHE_PREFIX = 'pushchat-shell-';
+const SHELL_CACHE = `${SHELL_CACHE_PREFIX}${VERSION}`;
+const SHELL = [
+  '/',
+  '/pkg/pushchat.js',
+  '/pkg/pushchat.wasm',
+  '/pkg/pushchat.css',
+  '/manifest.webmanifest',
+  '/icons/icon-192.png',
+  '/icons/icon-512.png',
+  '/icons/icon-maskable-512.png',
+];
 
 // The MessagePort each open page handed over, by the page's client id. They are lost
 // when the browser stops an idle worker; pages are then reached with client.postMessage.
@@ -85,16 +106,27 @@ async function showChatLine(line, windows) {
     tag,
     renotify: count > seen.count && count > 1,
     data: { count, id: Math.max(line.id, seen.id) },
+    actions: [{ action: 'mute', title: 'Mute 1 hour' }],
   });
 }
 
-// Focus an open window of the site, or open one.
+// "Mute 1 hour" asks the server to skip this member's chat lines for an hour (the worker
+// cannot drop them itself: every push must end in a notification). A click elsewhere
+// focuses an open window of the site, or opens one.
 async function handleNotificationClick(event) {
   event.notification.close();
+  if (event.action === 'mute') return mute();
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
   const open = windows.find((client) => 'focus' in client);
   if (open) return open.focus();
   return self.clients.openWindow('/');
+}
+
+async function mute() {
+  const member = await loadMember();
+  if (!member) return;
+  const response = await postJson('/api/mute', { endpoint: member.endpoint, auth: member.auth });
+  if (!response.ok) throw new Error(`the server answered ${response.status}`);
 }
 
 // A page hands over one end of a MessageChannel, through which pushes are relayed, and
@@ -165,8 +197,47 @@ function memberStore(mode, use) {
 const saveMember = (member) => memberStore('readwrite', (store) => store.put(member, 'self'));
 const loadMember = () => memberStore('readonly', (store) => store.get('self'));
 
-self.addEventListener('install', () => self.skipWaiting());
-self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
+// Fetches this version's shell in one go (past the HTTP cache, so page and wasm are of one
+// build), then takes over from an older worker without waiting for its pages to close.
+async function handleInstall() {
+  const cache = await caches.open(SHELL_CACHE);
+  await cache.addAll(SHELL.map((path) => new Request(path, { cache: 'reload' })));
+  await self.skipWaiting();
+}
+
+// Deletes the shells of older versions, then controls the open pages.
+async function handleActivate() {
+  const names = await caches.keys();
+  const old = names.filter((name) => name.startsWith(SHELL_CACHE_PREFIX) && name !== SHELL_CACHE);
+  await Promise.all(old.map((name) => caches.delete(name)));
+  await self.clients.claim();
+}
+
+// Page loads and shell files: the network first; the cached shell when the server cannot
+// be reached (every page of the site is the one chat page). The API is never cached.
+async function handleFetch(request) {
+  try {
+    return await fetch(request);
+  } catch (unreachable) {
+    const cache = await caches.open(SHELL_CACHE);
+    const cached = await cache.match(request.mode === 'navigate' ? '/' : request, { ignoreSearch: true });
+    if (cached) return cached;
+    throw unreachable;
+  }
+}
+
+function isShell(request) {
+  if (request.method !== 'GET') return false;
+  if (request.mode === 'navigate') return true;
+  const url = new URL(request.url);
+  return url.origin === self.location.origin && SHELL.includes(url.pathname);
+}
+
+self.addEventListener('install', (event) => event.waitUntil(handleInstall()));
+self.addEventListener('activate', (event) => event.waitUntil(handleActivate()));
+self.addEventListener('fetch', (event) => {
+  if (isShell(event.request)) event.respondWith(handleFetch(event.request));
+});
 self.addEventListener('push', (event) => event.waitUntil(handlePush(event)));
 self.addEventListener('notificationclick', (event) => event.waitUntil(handleNotificationClick(event)));
 self.addEventListener('message', handleMessage);

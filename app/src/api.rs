@@ -15,6 +15,11 @@ pub async fn vapid_public_key() -> Result<VapidPublicKey, String> {
     call("GET", "/api/vapid-public-key", None).await
 }
 
+/// The room, for a browser that can only read it.
+pub async fn room() -> Result<RoomState, String> {
+    call("GET", "/api/room", None).await
+}
+
 pub async fn subscribe(request: &SubscribeRequest) -> Result<RoomState, String> {
     post("/api/subscribe", request).await
 }

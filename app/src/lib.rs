@@ -7,7 +7,9 @@ pub mod wire;
 
 mod api;
 mod browser;
+mod offline;
 mod page;
+mod unread;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};

@@ -1,13 +1,17 @@
 //! The chat page: a name field and a Subscribe button, the member list, the message list
 //! and, for members, a send box. The server renders it empty; in the browser it restores
 //! an earlier membership (`init`) and then changes only on pushes relayed by the service
-//! worker and on the answers to this page's own requests.
+//! worker and on the answers to this page's own requests. When the server cannot be
+//! reached, it says so and shows the last room this browser saw.
 
 use leptos::{prelude::*, task::spawn_local};
+use leptos_meta::Title;
 
 use crate::{
     api, browser,
     names::clean_name,
+    offline,
+    unread::Unread,
     wire::{
         chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
         SubscribeRequest, PUSH_PAYLOAD_LIMIT,
@@ -23,6 +27,8 @@ enum Membership {
     Visitor,
     /// A Subscribe or Unsubscribe press is being carried out.
     Busy,
+    /// This browser cannot receive pushes: it shows the room but cannot join.
+    Reader,
     Member(Member),
 }
 
@@ -41,6 +47,8 @@ struct Room {
     lines: RwSignal<Vec<ChatLine>>,
     /// The operator's latest notice; not part of the history.
     notice: RwSignal<Option<String>>,
+    /// Lines pushed while the page was hidden.
+    unread: Unread,
 }
 
 impl Room {
@@ -49,16 +57,30 @@ impl Room {
             members: RwSignal::new(Vec::new()),
             lines: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
+            unread: Unread::new(),
         }
     }
 
     fn replace(&self, state: RoomState) {
         self.members.set(state.members);
         self.lines.set(state.history);
+        self.keep();
     }
 
+    /// Empties the room and forgets it: whoever leaves takes no history along.
     fn clear(&self) {
-        self.replace(RoomState::default());
+        self.members.set(Vec::new());
+        self.lines.set(Vec::new());
+        offline::save_room(None);
+    }
+
+    /// Keeps the room as this browser last saw it, for when the server cannot be reached.
+    fn keep(&self) {
+        offline::save_room(Some(&RoomState {
+            you: None,
+            members: self.members.get_untracked(),
+            history: self.lines.get_untracked(),
+        }));
     }
 
     fn apply(&self, message: PushMessage) {
@@ -72,19 +94,33 @@ impl Room {
             PushMessage::Unsubscribe { name } => self
                 .members
                 .update(|members| members.retain(|member| *member != name)),
-            PushMessage::ChatMsg(line) => self.add_line(line),
+            PushMessage::ChatMsg(line) => {
+                if self.add_line(line) {
+                    self.unread.line_arrived();
+                }
+            }
             PushMessage::Notice { text } => self.notice.set(Some(text)),
         }
+        self.keep();
     }
 
     /// Adds a line once, in id order: a line can arrive both as a push and as the answer
-    /// to this page's own send.
-    fn add_line(&self, line: ChatLine) {
-        self.lines.update(|lines| {
-            if let Err(at) = lines.binary_search_by_key(&line.id, |l| l.id) {
+    /// to this page's own send. Returns whether the line was new.
+    fn add_line(&self, line: ChatLine) -> bool {
+        let added = self
+            .lines
+            .try_maybe_update(|lines| {
+                let Err(at) = lines.binary_search_by_key(&line.id, |l| l.id) else {
+                    return (false, false);
+                };
                 lines.insert(at, line);
-            }
-        });
+                (true, true)
+            })
+            .unwrap_or(false);
+        if added {
+            self.keep();
+        }
+        added
     }
 }
 
@@ -95,19 +131,42 @@ pub fn ChatPage() -> impl IntoView {
     let room = Room::new();
     let name_input = RwSignal::new(String::new());
     let draft = RwSignal::new(String::new());
+    let unreachable = RwSignal::new(false);
+    let page = Page {
+        membership,
+        room,
+        name_input,
+        problem,
+        unreachable,
+    };
 
-    // Runs in the browser only, once hydrated.
-    Effect::new(move |_| spawn_local(restore(membership, room, name_input, problem)));
+    // Effects run in the browser only, once hydrated.
+    Effect::new(move |_| {
+        room.unread.clear_when_shown();
+        offline::watch_connectivity(move |online| {
+            if !online {
+                unreachable.set(true);
+            } else if unreachable.get_untracked() {
+                spawn_local(restore(page));
+            }
+        });
+        spawn_local(restore(page));
+    });
+    Effect::new(move |_| room.unread.show_on_badge());
 
     let on_subscribe = move |_| {
         let current = membership.get_untracked();
         problem.set(None);
+        if unreachable.get_untracked() {
+            problem.set(Some(OFFLINE_PRESS.into()));
+            return;
+        }
         match current {
             Membership::Visitor => {
                 spawn_local(join(name_input.get_untracked(), membership, room, problem))
             }
             Membership::Member(member) => spawn_local(leave(member, membership, room, problem)),
-            Membership::Restoring | Membership::Busy => {}
+            Membership::Restoring | Membership::Busy | Membership::Reader => {}
         }
     };
 
@@ -144,6 +203,7 @@ pub fn ChatPage() -> impl IntoView {
 
     let is_member = move || matches!(membership.get(), Membership::Member(_));
     let busy = move || matches!(membership.get(), Membership::Restoring | Membership::Busy);
+    let reader = move || membership.get() == Membership::Reader;
     let button_label = move || {
         if is_member() {
             "Unsubscribe"
@@ -157,22 +217,42 @@ pub fn ChatPage() -> impl IntoView {
             member.name
         ),
         Membership::Busy => "One moment…".to_owned(),
+        Membership::Reader => "This browser cannot receive push messages (it lacks service \
+            workers or the Push API), so it can read the chat but not join it. Reload the page \
+            for new messages, or open the chat in a browser that supports them."
+            .to_owned(),
         Membership::Restoring | Membership::Visitor => String::new(),
     };
     let empty_history = move || {
         if is_member() {
             "No messages yet. Say hello!"
+        } else if reader() {
+            "No messages yet."
         } else {
             "Type a name and press Subscribe to read and send messages."
         }
     };
+    let empty_members = move || {
+        if reader() {
+            "Nobody has joined yet."
+        } else {
+            "Subscribe to see who is here."
+        }
+    };
 
     view! {
+        <Title text=move || room.unread.title() />
         <main class="chat">
             <header>
                 <h1>"pushchat"</h1>
                 <p class="tagline">"A group chat that reaches you even when this tab is closed."</p>
             </header>
+            <Show when=move || unreachable.get()>
+                <p id="offline" class="offline" role="status">
+                    "You are offline: the chat server cannot be reached. These are the last \
+                    messages this browser saw; the chat goes on when the connection is back."
+                </p>
+            </Show>
             <section class="join" aria-label="Membership">
                 <label for="name">"Your name"</label>
                 <input
@@ -182,9 +262,14 @@ pub fn ChatPage() -> impl IntoView {
                     maxlength="64"
                     prop:value=move || name_input.get()
                     on:input=move |ev| name_input.set(event_target_value(&ev))
-                    disabled=move || is_member() || busy()
+                    disabled=move || is_member() || busy() || reader()
                 />
-                <button id="subscribe" type="button" on:click=on_subscribe disabled=busy>
+                <button
+                    id="subscribe"
+                    type="button"
+                    on:click=on_subscribe
+                    disabled=move || busy() || reader()
+                >
                     {button_label}
                 </button>
             </section>
@@ -207,7 +292,7 @@ pub fn ChatPage() -> impl IntoView {
                         />
                     </ul>
                     <Show when=move || room.members.with(Vec::is_empty)>
-                        <p class="empty">"Subscribe to see who is here."</p>
+                        <p class="empty">{empty_members}</p>
                     </Show>
                 </section>
                 <section class="messages" aria-labelledby="messages-title">
@@ -248,18 +333,55 @@ pub fn ChatPage() -> impl IntoView {
     }
 }
 
-/// On load: a browser that already holds a subscription is a member; ask the server for
-/// the room (`init`), which pushes nothing to the others.
-async fn restore(
+/// What a press of Subscribe says while the server cannot be reached.
+const OFFLINE_PRESS: &str = "You are offline. Press Subscribe again when the connection is back.";
+
+/// The page's state that its background tasks change.
+#[derive(Clone, Copy)]
+struct Page {
     membership: RwSignal<Membership>,
     room: Room,
     name_input: RwSignal<String>,
     problem: RwSignal<Option<String>>,
-) {
+    /// The server could not be reached: the page shows the room it kept.
+    unreachable: RwSignal<bool>,
+}
+
+/// On load, and when the device is back online: a browser that already holds a
+/// subscription is a member; ask the server for the room (`init`), which pushes nothing
+/// to the others. Without the server, show the room this browser saw last.
+async fn restore(page: Page) {
+    let Page {
+        membership,
+        room,
+        name_input,
+        problem,
+        unreachable,
+    } = page;
     if !browser::push_supported() {
-        problem.set(Some(
-            "This browser cannot receive push messages, so it cannot join.".into(),
-        ));
+        membership.set(Membership::Reader);
+        match api::room().await {
+            Ok(state) => room.replace(state),
+            Err(error) => problem.set(Some(error)),
+        }
+        return;
+    }
+    if !offline::server_reachable().await {
+        unreachable.set(true);
+        if let Some(name) = browser::saved_name() {
+            name_input.set(name);
+        }
+        if let Some(saved) = offline::saved_room() {
+            room.replace(saved);
+        }
+        membership.set(Membership::Visitor);
+        return;
+    }
+    unreachable.set(false);
+    // The worker also keeps the app shell for offline use, so every visit registers it;
+    // this asks the person nothing.
+    if let Err(error) = browser::register_worker().await {
+        problem.set(Some(error));
         membership.set(Membership::Visitor);
         return;
     }

@@ -87,6 +87,17 @@ pub struct ResubscribeRequest {
     pub subscription: PushSubscription,
 }
 
+/// `POST /api/mute`: the member's "Mute 1 hour" (a notification's action button).
+pub type MuteRequest = MemberCredentials;
+
+/// The answer to `POST /api/mute`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Muted {
+    /// Until when the member gets no chat lines, in milliseconds since the Unix epoch.
+    #[serde(rename = "mutedUntil")]
+    pub muted_until: u64,
+}
+
 /// One line of the chat, as stored and as pushed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatLine {

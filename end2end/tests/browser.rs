@@ -13,7 +13,7 @@ use std::{
     process::Stdio,
 };
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use localpush::{
     harness::{eventually, PushchatProcess, DEADLINE},
@@ -27,6 +27,7 @@ use tokio::{
 };
 
 const FIREFOX: &str = "/usr/lib/firefox-esr/firefox-esr";
+const CHROMIUM: &str = "/usr/bin/chromium";
 const SUBJECT: &str = "mailto:browser-tests@pushchat.example.org";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -43,10 +44,21 @@ struct Stack {
     push: LocalPush,
     server: PushchatProcess,
     _data_dir: tempfile::TempDir,
+    /// The site the server serves (`target/site` in the workspace, or a copy).
+    site: PathBuf,
 }
 
 impl Stack {
     async fn start() -> Stack {
+        Self::serving(SiteCopy::No).await
+    }
+
+    /// A server whose site is a copy the test may change (a new service worker, say).
+    async fn start_on_a_copy_of_the_site() -> Stack {
+        Self::serving(SiteCopy::Yes).await
+    }
+
+    async fn serving(copy: SiteCopy) -> Stack {
         let root = workspace();
         let binary = root.join("target/release/pushchat");
         assert!(
@@ -57,26 +69,67 @@ impl Stack {
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let server = PushchatProcess::start(&binary, &root, data_dir.path(), SUBJECT, &[]).await;
+        // The server reads the site from `target/site` under its working directory.
+        let workdir = match copy {
+            SiteCopy::No => root.clone(),
+            SiteCopy::Yes => {
+                let workdir = data_dir.path().to_owned();
+                copy_dir(&root.join("target/site"), &workdir.join("target/site"));
+                workdir
+            }
+        };
+        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), SUBJECT, &[]).await;
         Stack {
             push,
             server,
             _data_dir: data_dir,
+            site: workdir.join("target/site"),
         }
     }
 
     /// A browser whose person allows notifications when asked.
-    async fn firefox(&self) -> Firefox {
-        self.firefox_that(Permission::Allow).await
+    async fn firefox(&self) -> Browser {
+        self.firefox_with(Setup::default()).await
     }
 
-    async fn firefox_that(&self, answer: Permission) -> Firefox {
+    async fn firefox_with(&self, setup: Setup) -> Browser {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Firefox::launch(&format!("{push_url}/"), &self.server.url, answer).await
+        Browser::firefox(&format!("{push_url}/"), &self.server.url, setup).await
+    }
+
+    /// Waits until a line of the server's `/metrics` reads exactly `series`.
+    async fn wait_for_metric(&self, series: &str) {
+        eventually(&format!("the metric {series}"), || async {
+            let metrics = reqwest::get(format!("{}/metrics", self.server.url))
+                .await
+                .ok()?;
+            let text = metrics.text().await.ok()?;
+            text.lines().any(|line| line == series).then_some(())
+        })
+        .await;
     }
 
     fn pushes(&self) -> LocalPushClient {
         self.push.client()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SiteCopy {
+    No,
+    Yes,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }
 
@@ -87,8 +140,32 @@ enum Permission {
     Block = 2,
 }
 
-/// One headless Firefox with its own geckodriver and profile.
-struct Firefox {
+/// How a test's Firefox is set up.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// What the person answers when the page asks to show notifications.
+    permission: Permission,
+    /// Whether the test may run privileged (chrome) scripts, to act as Firefox itself
+    /// where no WebDriver command reaches (clicking a system notification).
+    system_access: bool,
+    /// Whether the browser has service workers and the Push API at all.
+    push: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            permission: Permission::Allow,
+            system_access: false,
+            push: true,
+        }
+    }
+}
+
+/// One headless browser with its own WebDriver server and a fresh profile: Firefox
+/// (through geckodriver) for everything push, Chromium (through chromedriver) where only
+/// its DevTools can tell.
+struct Browser {
     client: Client,
     _driver: ProcessGroup,
     chat_url: String,
@@ -107,32 +184,13 @@ impl Drop for ProcessGroup {
     }
 }
 
-impl Firefox {
-    async fn launch(push_server_url: &str, chat_url: &str, answer: Permission) -> Firefox {
+impl Browser {
+    async fn firefox(push_server_url: &str, chat_url: &str, setup: Setup) -> Browser {
         // geckodriver prints the port it chose only at log level info.
-        let mut driver = ProcessGroup(
-            Command::new("geckodriver")
-                .args(["--port", "0", "--log", "info"])
-                .process_group(0)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("geckodriver is installed (cargo install geckodriver --locked)"),
-        );
-        let mut output = BufReader::new(driver.0.stdout.take().expect("piped")).lines();
-        let port = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = output.next_line().await.expect("geckodriver output") {
-                if let Some((_, port)) = line.split_once("Listening on 127.0.0.1:") {
-                    return port.trim().to_owned();
-                }
-            }
-            panic!("geckodriver exited before listening");
-        })
-        .await
-        .expect("geckodriver listens within the deadline");
-        // Firefox writes to geckodriver's stdout; keep the pipe drained so it never blocks.
-        tokio::spawn(async move { while let Ok(Some(_)) = output.next_line().await {} });
-
+        let mut geckodriver = Command::new("geckodriver");
+        geckodriver
+            .args(["--port", "0", "--log", "info"])
+            .args(setup.system_access.then_some("--allow-system-access"));
         let capabilities = json!({
             "moz:firefoxOptions": {
                 "binary": FIREFOX,
@@ -144,20 +202,92 @@ impl Firefox {
                     "dom.push.connection.enabled": true,
                     "dom.push.retryBaseInterval": 500,
                     // The person's answer to the permission prompt: 1 allow, 2 block.
-                    "permissions.default.desktop-notification": answer as u8,
+                    "permissions.default.desktop-notification": setup.permission as u8,
+                    "dom.serviceWorkers.enabled": setup.push,
+                    "dom.push.enabled": setup.push,
                     "alerts.useSystemBackend": false,
+                    // Lets a test's script open a tab, as a person's click would.
+                    "dom.disable_open_during_load": false,
                 },
             }
         });
+        Self::launch(
+            geckodriver,
+            "Listening on 127.0.0.1:",
+            capabilities,
+            chat_url,
+        )
+        .await
+    }
+
+    /// Headless Chromium, which has no push service here: for what only its DevTools
+    /// tell, such as whether the site is installable.
+    async fn chromium(chat_url: &str, profile: &Path) -> Browser {
+        let mut chromedriver = Command::new("chromedriver");
+        chromedriver.arg("--port=0");
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new",
+                    // Its sandbox needs user namespaces, which containers and root lack.
+                    "--no-sandbox",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }
+        });
+        Self::launch(
+            chromedriver,
+            "was started successfully on port ",
+            capabilities,
+            chat_url,
+        )
+        .await
+    }
+
+    /// Starts a WebDriver server that picks its own port and prints it after `marker`,
+    /// and opens a session with `capabilities`.
+    async fn launch(
+        mut driver: Command,
+        marker: &str,
+        capabilities: Value,
+        chat_url: &str,
+    ) -> Browser {
+        let name = driver.as_std().get_program().to_string_lossy().into_owned();
+        let mut driver = ProcessGroup(
+            driver
+                .process_group(0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| {
+                    panic!("{name} cannot start ({error}): bash .ci/test installs it")
+                }),
+        );
+        let mut output = BufReader::new(driver.0.stdout.take().expect("piped")).lines();
+        let port = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = output.next_line().await.expect("driver output") {
+                if let Some((_, port)) = line.split_once(marker) {
+                    return port.trim().trim_end_matches('.').to_owned();
+                }
+            }
+            panic!("{name} exited before listening");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name} listens within the deadline"));
+        // The browser writes to its driver's stdout; keep the pipe drained so it never
+        // blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = output.next_line().await {} });
+
         let Value::Object(capabilities) = capabilities else {
-            unreachable!()
+            unreachable!("capabilities are an object")
         };
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
-            .expect("Firefox starts under geckodriver");
-        Firefox {
+            .unwrap_or_else(|error| panic!("the browser starts under {name}: {error}"));
+        Browser {
             client,
             _driver: driver,
             chat_url: chat_url.to_owned(),
@@ -186,6 +316,11 @@ impl Firefox {
 
     /// Types a name and presses Subscribe, as a person would.
     async fn join(&self, name: &str) {
+        self.type_name_and_press_subscribe(name).await;
+        self.wait_for_label("Unsubscribe").await;
+    }
+
+    async fn type_name_and_press_subscribe(&self, name: &str) {
         self.client
             .find(Locator::Css("#name"))
             .await
@@ -193,6 +328,11 @@ impl Firefox {
             .send_keys(name)
             .await
             .unwrap();
+        self.press_subscribe().await;
+    }
+
+    /// Presses the Subscribe (or Unsubscribe) button.
+    async fn press_subscribe(&self) {
         self.client
             .find(Locator::Css("#subscribe"))
             .await
@@ -200,18 +340,20 @@ impl Firefox {
             .click()
             .await
             .unwrap();
-        self.wait_for_label("Unsubscribe").await;
     }
 
     async fn leave(&self) {
-        self.client
-            .find(Locator::Css("#subscribe"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        self.press_subscribe().await;
         self.wait_for_label("Subscribe").await;
+    }
+
+    /// Waits until the page reports a problem; returns it.
+    async fn problem(&self) -> String {
+        eventually("the page to report a problem", || async {
+            let problem = self.text_of("#problem").await;
+            (!problem.is_empty()).then_some(problem)
+        })
+        .await
     }
 
     async fn wait_for_label(&self, label: &str) {
@@ -254,6 +396,12 @@ impl Firefox {
             .text()
             .await
             .unwrap()
+    }
+
+    /// The text of the element `selector` selects, if there is one.
+    async fn text_of_any(&self, selector: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(selector)).await.ok()?;
+        element.text().await.ok()
     }
 
     /// The member list, as text.
@@ -303,6 +451,90 @@ impl Firefox {
         serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
     }
 
+    /// Opens a blank tab in front of the current one, which the browser then hides
+    /// (`document.visibilityState` "hidden"); WebDriver keeps talking to the hidden tab.
+    async fn hide_behind_a_new_tab(&self) {
+        self.client
+            .execute("window.cover = window.open('about:blank')", vec![])
+            .await
+            .unwrap();
+        self.wait_for_visibility("hidden").await;
+    }
+
+    /// Closes the tab `hide_behind_a_new_tab` opened: the browser shows this one again.
+    async fn close_the_new_tab(&self) {
+        self.client
+            .execute("window.cover.close()", vec![])
+            .await
+            .unwrap();
+        self.wait_for_visibility("visible").await;
+    }
+
+    async fn wait_for_visibility(&self, state: &str) {
+        eventually(&format!("the page to be {state}"), || async {
+            let now = self.script_value("return document.visibilityState").await;
+            (now == state).then_some(())
+        })
+        .await;
+    }
+
+    async fn title(&self) -> String {
+        self.script_value("return document.title").await
+    }
+
+    async fn script_value(&self, script: &str) -> String {
+        let value = self.client.execute(script, vec![]).await.unwrap();
+        serde_json::from_value(value).unwrap()
+    }
+
+    /// Runs `script` in Firefox's privileged (chrome) context, then returns to the page.
+    async fn run_as_firefox(&self, script: &str) -> Value {
+        self.set_context("chrome").await;
+        let value = self.client.execute(script, vec![]).await;
+        self.set_context("content").await;
+        value.unwrap()
+    }
+
+    async fn set_context(&self, context: &str) {
+        let command = SessionCommand::post("moz/context", json!({ "context": context }));
+        self.client.issue_cmd(command).await.unwrap();
+    }
+
+    /// Takes the place of Firefox's notification backend (the desktop's notification
+    /// service in a real session): from now on it keeps every notification the browser
+    /// shows, and the browser's own callbacks for it, so a test can click one.
+    async fn catch_notifications(&self) {
+        self.run_as_firefox(CATCH_NOTIFICATIONS).await;
+    }
+
+    /// Clicks the button `action` of the caught notification titled `title`, as the
+    /// notification backend reports a person's click: Firefox dispatches a
+    /// `notificationclick` event with that action to the site's service worker. False
+    /// while no such notification has been shown.
+    async fn click_notification_button(&self, title: &str, action: &str) -> bool {
+        let script = format!(
+            "const title = {}, action = {};
+            const caught = window.pushchatNotifications.find(c => c.alert.title === title);
+            const button = caught && caught.alert.actions.find(a => a.action === action);
+            if (!button) return false;
+            caught.listener.observe(button, 'alertclickcallback', caught.alert.cookie);
+            return true;",
+            json!(title),
+            json!(action)
+        );
+        self.run_as_firefox(&script).await == Value::Bool(true)
+    }
+
+    /// The names of the site's shell caches, once a worker controls the page.
+    async fn shell_caches(&self) -> Vec<String> {
+        let script = "const done = arguments[arguments.length - 1];
+            if (!navigator.serviceWorker.controller) return done([]);
+            caches.keys()
+                .then(names => done(names.filter(name => name.startsWith('pushchat-shell-'))))
+                .catch(error => done([String(error)]));";
+        serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
+    }
+
     /// This browser's push endpoint for the site, if it has a subscription.
     async fn endpoint(&self) -> Option<String> {
         let script = "const done = arguments[arguments.length - 1];
@@ -311,6 +543,69 @@ impl Firefox {
                 .then(subscription => done(subscription ? subscription.endpoint : null))
                 .catch(() => done(null));";
         serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
+    }
+}
+
+/// Registers, in Firefox's chrome context, an alerts service that keeps each alert and
+/// its listener instead of handing them to the desktop, and tells the listener the alert
+/// is shown (Firefox then keeps it in `getNotifications()`) or closed.
+const CATCH_NOTIFICATIONS: &str = r#"
+    const caught = [];
+    const service = {
+      QueryInterface: ChromeUtils.generateQI(['nsIAlertsService', 'nsIFactory']),
+      createInstance(iid) { return this.QueryInterface(iid); },
+      showAlert(alert, listener) {
+        caught.push({ alert, listener });
+        if (listener) listener.observe(null, 'alertshow', alert.cookie);
+      },
+      showAlertNotification() {},
+      closeAlert(name) {
+        const at = caught.findIndex(c => c.alert.name === name);
+        if (at < 0) return;
+        const [closed] = caught.splice(at, 1);
+        if (closed.listener) closed.listener.observe(null, 'alertfinished', closed.alert.cookie);
+      },
+      teardown() {},
+      pbmTeardown() {},
+    };
+    Components.manager.QueryInterface(Ci.nsIComponentRegistrar).registerFactory(
+      Services.uuid.generateUUID(), 'caught alerts', '@mozilla.org/alerts-service;1', service);
+    window.pushchatNotifications = caught;
+"#;
+
+/// A WebDriver command fantoccini has no method for: `method` on the session's `path`.
+#[derive(Debug)]
+struct SessionCommand {
+    method: http::Method,
+    path: &'static str,
+    body: Value,
+}
+
+impl SessionCommand {
+    fn post(path: &'static str, body: Value) -> Self {
+        SessionCommand {
+            method: http::Method::POST,
+            path,
+            body,
+        }
+    }
+}
+
+impl WebDriverCompatibleCommand for SessionCommand {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/{}",
+            session.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (self.method.clone(), Some(self.body.to_string()))
     }
 }
 
@@ -339,8 +634,8 @@ async fn acked(pushes: &LocalPushClient, channel: &str, count: usize) -> Vec<Rec
 /// and Bob's browser acked both joins.
 struct Room {
     stack: Stack,
-    alice: Firefox,
-    bob: Firefox,
+    alice: Browser,
+    bob: Browser,
     /// The local push service's id of Bob's subscription.
     bob_channel: String,
 }
@@ -348,7 +643,12 @@ struct Room {
 impl Room {
     async fn open(alice_name: &str) -> Room {
         let stack = Stack::start().await;
-        let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox());
+        // Bob's browser lets tests act as its notification backend.
+        let privileged = Setup {
+            system_access: true,
+            ..Setup::default()
+        };
+        let (alice, bob) = tokio::join!(stack.firefox(), stack.firefox_with(privileged));
         bob.open_chat().await;
         bob.join("Bob").await;
         let bob_channel = channel_of(&bob.endpoint().await.expect("Bob is subscribed"));
@@ -365,7 +665,7 @@ impl Room {
     }
 }
 
-async fn eventually_members(browser: &Firefox, expected: &[&str]) {
+async fn eventually_members(browser: &Browser, expected: &[&str]) {
     eventually(&format!("the member list to read {expected:?}"), || async {
         (browser.members().await == expected).then_some(())
     })
@@ -484,30 +784,17 @@ async fn test_reload_restores_the_membership_and_unsubscribe_removes_it() {
 async fn test_a_blocked_permission_is_explained_and_subscribes_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let stack = Stack::start().await;
-    let browser = stack.firefox_that(Permission::Block).await;
+    let browser = stack
+        .firefox_with(Setup {
+            permission: Permission::Block,
+            ..Setup::default()
+        })
+        .await;
     browser.open_chat().await;
-    browser
-        .client
-        .find(Locator::Css("#name"))
-        .await
-        .unwrap()
-        .send_keys("Dee")
-        .await
-        .unwrap();
-    browser
-        .client
-        .find(Locator::Css("#subscribe"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.type_name_and_press_subscribe("Dee").await;
 
-    let problem = eventually("the page to explain the blocked permission", || async {
-        let problem = browser.text_of("#problem").await;
-        (!problem.is_empty()).then_some(problem)
-    })
-    .await;
+    // The page explains the blocked permission.
+    let problem = browser.problem().await;
     assert!(
         problem.contains("blocked") && problem.contains("site settings"),
         "{problem}"
@@ -534,20 +821,9 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
     // subscribes again and moves Bob to the new subscription.
     pushes.reset_browsers().await.unwrap();
     // Both browsers lost their subscriptions; the server counts both moves.
-    let moves = r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"} 2"#;
-    eventually("both workers to move their member", || async {
-        let metrics = reqwest::get(format!("{}/metrics", stack.server.url))
-            .await
-            .ok()?;
-        metrics
-            .text()
-            .await
-            .ok()?
-            .lines()
-            .any(|line| line == moves)
-            .then_some(())
-    })
-    .await;
+    stack
+        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"} 2"#)
+        .await;
     let new_endpoint = bob.endpoint().await.unwrap();
     assert_ne!(new_endpoint, old_endpoint);
 
@@ -572,4 +848,246 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
         .unwrap()
         .status();
     assert_eq!(status, reqwest::StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn test_lines_pushed_while_the_page_is_hidden_are_counted_in_its_title() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room { alice, bob, .. } = &Room::open("Alice").await;
+    assert_eq!(bob.title().await, "pushchat");
+
+    // Bob looks at another tab: his chat page is hidden but still open.
+    bob.hide_behind_a_new_tab().await;
+    alice.say("one").await;
+    alice.say("two").await;
+    bob.wait_for_lines(&[("Alice", "one"), ("Alice", "two")])
+        .await;
+    eventually("the hidden page's title to count two lines", || async {
+        (bob.title().await == "(2) pushchat").then_some(())
+    })
+    .await;
+    // Alice saw her own lines: her visible page counts nothing.
+    assert_eq!(alice.title().await, "pushchat");
+
+    // Bob comes back: the count is cleared.
+    bob.close_the_new_tab().await;
+    eventually("the shown page's title to drop the count", || async {
+        (bob.title().await == "pushchat").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn test_mute_by_dispatching_a_synthetic_notificationclick_stops_chat_lines_to_that_member() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open("Alice").await;
+    let pushes = stack.pushes();
+    bob.catch_notifications().await;
+    // Bob looks at another tab, so his worker shows chat lines as notifications.
+    bob.hide_behind_a_new_tab().await;
+
+    alice.say("lunch?").await;
+    acked(&pushes, bob_channel, 3).await;
+    // No browser lets a test click a system notification: the test reports the click on
+    // "Mute 1 hour" the way the desktop's notification service would.
+    eventually("Bob's notification of the line, to click Mute", || async {
+        bob.click_notification_button("Alice", "mute")
+            .await
+            .then_some(())
+    })
+    .await;
+    stack
+        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/mute",status="200"} 1"#)
+        .await;
+    eventually("the clicked notification to close", || async {
+        let shown = bob.notifications().await;
+        (!shown.iter().any(|(title, _)| title == "Alice")).then_some(())
+    })
+    .await;
+
+    // The next line reaches Alice, not Bob: the server no longer pushes lines to him.
+    alice.say("anyone?").await;
+    alice
+        .wait_for_lines(&[("Alice", "lunch?"), ("Alice", "anyone?")])
+        .await;
+    stack.wait_for_metric("pushchat_fan_outs_total 4").await;
+    let got = pushes.received(bob_channel).await.unwrap();
+    assert_eq!(got.len(), 3, "Bob was pushed a line after muting: {got:?}");
+}
+
+#[tokio::test]
+async fn test_without_the_server_a_reload_shows_the_offline_banner_and_the_last_history() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack, alice, bob, ..
+    } = Room::open("Alice").await;
+    alice.say("see you offline").await;
+    bob.wait_for_lines(&[("Alice", "see you offline")]).await;
+    assert!(bob.text_of_any("#offline").await.is_none());
+
+    // The server goes away; Bob's browser still has its network.
+    stack.server.kill().await;
+    // The page's own reload, as a person's: WebDriver's Refresh would reload past the
+    // service worker, as a forced reload does.
+    bob.client
+        .execute("location.reload()", vec![])
+        .await
+        .unwrap();
+
+    // The page comes from the worker's cache, says why it shows what it shows, and shows
+    // the last room Bob saw.
+    let banner = eventually("the offline banner", || bob.text_of_any("#offline")).await;
+    assert!(banner.contains("offline"), "{banner}");
+    bob.wait_for_lines(&[("Alice", "see you offline")]).await;
+    assert_eq!(bob.members().await, ["Alice", "Bob"]);
+    // It hydrated: its controls answer.
+    eventually("the page to hydrate", || async {
+        bob.is_idle().await.then_some(())
+    })
+    .await;
+    bob.press_subscribe().await;
+    let problem = bob.problem().await;
+    assert!(problem.contains("offline"), "{problem}");
+}
+
+#[tokio::test]
+async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_still_hydrates() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start_on_a_copy_of_the_site().await;
+    let browser = stack.firefox().await;
+    browser.open_chat().await;
+    // Every visit registers the worker, which caches this version's shell.
+    eventually("the first version's shell", || async {
+        (browser.shell_caches().await == ["pushchat-shell-v1"]).then_some(())
+    })
+    .await;
+
+    // A new version of the worker is deployed.
+    let worker = stack.site.join("sw.js");
+    let text = std::fs::read_to_string(&worker).unwrap();
+    let next = text.replacen("const VERSION = 'v1';", "const VERSION = 'v2';", 1);
+    assert_ne!(
+        next, text,
+        "sw.js names its version in `const VERSION = 'v1';`"
+    );
+    std::fs::write(&worker, next).unwrap();
+
+    // A page load finds it; it installs its own shell, takes over and deletes the old one.
+    browser
+        .client
+        .execute("location.reload()", vec![])
+        .await
+        .unwrap();
+    eventually("the new version to take over", || async {
+        (browser.shell_caches().await == ["pushchat-shell-v2"]).then_some(())
+    })
+    .await;
+    browser.open_chat().await;
+    browser.join("Dee").await;
+    // Its shell is whole: without the server, the page it serves still hydrates.
+    stack.server.kill().await;
+    browser
+        .client
+        .execute("location.reload()", vec![])
+        .await
+        .unwrap();
+    eventually("the offline banner", || browser.text_of_any("#offline")).await;
+    eventually("the page to hydrate", || async {
+        browser.is_idle().await.then_some(())
+    })
+    .await;
+    assert_eq!(browser.members().await, ["Dee"]);
+}
+
+#[tokio::test]
+async fn test_chromium_finds_the_site_installable_with_a_controlling_worker_and_loading_icons() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = Browser::chromium(&stack.server.url, profile.path()).await;
+    browser.open_chat().await;
+    // The first visit registers the worker; from the next page load on, it controls it.
+    eventually("the worker to control the page", || async {
+        browser.client.refresh().await.ok()?;
+        let controlled = browser
+            .client
+            .execute("return navigator.serviceWorker.controller !== null", vec![])
+            .await
+            .ok()?;
+        (controlled == Value::Bool(true)).then_some(())
+    })
+    .await;
+
+    let answer = browser
+        .client
+        .issue_cmd(SessionCommand::post(
+            "goog/cdp/execute",
+            json!({ "cmd": "Page.getInstallabilityErrors", "params": {} }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["installabilityErrors"],
+        json!([]),
+        "Chromium would not install the site: {answer}"
+    );
+
+    // Every icon the manifest names loads, as a PNG of the size it claims.
+    let script = "const done = arguments[arguments.length - 1];
+        (async () => {
+          const manifest = await (await fetch('/manifest.webmanifest')).json();
+          return Promise.all(manifest.icons.map(async (icon) => {
+            const response = await fetch(icon.src);
+            const image = await createImageBitmap(await response.blob());
+            return [icon.src, response.status, response.headers.get('content-type'),
+                    icon.sizes, `${image.width}x${image.height}`];
+          }));
+        })().then(done, (error) => done(String(error)));";
+    let icons = browser.client.execute_async(script, vec![]).await.unwrap();
+    let icons: Vec<(String, u16, String, String, String)> = serde_json::from_value(icons.clone())
+        .unwrap_or_else(|_| panic!("the icons did not load: {icons}"));
+    assert_eq!(icons.len(), 3, "{icons:?}");
+    for (src, status, content_type, sizes, loaded) in icons {
+        assert_eq!(
+            (status, content_type.as_str(), loaded.as_str()),
+            (200, "image/png", sizes.as_str()),
+            "{src}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn test_a_browser_without_service_workers_or_push_reads_the_chat_and_says_why_it_cannot_join()
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room { stack, alice, .. } = &Room::open("Alice").await;
+    alice.say("hello <b>readers</b>").await;
+    let reader = stack
+        .firefox_with(Setup {
+            push: false,
+            ..Setup::default()
+        })
+        .await;
+    reader.client.goto(&reader.chat_url).await.unwrap();
+
+    reader
+        .wait_for_lines(&[("Alice", "hello <b>readers</b>")])
+        .await;
+    eventually_members(&reader, &["Alice", "Bob"]).await;
+    let status = reader.text_of("#status").await;
+    assert!(
+        status.contains("cannot receive push messages") && status.contains("read"),
+        "{status}"
+    );
+    // Nothing offers to join: the name field and Subscribe are off.
+    for control in ["#name", "#subscribe"] {
+        let element = reader.client.find(Locator::Css(control)).await.unwrap();
+        assert!(!element.is_enabled().await.unwrap(), "{control} is enabled");
+    }
+    assert_eq!(reader.canary().await, Value::Null);
 }

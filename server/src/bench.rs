@@ -395,6 +395,7 @@ fn seed(
             subscription,
             joined: 0,
             joined_from: None,
+            muted_until: None,
         })?;
         ids.push(virtual_member.id);
     }

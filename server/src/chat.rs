@@ -5,6 +5,10 @@
 //!
 //! A member is its push endpoint, proven by its `auth` secret (which push services never
 //! see). Names come from the store, never from the request of a member who speaks.
+//!
+//! A member may mute chat lines for an hour. Every push must end in a visible
+//! notification, so its service worker cannot drop them: the fan-out skips the member
+//! instead. Joins and leaves still reach it.
 
 use std::{
     net::IpAddr,
@@ -18,7 +22,8 @@ use app::{
     names::{clean_name, NameError},
     wire::{
         self, chat_payload_excess, ChatLine, ChatRequest, JoinRules, MemberCredentials,
-        PushMessage, ResubscribeRequest, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
+        MuteRequest, PushMessage, ResubscribeRequest, RoomState, SubscribeRequest,
+        PUSH_PAYLOAD_LIMIT,
     },
 };
 
@@ -30,6 +35,9 @@ use crate::{
     store::{ChatStore, Device, DeviceCode, StoreError},
     subscription::{self, SubscriptionError},
 };
+
+/// How long a mute lasts: the notification's button says "Mute 1 hour".
+pub const MUTE_FOR: Duration = Duration::from_secs(60 * 60);
 
 /// Why a request was refused. Every variant but `Store` is the client's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +221,7 @@ impl Chat {
             subscription,
             joined: now_millis(),
             joined_from: Some(from),
+            muted_until: None,
         };
         self.store.put_device(&device)?;
         self.store.flush().await?;
@@ -366,6 +375,21 @@ impl Chat {
         }
     }
 
+    /// A member mutes chat lines for [`MUTE_FOR`] from now (pressing again starts the hour
+    /// again). Returns until when, in milliseconds since the Unix epoch.
+    pub async fn mute(&self, request: MuteRequest) -> Result<u64, ChatError> {
+        let member = self.authenticate(&request)?;
+        let until = now_millis() + MUTE_FOR.as_millis() as u64;
+        if !self
+            .store
+            .set_muted_until(&member.subscription.endpoint, until)?
+        {
+            return Err(ChatError::UnknownMember);
+        }
+        self.store.flush().await?;
+        Ok(until)
+    }
+
     /// The chat lines whose fan-out had not finished when the server stopped (it crashed,
     /// say), each to go to today's members: at least once, never silently lost.
     pub fn unsent(&self) -> Result<Vec<Broadcast>, ChatError> {
@@ -413,6 +437,7 @@ impl Chat {
             subscription,
             joined: now_millis(),
             joined_from: Some(from),
+            muted_until: None,
         })
     }
 
@@ -485,10 +510,17 @@ impl Chat {
     }
 
     fn to_everyone(&self, message: PushMessage) -> Result<Broadcast, ChatError> {
+        self.to_everyone_at(message, now_millis())
+    }
+
+    /// Every member, but a chat line skips those who muted chat lines past `now`.
+    fn to_everyone_at(&self, message: PushMessage, now: u64) -> Result<Broadcast, ChatError> {
+        let chat_line = matches!(message, PushMessage::ChatMsg(_));
         let recipients = self
             .store
             .devices()?
             .into_iter()
+            .filter(|device| !(chat_line && device.muted_until.is_some_and(|until| until > now)))
             .map(|device| device.subscription)
             .collect();
         Ok(Broadcast {
@@ -765,6 +797,61 @@ mod tests {
         );
         assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
         assert_eq!(chat.room().unwrap().members, ["Bo"]);
+    }
+
+    #[tokio::test]
+    async fn test_a_muted_member_gets_no_chat_lines_for_an_hour_but_still_hears_of_joins() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
+        let before = now_millis();
+        let until = chat.mute(credentials(1)).await.unwrap();
+        assert!(until >= before + MUTE_FOR.as_millis() as u64);
+
+        let line = ChatRequest {
+            member: credentials(2),
+            msg: "anyone?".into(),
+        };
+        let (line, broadcast) = chat.chat(line).await.unwrap();
+        assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
+        let (_, join) = chat.subscribe(join_request("Cy", 3), HOME).await.unwrap();
+        assert_eq!(join.unwrap().recipients.len(), 3);
+        // A line sent again after a restart skips Ann too.
+        let resent = endpoints(&chat.unsent().unwrap()[0]);
+        assert_eq!(resent, [credentials(2).endpoint, credentials(3).endpoint]);
+
+        // The mute ends when the hour does.
+        let later = chat
+            .to_everyone_at(PushMessage::ChatMsg(line.clone()), until - 1)
+            .unwrap();
+        assert_eq!(later.recipients.len(), 2);
+        let after = chat
+            .to_everyone_at(PushMessage::ChatMsg(line), until)
+            .unwrap();
+        assert_eq!(after.recipients.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn test_only_the_secret_holder_can_mute() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        let forged = MemberCredentials {
+            endpoint: credentials(1).endpoint,
+            auth: auth(9),
+        };
+        assert!(matches!(
+            chat.mute(forged).await,
+            Err(ChatError::WrongSecret)
+        ));
+        assert!(matches!(
+            chat.mute(credentials(5)).await,
+            Err(ChatError::UnknownMember)
+        ));
+        let line = ChatRequest {
+            member: credentials(1),
+            msg: "still hearing".into(),
+        };
+        assert_eq!(endpoints(&chat.chat(line).await.unwrap().1).len(), 1);
     }
 
     #[tokio::test]

@@ -19,8 +19,8 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        ChatLine, ChatRequest, DeviceCode, JoinRules, MemberCredentials, ResubscribeRequest,
-        RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
+        ChatLine, ChatRequest, DeviceCode, JoinRules, MemberCredentials, MuteRequest, Muted,
+        ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
     },
     App,
 };
@@ -41,12 +41,14 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/vapid-public-key", get(vapid_public_key))
         .route("/join-rules", get(join_rules))
+        .route("/room", get(room))
         .route("/subscribe", post(subscribe))
         .route("/init", post(init))
         .route("/resubscribe", post(resubscribe))
         .route("/unsubscribe", post(unsubscribe))
         .route("/device-code", post(device_code))
         .route("/chat", post(chat))
+        .route("/mute", post(mute))
         .nest("/admin", admin::router(&state, Exposure::Public))
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
@@ -122,6 +124,12 @@ async fn join_rules(State(state): State<AppState>) -> Json<JoinRules> {
     Json(state.chat.join_rules())
 }
 
+/// The room for readers whose browser cannot receive pushes (no service worker or Push
+/// API): they may read, not join.
+async fn room(State(state): State<AppState>) -> Result<Json<RoomState>, ApiError> {
+    Ok(Json(state.chat.room()?))
+}
+
 async fn subscribe(
     State(state): State<AppState>,
     ClientAddress(from): ClientAddress,
@@ -173,6 +181,14 @@ async fn chat(
     let (line, broadcast) = state.chat.chat(request).await?;
     state.delivery.dispatch(broadcast).await;
     Ok(Json(line))
+}
+
+async fn mute(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<MuteRequest>,
+) -> Result<Json<Muted>, ApiError> {
+    let muted_until = state.chat.mute(request).await?;
+    Ok(Json(Muted { muted_until }))
 }
 
 async fn api_not_found() -> ApiError {

@@ -58,6 +58,10 @@ pub struct Device {
     /// older than that limit).
     #[serde(default)]
     pub joined_from: Option<IpAddr>,
+    /// Until when the member gets no chat lines (ms since the Unix epoch), if it muted
+    /// them. Records from before muting existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
 }
 
 /// What a device code stands for until it is used or expires.
@@ -253,6 +257,25 @@ impl ChatStore {
             Ok(())
         })?;
         Ok(())
+    }
+
+    /// Sets until when the device at `endpoint` gets no chat lines. Returns false when no
+    /// device is there (it left meanwhile).
+    pub fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError> {
+        let _change = self.change();
+        let set = self.devices.transaction(|devices| {
+            let Some(record) = devices.get(endpoint)? else {
+                return Ok(false);
+            };
+            let mut device: Device = decode(&record).or_else(abort)?;
+            device.muted_until = Some(until);
+            let record = serde_json::to_vec(&device)
+                .map_err(StoreError::from)
+                .or_else(abort)?;
+            devices.insert(endpoint.as_bytes(), record)?;
+            Ok(true)
+        })?;
+        Ok(set)
     }
 
     /// Removes the device at `endpoint` if its auth secret is still `auth` (it may have
@@ -530,6 +553,7 @@ mod tests {
             },
             joined: 1,
             joined_from: None,
+            muted_until: None,
         }
     }
 
@@ -622,6 +646,23 @@ mod tests {
         store
             .put_device(&member("Ann", "https://p.example/2", AUTH))
             .unwrap();
+    }
+
+    #[test]
+    fn test_a_mute_is_kept_with_the_member_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+            store
+                .put_device(&member("Ann", "https://p.example/1", AUTH))
+                .unwrap();
+            assert!(store.set_muted_until("https://p.example/1", 99).unwrap());
+            assert!(!store.set_muted_until("https://p.example/2", 99).unwrap());
+        }
+        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        let ann = store.device("https://p.example/1").unwrap().unwrap();
+        assert_eq!(ann.muted_until, Some(99));
+        assert_eq!(store.devices().unwrap().len(), 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod support;
 
 use support::*;
 
-use app::wire::{ChatLine, ChatRequest, PushMessage, PUSH_PAYLOAD_LIMIT};
+use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
 use localpush::{
     harness::{eventually, DEADLINE},
     Fault, ReceivedPush, VirtualSubscription,
@@ -80,6 +80,22 @@ async fn test_init_returns_the_room_and_pushes_nothing() {
     received(&pushes, &ann, 4).await;
     received(&pushes, &bo, 3).await;
     assert_eq!(pushes.stats().await.unwrap().accepted, 7);
+}
+
+#[tokio::test]
+async fn test_anyone_can_read_the_room_and_reading_pushes_nothing() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    let line = fx.server.chat(&bo, "for the readers").await;
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 3).await;
+    received(&pushes, &bo, 2).await;
+
+    let room: RoomState = fx.server.get_ok("/api/room").await;
+    assert_eq!(room.members, ["Ann", "Bo"]);
+    assert_eq!(room.history, vec![line]);
+    fx.server.wait_for_fan_outs(3.0).await;
+    assert_eq!(pushes.stats().await.unwrap().accepted, 5);
 }
 
 #[tokio::test]
@@ -164,10 +180,7 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
     assert_eq!(mode(&key_file) & 0o777, 0o600);
     // Let the fan-outs finish first: a line still in the outbox would be sent again after
     // the restart (another test covers that), and this one is about what the store keeps.
-    eventually("the three fan-outs to finish", || async {
-        (fx.server.metric("pushchat_fan_outs_total").await == Some(3.0)).then_some(())
-    })
-    .await;
+    fx.server.wait_for_fan_outs(3.0).await;
 
     let fx = fx.restarted().await;
 
@@ -216,10 +229,7 @@ async fn test_a_line_cut_short_by_a_crash_is_sent_after_the_restart() {
     // Once the engine had every member's answer, the line left the outbox: another
     // restart sends nothing.
     received(&pushes, &bo, 4).await;
-    eventually("the resent fan-out to finish", || async {
-        (fx.server.metric("pushchat_fan_outs_total").await == Some(1.0)).then_some(())
-    })
-    .await;
+    fx.server.wait_for_fan_outs(1.0).await;
     let fx = fx.restarted().await;
     fx.server.chat(&bo, "after").await;
     let ann_got = received(&pushes, &ann, 6).await;
@@ -320,6 +330,64 @@ async fn test_every_acknowledged_join_and_line_survives_a_kill_during_a_burst() 
     );
     let health = fx.server.http.get(format!("{}/healthz", fx.server.base));
     assert_eq!(health.send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn test_a_muted_member_gets_no_chat_lines_but_hears_of_joins_across_a_restart() {
+    let fx = Fixture::new().await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 2).await;
+    received(&pushes, &bo, 1).await;
+
+    let before = now_millis();
+    let muted: Muted = fx
+        .server
+        .post_ok("/api/mute", &json!(credentials(&ann)))
+        .await;
+    let hour = 60 * 60 * 1000;
+    assert!((before + hour..=now_millis() + hour).contains(&muted.muted_until));
+
+    fx.server.chat(&bo, "quiet please").await;
+    received(&pushes, &bo, 2).await;
+    fx.server.wait_for_fan_outs(3.0).await;
+    received(&pushes, &ann, 2).await;
+    // Member-list changes still reach Ann.
+    let [_cy] = fx.members(["Cy"]).await;
+    let ann_got = received(&pushes, &ann, 3).await;
+    assert!(messages(&ann_got).contains(&joined("Cy")));
+    fx.server.wait_for_fan_outs(4.0).await;
+
+    // The mute is on disk.
+    let fx = fx.restarted().await;
+    fx.server.chat(&bo, "still quiet").await;
+    received(&pushes, &bo, 4).await;
+    fx.server.wait_for_fan_outs(1.0).await;
+    received(&pushes, &ann, 3).await;
+
+    // Only the member itself can mute.
+    let mut forged = credentials(&ann);
+    forged.auth = bo.subscription.keys.auth.clone();
+    let (status, _) = fx.server.post("/api/mute", &json!(forged)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let stranger = fx.browser().await;
+    let (status, answer) = fx
+        .server
+        .post("/api/mute", &json!(credentials(&stranger)))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (status, answer) = fx
+        .server
+        .post("/api/mute", &json!({"endpoint": ann.subscription.endpoint}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 #[tokio::test]

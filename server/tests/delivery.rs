@@ -72,6 +72,7 @@ impl Engine {
                 subscription,
                 joined: 0,
                 joined_from: None,
+                muted_until: None,
             })
             .unwrap();
         created

@@ -63,17 +63,29 @@ impl Server {
         sample(&text, series)
     }
 
-    pub async fn vapid_key(&self) -> String {
-        let url = format!("{}/api/vapid-public-key", self.base);
-        let key: VapidPublicKey = self
+    /// Waits until the server has finished `count` fan-outs since it started: every
+    /// member's push service answered.
+    pub async fn wait_for_fan_outs(&self, count: f64) {
+        eventually(&format!("{count} fan-outs to finish"), || async {
+            (self.metric("pushchat_fan_outs_total").await == Some(count)).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn get_ok<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
             .http
-            .get(url)
+            .get(format!("{}{path}", self.base))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "{path} answered {status}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn vapid_key(&self) -> String {
+        let key: VapidPublicKey = self.get_ok("/api/vapid-public-key").await;
         key.public_key
     }
 
