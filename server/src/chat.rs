@@ -64,6 +64,8 @@ pub enum ChatError {
     UnknownDeviceCode,
     #[error("This chat needs the passphrase its operator shared; it is missing or wrong.")]
     WrongPassphrase,
+    #[error("This chat is for its members only: it has a join passphrase.")]
+    MembersOnly,
     #[error("That push subscription belongs to another member.")]
     SubscriptionTaken,
     #[error("The auth secret does not match this member's subscription.")]
@@ -439,6 +441,15 @@ impl Chat {
             joined_from: Some(from),
             muted_until: None,
         })
+    }
+
+    /// The room for readers who cannot join (their browser has no push): a chat anyone
+    /// may join may be read by anyone; one with a passphrase may not.
+    pub fn public_room(&self) -> Result<RoomState, ChatError> {
+        if self.rules.join_passphrase.is_some() {
+            return Err(ChatError::MembersOnly);
+        }
+        self.room()
     }
 
     /// What newcomers must bring.
@@ -1001,6 +1012,7 @@ mod tests {
         };
         let chat = Chat::new(store, rules);
         assert!(chat.join_rules().passphrase);
+        assert!(matches!(chat.public_room(), Err(ChatError::MembersOnly)));
         let with = |name: &str, n: u8, passphrase: Option<&str>| SubscribeRequest {
             passphrase: passphrase.map(str::to_owned),
             ..join_request(name, n)

@@ -43,9 +43,10 @@ impl From<ChatError> for ApiError {
             ChatError::UnknownMember | ChatError::NoSuchMember(_) | ChatError::NotBanned(_) => {
                 StatusCode::NOT_FOUND
             }
-            ChatError::Banned(_) | ChatError::WrongPassphrase | ChatError::UnknownDeviceCode => {
-                StatusCode::FORBIDDEN
-            }
+            ChatError::Banned(_)
+            | ChatError::WrongPassphrase
+            | ChatError::MembersOnly
+            | ChatError::UnknownDeviceCode => StatusCode::FORBIDDEN,
             ChatError::WrongSecret => StatusCode::FORBIDDEN,
             ChatError::MessageTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::TooManyFromAddress(_) => StatusCode::TOO_MANY_REQUESTS,

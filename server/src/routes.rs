@@ -127,7 +127,7 @@ async fn join_rules(State(state): State<AppState>) -> Json<JoinRules> {
 /// The room for readers whose browser cannot receive pushes (no service worker or Push
 /// API): they may read, not join.
 async fn room(State(state): State<AppState>) -> Result<Json<RoomState>, ApiError> {
-    Ok(Json(state.chat.room()?))
+    Ok(Json(state.chat.public_room()?))
 }
 
 async fn subscribe(
