@@ -7,12 +7,21 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
 
 use crate::wire::{
-    ApiError, ChatLine, ChatRequest, RoomState, SubscribeRequest, UnsubscribeRequest,
-    VapidPublicKey,
+    ApiError, ChatLine, ChatRequest, DeviceCode, JoinRules, MemberCredentials, RoomState,
+    SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
 };
 
 pub async fn vapid_public_key() -> Result<VapidPublicKey, String> {
     call("GET", "/api/vapid-public-key", None).await
+}
+
+pub async fn join_rules() -> Result<JoinRules, String> {
+    call("GET", "/api/join-rules", None).await
+}
+
+/// A one-time code that adds another browser to this member.
+pub async fn device_code(member: &MemberCredentials) -> Result<DeviceCode, String> {
+    post("/api/device-code", member).await
 }
 
 /// The room, for a browser that can only read it.

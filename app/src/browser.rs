@@ -194,6 +194,19 @@ pub fn listen_for_pushes(
 }
 
 /// The name this browser joined with, kept so a reload can restore the membership.
+/// The device code in this page's address (`?device=CODE`): a member's other browser made
+/// a link to join it.
+pub fn device_code_in_address() -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    let params = web_sys::UrlSearchParams::new_with_str(&search).ok()?;
+    params.get("device").filter(|code| !code.trim().is_empty())
+}
+
+/// This page's origin, e.g. `https://chat.example.org`, for links to it.
+pub fn origin() -> Option<String> {
+    web_sys::window()?.location().origin().ok()
+}
+
 pub fn saved_name() -> Option<String> {
     local_storage()?.get_item(NAME_KEY).ok().flatten()
 }

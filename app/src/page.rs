@@ -13,8 +13,8 @@ use crate::{
     offline,
     unread::Unread,
     wire::{
-        chat_payload_excess, ChatLine, ChatRequest, MemberCredentials, PushMessage, RoomState,
-        SubscribeRequest, PUSH_PAYLOAD_LIMIT,
+        chat_payload_excess, ChatLine, ChatRequest, DeviceCode, MemberCredentials, PushMessage,
+        RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
     },
 };
 
@@ -132,12 +132,19 @@ pub fn ChatPage() -> impl IntoView {
     let name_input = RwSignal::new(String::new());
     let draft = RwSignal::new(String::new());
     let unreachable = RwSignal::new(false);
+    let joining = Joining {
+        passphrase_needed: RwSignal::new(false),
+        passphrase: RwSignal::new(String::new()),
+        device_code: RwSignal::new(String::new()),
+    };
+    let new_device_code = RwSignal::new(None::<DeviceCode>);
     let page = Page {
         membership,
         room,
         name_input,
         problem,
         unreachable,
+        joining,
     };
 
     // Effects run in the browser only, once hydrated.
@@ -162,12 +169,30 @@ pub fn ChatPage() -> impl IntoView {
             return;
         }
         match current {
-            Membership::Visitor => {
-                spawn_local(join(name_input.get_untracked(), membership, room, problem))
+            Membership::Visitor => spawn_local(join(page)),
+            Membership::Member(member) => {
+                new_device_code.set(None);
+                spawn_local(leave(member, membership, room, problem))
             }
-            Membership::Member(member) => spawn_local(leave(member, membership, room, problem)),
             Membership::Restoring | Membership::Busy | Membership::Reader => {}
         }
+    };
+
+    let on_add_device = move |_| {
+        problem.set(None);
+        spawn_local(async move {
+            let made = async { api::device_code(&browser::member_credentials().await?).await };
+            match made.await {
+                Ok(code) => new_device_code.set(Some(code)),
+                Err(error) => problem.set(Some(error)),
+            }
+        });
+    };
+    let device_link = move || {
+        new_device_code.get().map(|made| {
+            let origin = browser::origin().unwrap_or_default();
+            format!("{origin}/?device={}", made.code)
+        })
     };
 
     let on_send = move |event: leptos::ev::SubmitEvent| {
@@ -264,6 +289,17 @@ pub fn ChatPage() -> impl IntoView {
                     on:input=move |ev| name_input.set(event_target_value(&ev))
                     disabled=move || is_member() || busy() || reader()
                 />
+                <Show when=move || joining.passphrase_needed.get() && !is_member()>
+                    <label for="passphrase">"Passphrase"</label>
+                    <input
+                        id="passphrase"
+                        type="password"
+                        autocomplete="off"
+                        prop:value=move || joining.passphrase.get()
+                        on:input=move |ev| joining.passphrase.set(event_target_value(&ev))
+                        disabled=busy
+                    />
+                </Show>
                 <button
                     id="subscribe"
                     type="button"
@@ -272,7 +308,40 @@ pub fn ChatPage() -> impl IntoView {
                 >
                     {button_label}
                 </button>
+                <Show when=move || !is_member() && !reader()>
+                    <details class="device" open=move || !joining.device_code.get().is_empty()>
+                        <summary>"Already in the chat on another device?"</summary>
+                        <label for="device-code-input">
+                            "Its code (from \"Add a device\" there), instead of a name:"
+                        </label>
+                        <input
+                            id="device-code-input"
+                            type="text"
+                            autocomplete="off"
+                            spellcheck="false"
+                            prop:value=move || joining.device_code.get()
+                            on:input=move |ev| joining.device_code.set(event_target_value(&ev))
+                            disabled=busy
+                        />
+                    </details>
+                </Show>
+                <Show when=is_member>
+                    <button id="add-device" type="button" on:click=on_add_device>
+                        "Add a device"
+                    </button>
+                </Show>
             </section>
+            <Show when=move || is_member() && new_device_code.with(Option::is_some)>
+                <p id="device-code" class="device-code" role="status">
+                    "On your other device, open "
+                    <a href=device_link>{device_link}</a>
+                    " or enter the code "
+                    <strong class="code">
+                        {move || new_device_code.get().map(|made| made.code)}
+                    </strong>
+                    " within 15 minutes. It works once."
+                </p>
+            </Show>
             <p id="status" class="status">{status}</p>
             <p id="problem" class="problem" role="alert">{move || problem.get()}</p>
             <Show when=move || room.notice.with(Option::is_some)>
@@ -345,6 +414,17 @@ struct Page {
     problem: RwSignal<Option<String>>,
     /// The server could not be reached: the page shows the room it kept.
     unreachable: RwSignal<bool>,
+    joining: Joining,
+}
+
+/// What a visitor gives to join besides a name.
+#[derive(Clone, Copy)]
+struct Joining {
+    /// The chat has a join passphrase (`GET /api/join-rules`).
+    passphrase_needed: RwSignal<bool>,
+    passphrase: RwSignal<String>,
+    /// A code from another of the member's browsers; with it, no name is needed.
+    device_code: RwSignal<String>,
 }
 
 /// On load, and when the device is back online: a browser that already holds a
@@ -357,6 +437,7 @@ async fn restore(page: Page) {
         name_input,
         problem,
         unreachable,
+        joining,
     } = page;
     if !browser::push_supported() {
         membership.set(Membership::Reader);
@@ -378,6 +459,13 @@ async fn restore(page: Page) {
         return;
     }
     unreachable.set(false);
+    if let Some(code) = browser::device_code_in_address() {
+        joining.device_code.set(code);
+    }
+    match api::join_rules().await {
+        Ok(rules) => joining.passphrase_needed.set(rules.passphrase),
+        Err(error) => problem.set(Some(error)),
+    }
     // The worker also keeps the app shell for offline use, so every visit registers it;
     // this asks the person nothing.
     if let Err(error) = browser::register_worker().await {
@@ -394,7 +482,13 @@ async fn restore(page: Page) {
             return None;
         };
         name_input.set(name.clone());
-        Some(connect(&registration, &subscription, name, room, Announce::Init).await)
+        let request = SubscribeRequest {
+            name,
+            subscription: browser::subscription_json(&subscription).ok()?,
+            passphrase: None,
+            device_code: None,
+        };
+        Some(connect(&registration, request, room, Announce::Init).await)
     };
     match restored.await {
         Some(Ok(member)) => membership.set(Membership::Member(member)),
@@ -406,31 +500,39 @@ async fn restore(page: Page) {
     }
 }
 
-/// The Subscribe press: permission, worker, push subscription, then the server.
-async fn join(
-    raw_name: String,
-    membership: RwSignal<Membership>,
-    room: Room,
-    problem: RwSignal<Option<String>>,
-) {
-    let name = match clean_name(&raw_name) {
-        Ok(name) => name,
-        Err(error) => return problem.set(Some(error.to_string())),
+/// The Subscribe press: permission, worker, push subscription, then the server. With a
+/// device code the browser joins the member who made it, under that member's name.
+async fn join(page: Page) {
+    let Page {
+        membership,
+        room,
+        name_input,
+        problem,
+        joining,
+        ..
+    } = page;
+    let device_code =
+        Some(joining.device_code.get_untracked()).filter(|code| !code.trim().is_empty());
+    let name = match (&device_code, clean_name(&name_input.get_untracked())) {
+        (Some(_), _) => String::new(),
+        (None, Ok(name)) => name,
+        (None, Err(error)) => return problem.set(Some(error.to_string())),
     };
+    let passphrase = Some(joining.passphrase.get_untracked())
+        .filter(|_| joining.passphrase_needed.get_untracked());
     membership.set(Membership::Busy);
     let joined = async {
         browser::request_permission().await?;
         let registration = browser::register_worker().await?;
         let key = api::vapid_public_key().await?;
         let subscription = browser::subscribe(&registration, &key.public_key).await?;
-        let member = connect(
-            &registration,
-            &subscription,
+        let request = SubscribeRequest {
             name,
-            room,
-            Announce::Subscribe,
-        )
-        .await;
+            subscription: browser::subscription_json(&subscription)?,
+            passphrase,
+            device_code,
+        };
+        let member = connect(&registration, request, room, Announce::Subscribe).await;
         if member.is_err() {
             // The server said no (a taken name, say): leave no orphan subscription behind.
             let _ = browser::unsubscribe(&subscription).await;
@@ -440,6 +542,8 @@ async fn join(
     match joined.await {
         Ok(member) => {
             browser::save_name(Some(&member.name));
+            name_input.set(member.name.clone());
+            joining.device_code.set(String::new());
             membership.set(Membership::Member(member));
         }
         Err(error) => {
@@ -451,40 +555,44 @@ async fn join(
 
 /// How the page tells the server about this browser.
 enum Announce {
-    /// A new member: the others are told.
+    /// A new member, or a member's new browser: `subscribe`.
     Subscribe,
     /// A member coming back after a reload: nobody is told.
     Init,
 }
 
-/// Opens the relay from the service worker, then announces this member to the server and
-/// shows the room it answers with.
+/// Announces this browser to the server, shows the room it answers with, and opens the
+/// relay from the service worker under the name the server says this browser has.
 async fn connect(
     registration: &web_sys::ServiceWorkerRegistration,
-    subscription: &web_sys::PushSubscription,
-    name: String,
+    request: SubscribeRequest,
     room: Room,
     announce: Announce,
 ) -> Result<Member, String> {
-    let subscription = browser::subscription_json(subscription)?;
     let credentials = MemberCredentials {
-        endpoint: subscription.endpoint.clone(),
-        auth: subscription.keys.auth.clone(),
+        endpoint: request.subscription.endpoint.clone(),
+        auth: request.subscription.keys.auth.clone(),
     };
-    // Listen before announcing, so no push sent in between is missed.
-    browser::listen_for_pushes(registration, &name, &credentials, move |message| {
-        room.apply(message)
-    })?;
-    let request = SubscribeRequest {
-        name: name.clone(),
-        subscription,
-        passphrase: None,
-        device_code: None,
+    // A browser joining with a device code learns its name only from the answer, so the
+    // relay opens right after it; the answer holds the room up to then.
+    let listen = |name: &str| {
+        browser::listen_for_pushes(registration, name, &credentials, move |message| {
+            room.apply(message)
+        })
     };
+    let known_name = request.device_code.is_none().then(|| request.name.clone());
+    if let Some(name) = &known_name {
+        // Listen before announcing, so no push sent in between is missed.
+        listen(name)?;
+    }
     let state = match announce {
         Announce::Subscribe => api::subscribe(&request).await?,
         Announce::Init => api::init(&request).await?,
     };
+    let name = state.you.clone().unwrap_or(request.name);
+    if known_name.is_none() {
+        listen(&name)?;
+    }
     room.replace(state);
     Ok(Member { name })
 }

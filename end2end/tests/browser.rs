@@ -296,7 +296,12 @@ impl Browser {
 
     /// Opens the chat and waits until it is hydrated and has restored its state.
     async fn open_chat(&self) {
-        self.client.goto(&self.chat_url).await.unwrap();
+        self.open(&self.chat_url).await;
+    }
+
+    /// Opens `url`, a page of the chat, and waits for it to hydrate.
+    async fn open(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
         eventually("the page to hydrate", || async {
             let button = self.client.find(Locator::Css("#subscribe")).await.ok()?;
             button.is_enabled().await.ok()?.then_some(())
@@ -1090,4 +1095,58 @@ async fn test_a_browser_without_service_workers_or_push_reads_the_chat_and_says_
         assert!(!element.is_enabled().await.unwrap(), "{control} is enabled");
     }
     assert_eq!(reader.canary().await, Value::Null);
+}
+
+#[tokio::test]
+async fn test_a_second_device_joins_with_the_code_the_first_shows_and_leaves_alone() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack, alice, bob, ..
+    } = &Room::open("Alice").await;
+    alice
+        .client
+        .find(Locator::Css("#add-device"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let link = eventually("the device code to show", || async {
+        let link = alice
+            .client
+            .find(Locator::Css("#device-code a"))
+            .await
+            .ok()?;
+        link.attr("href").await.ok()?
+    })
+    .await;
+    assert!(
+        link.starts_with(&format!("{}/?device=", stack.server.url)),
+        "{link}"
+    );
+    let code = alice.text_of("#device-code .code").await;
+    assert!(link.ends_with(&code), "{link} {code}");
+
+    // The phone opens the link and presses Subscribe without typing a name.
+    let phone = stack.firefox().await;
+    phone.open(&link).await;
+    phone.press_subscribe().await;
+    phone.wait_for_label("Unsubscribe").await;
+    assert!(phone.text_of("#status").await.contains("as Alice"));
+    eventually_members(&phone, &["Alice", "Bob"]).await;
+
+    // Both of Alice's browsers get Bob's line through their own push subscriptions.
+    bob.say("to both of your devices").await;
+    for device in [alice, &phone] {
+        device
+            .wait_for_lines(&[("Bob", "to both of your devices")])
+            .await;
+    }
+    // The phone leaves; Alice stays in on the first browser and Bob was not told.
+    phone.leave().await;
+    alice.say("still here").await;
+    bob.wait_for_lines(&[("Bob", "to both of your devices"), ("Alice", "still here")])
+        .await;
+    assert_eq!(bob.members().await, ["Alice", "Bob"]);
+    assert_eq!(alice.button_label().await, "Unsubscribe");
 }
