@@ -50,15 +50,20 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Stack {
-        Self::serving(SiteCopy::No).await
+        Self::serving(SiteCopy::No, &[]).await
     }
 
     /// A server whose site is a copy the test may change (a new service worker, say).
     async fn start_on_a_copy_of_the_site() -> Stack {
-        Self::serving(SiteCopy::Yes).await
+        Self::serving(SiteCopy::Yes, &[]).await
     }
 
-    async fn serving(copy: SiteCopy) -> Stack {
+    /// A server started with `server_args` too.
+    async fn start_with(server_args: &[&str]) -> Stack {
+        Self::serving(SiteCopy::No, server_args).await
+    }
+
+    async fn serving(copy: SiteCopy, server_args: &[&str]) -> Stack {
         let root = workspace();
         let binary = root.join("target/release/pushchat");
         assert!(
@@ -78,7 +83,8 @@ impl Stack {
                 workdir
             }
         };
-        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), SUBJECT, &[]).await;
+        let server =
+            PushchatProcess::start(&binary, &workdir, data_dir.path(), SUBJECT, server_args).await;
         Stack {
             push,
             server,
@@ -1149,4 +1155,31 @@ async fn test_a_second_device_joins_with_the_code_the_first_shows_and_leaves_alo
         .await;
     assert_eq!(bob.members().await, ["Alice", "Bob"]);
     assert_eq!(alice.button_label().await, "Unsubscribe");
+}
+
+#[tokio::test]
+async fn test_a_chat_with_a_passphrase_asks_for_it_and_lets_in_only_with_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start_with(&["--join-passphrase", "open sesame"]).await;
+    let alice = stack.firefox().await;
+    alice.open_chat().await;
+    let field = eventually("the passphrase field", || async {
+        alice.client.find(Locator::Css("#passphrase")).await.ok()
+    })
+    .await;
+    field.send_keys("open sesamE").await.unwrap();
+    alice.type_name_and_press_subscribe("Alice").await;
+    // The page says so once it has dropped the browser subscription it made.
+    assert!(alice.problem().await.contains("passphrase"));
+    assert_eq!(
+        alice.endpoint().await,
+        None,
+        "a refused join keeps no subscription"
+    );
+
+    field.clear().await.unwrap();
+    field.send_keys("open sesame").await.unwrap();
+    alice.press_subscribe().await;
+    alice.wait_for_label("Unsubscribe").await;
+    eventually_members(&alice, &["Alice"]).await;
 }
