@@ -377,16 +377,19 @@ impl Chat {
         }
     }
 
-    /// A member mutes chat lines for [`MUTE_FOR`] from now (pressing again starts the hour
-    /// again). Returns until when, in milliseconds since the Unix epoch.
+    /// A member mutes chat lines for [`MUTE_FOR`] from now, on every one of its browsers
+    /// (pressing again starts the hour again). Returns until when, in milliseconds since
+    /// the Unix epoch.
     pub async fn mute(&self, request: MuteRequest) -> Result<u64, ChatError> {
-        let member = self.authenticate(&request)?;
+        let pressed = self.authenticate(&request)?;
         let until = now_millis() + MUTE_FOR.as_millis() as u64;
-        if !self
-            .store
-            .set_muted_until(&member.subscription.endpoint, until)?
+        let devices = self.store.devices()?;
+        for device in devices
+            .iter()
+            .filter(|device| device.member_id == pressed.member_id)
         {
-            return Err(ChatError::UnknownMember);
+            self.store
+                .set_muted_until(&device.subscription.endpoint, until)?;
         }
         self.store.flush().await?;
         Ok(until)
@@ -1095,5 +1098,25 @@ mod tests {
         assert!(code
             .chars()
             .all(|c| c == '-' || CODE_ALPHABET.contains(&(c as u8))));
+    }
+
+    #[tokio::test]
+    async fn test_muting_from_one_browser_mutes_the_member_on_all_of_them() {
+        let (_dir, chat) = chat();
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
+        let code = chat.device_code(credentials(1)).await.unwrap().code;
+        let phone = SubscribeRequest {
+            device_code: Some(code),
+            ..join_request("", 3)
+        };
+        chat.subscribe(phone, HOME).await.unwrap();
+        chat.mute(credentials(3)).await.unwrap();
+        let line = ChatRequest {
+            member: credentials(2),
+            msg: "anyone?".into(),
+        };
+        let (_, broadcast) = chat.chat(line).await.unwrap();
+        assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
     }
 }

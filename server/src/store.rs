@@ -659,7 +659,7 @@ mod tests {
             assert!(store.set_muted_until("https://p.example/1", 99).unwrap());
             assert!(!store.set_muted_until("https://p.example/2", 99).unwrap());
         }
-        let store = ChatStore::open(dir.path(), 1 << 20).unwrap();
+        let store = reopen(dir.path());
         let ann = store.device("https://p.example/1").unwrap().unwrap();
         assert_eq!(ann.muted_until, Some(99));
         assert_eq!(store.devices().unwrap().len(), 1);
