@@ -32,12 +32,14 @@ const ENDPOINT: &str = "https://push.example.net/send/ann";
 const BO_ENDPOINT: &str = "https://push.example.net/send/bo";
 const BO_AUTH: &str = "AAECAwQFBgcICQoLDA0ODw";
 
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 7] = [
     "/api/subscribe",
     "/api/init",
     "/api/resubscribe",
     "/api/unsubscribe",
     "/api/chat",
+    "/api/mute",
+    "/api/device-code",
 ];
 
 /// One server for the whole file, with Ann and Bo as members.
