@@ -676,6 +676,12 @@ impl Room {
     }
 }
 
+/// A push to `endpoint` is refused with 410: the push service forgot that subscription.
+async fn assert_gone(endpoint: &str) {
+    let pushed = reqwest::Client::new().post(endpoint).send().await.unwrap();
+    assert_eq!(pushed.status(), reqwest::StatusCode::GONE, "{endpoint}");
+}
+
 async fn eventually_members(browser: &Browser, expected: &[&str]) {
     eventually(&format!("the member list to read {expected:?}"), || async {
         (browser.members().await == expected).then_some(())
@@ -782,13 +788,7 @@ async fn test_reload_restores_the_membership_and_unsubscribe_removes_it() {
     assert!(alice.members().await.is_empty());
 
     // The push service forgot Alice's channel: a push to her old endpoint is refused.
-    let status = reqwest::Client::new()
-        .post(&alice_endpoint)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, reqwest::StatusCode::GONE);
+    assert_gone(&alice_endpoint).await;
 }
 
 #[tokio::test]
@@ -852,13 +852,7 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
     let told = |(title, _): &(String, String)| title == "Bob left" || title == "Bob joined";
     assert!(!notifications.iter().any(told), "{notifications:?}");
     assert_eq!(pushes.received(bob_channel).await.unwrap().len(), 2);
-    let status = reqwest::Client::new()
-        .post(&old_endpoint)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, reqwest::StatusCode::GONE);
+    assert_gone(&old_endpoint).await;
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use crate::{
     delivery::{DeliveryReport, Outcome},
     error::{ApiError, ApiJson},
     state::AppState,
-    store::StoreContents,
+    store::{Device, StoreContents},
 };
 
 /// `POST /api/admin/push`: a notice to the member called `to`, or to everyone.
@@ -170,36 +170,44 @@ async fn members(State(state): State<AppState>) -> Result<Json<Vec<MemberSummary
     Ok(Json(member_summaries(&state)?))
 }
 
-/// Every member, sorted by name, with how the last push to it went.
+/// Every member's devices, sorted by name, with how the last push to each went.
 pub fn member_summaries(state: &AppState) -> Result<Vec<MemberSummary>, ApiError> {
-    let members = state.store.devices().map_err(ChatError::from)?;
-    let mut summaries: Vec<MemberSummary> = members
+    let devices = state.store.devices().map_err(ChatError::from)?;
+    Ok(summarize(devices, |endpoint| {
+        state
+            .delivery
+            .last_result(endpoint)
+            .map(|last| LastDelivery {
+                outcome: last.outcome,
+                at: last
+                    .at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64),
+            })
+    }))
+}
+
+/// `devices` as the operator sees them, sorted by name; `last_delivery` says how the last
+/// push to an endpoint went, where that is known.
+pub fn summarize(
+    devices: Vec<Device>,
+    last_delivery: impl Fn(&str) -> Option<LastDelivery>,
+) -> Vec<MemberSummary> {
+    let mut summaries: Vec<MemberSummary> = devices
         .into_iter()
-        .map(|member| {
-            let last_delivery = state
-                .delivery
-                .last_result(&member.subscription.endpoint)
-                .map(|last| LastDelivery {
-                    outcome: last.outcome,
-                    at: last
-                        .at
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |since| since.as_millis() as u64),
-                });
-            MemberSummary {
-                push_service: push_service_host(&member.subscription.endpoint),
-                name: member.name,
-                joined: member.joined,
-                last_delivery,
-            }
+        .map(|device| MemberSummary {
+            last_delivery: last_delivery(&device.subscription.endpoint),
+            push_service: push_service_host(&device.subscription.endpoint),
+            name: device.name,
+            joined: device.joined,
         })
         .collect();
     summaries.sort_by_key(|summary| summary.name.to_lowercase());
-    Ok(summaries)
+    summaries
 }
 
 /// The host of a push endpoint, which says which push service a member uses.
-pub fn push_service_host(endpoint: &str) -> String {
+fn push_service_host(endpoint: &str) -> String {
     url::Url::parse(endpoint)
         .ok()
         .and_then(|url| url.host_str().map(str::to_owned))

@@ -33,7 +33,7 @@ use crate::{
     delivery::Broadcast,
     limits::RateLimiter,
     store::{ChatStore, Device, DeviceCode, StoreError},
-    subscription::{self, SubscriptionError},
+    subscription::{self, Subscription, SubscriptionError},
 };
 
 /// How long a mute lasts: the notification's button says "Mute 1 hour".
@@ -153,7 +153,7 @@ impl Chat {
             return self.add_device(&request, code, from).await;
         }
         let device = self.new_member(&request, from)?;
-        if let Some(known) = self.known(&device)? {
+        if let Some(known) = self.known(&device.subscription)? {
             return if known.name == device.name {
                 Ok((self.room_for(&known)?, None))
             } else {
@@ -202,14 +202,8 @@ impl Chat {
     ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
-        let credentials = MemberCredentials {
-            endpoint: subscription.endpoint.clone(),
-            auth: subscription.auth.clone(),
-        };
-        match self.authenticate(&credentials) {
-            Ok(known) => return Err(ChatError::AlreadyMember(known.name)),
-            Err(ChatError::UnknownMember) => {}
-            Err(error) => return Err(error),
+        if let Some(known) = self.known(&subscription)? {
+            return Err(ChatError::AlreadyMember(known.name));
         }
         self.check_room_at(from)?;
         let grant = self
@@ -244,7 +238,7 @@ impl Chat {
         from: IpAddr,
     ) -> Result<RoomState, ChatError> {
         let device = self.new_member(&request, from)?;
-        let device = match self.known(&device)? {
+        let device = match self.known(&device.subscription)? {
             Some(known) => known,
             None => {
                 self.check_admission(&device, request.passphrase.as_deref(), from)?;
@@ -383,11 +377,7 @@ impl Chat {
     pub async fn mute(&self, request: MuteRequest) -> Result<u64, ChatError> {
         let pressed = self.authenticate(&request)?;
         let until = now_millis() + MUTE_FOR.as_millis() as u64;
-        let devices = self.store.devices()?;
-        for device in devices
-            .iter()
-            .filter(|device| device.member_id == pressed.member_id)
-        {
+        for device in self.store.devices_of(&pressed.name)? {
             self.store
                 .set_muted_until(&device.subscription.endpoint, until)?;
         }
@@ -497,12 +487,12 @@ impl Chat {
         Ok(())
     }
 
-    /// The stored member with `candidate`'s endpoint, if any; an error if that endpoint
-    /// belongs to a member with another secret.
-    fn known(&self, candidate: &Device) -> Result<Option<Device>, ChatError> {
+    /// The stored device with `subscription`'s endpoint, if any; an error if that endpoint
+    /// belongs to a device with another secret.
+    fn known(&self, subscription: &Subscription) -> Result<Option<Device>, ChatError> {
         let credentials = MemberCredentials {
-            endpoint: candidate.subscription.endpoint.clone(),
-            auth: candidate.subscription.auth.clone(),
+            endpoint: subscription.endpoint.clone(),
+            auth: subscription.auth.clone(),
         };
         match self.authenticate(&credentials) {
             Ok(member) => Ok(Some(member)),

@@ -153,18 +153,8 @@ pub async fn members(args: MembersArgs) -> anyhow::Result<()> {
             print_members(&server.get::<Vec<MemberSummary>>("/members").await?, true)
         }
         (MembersAction::List, Reached::DataDir(store)) => {
-            let mut members: Vec<MemberSummary> = store
-                .devices()?
-                .into_iter()
-                .map(|member| MemberSummary {
-                    push_service: admin::push_service_host(&member.subscription.endpoint),
-                    name: member.name,
-                    joined: member.joined,
-                    last_delivery: None,
-                })
-                .collect();
-            members.sort_by_key(|member| member.name.to_lowercase());
-            print_members(&members, false)
+            // Delivery results live in a running server's memory.
+            print_members(&admin::summarize(store.devices()?, |_| None), false)
         }
         (MembersAction::Remove { name, ban }, Reached::Server(server)) => {
             let request = RemoveRequest {
