@@ -13,6 +13,7 @@
 pub mod crypto;
 pub mod harness;
 mod mozilla;
+pub mod postgres;
 mod service;
 pub mod vapid;
 

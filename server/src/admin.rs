@@ -155,24 +155,22 @@ async fn push(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<NoticeRequest>,
 ) -> Result<Json<DeliverySummary>, ApiError> {
-    let broadcast = state.chat.notice(request.to.as_deref(), &request.text)?;
-    let report = state.delivery.dispatch(broadcast).await;
-    let report = report.await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server is shutting down; the notice may not have gone out.",
-        )
-    })?;
+    let broadcast = state
+        .chat
+        .notice(request.to.as_deref(), &request.text)
+        .await?;
+    // Sent by this instance rather than queued, so the operator gets its report.
+    let report = state.delivery.deliver(broadcast).await;
     Ok(Json(DeliverySummary::from(&report)))
 }
 
 async fn members(State(state): State<AppState>) -> Result<Json<Vec<MemberSummary>>, ApiError> {
-    Ok(Json(member_summaries(&state)?))
+    Ok(Json(member_summaries(&state).await?))
 }
 
 /// Every member's devices, sorted by name, with how the last push to each went.
-pub fn member_summaries(state: &AppState) -> Result<Vec<MemberSummary>, ApiError> {
-    let devices = state.store.devices().map_err(ChatError::from)?;
+pub async fn member_summaries(state: &AppState) -> Result<Vec<MemberSummary>, ApiError> {
+    let devices = state.store.devices().await.map_err(ChatError::from)?;
     Ok(summarize(devices, |endpoint| {
         state
             .delivery
@@ -218,8 +216,7 @@ async fn remove(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RemoveRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let broadcast = state.chat.remove_named(&request.name, request.ban).await?;
-    state.delivery.dispatch(broadcast).await;
+    state.chat.remove_named(&request.name, request.ban).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -239,6 +236,6 @@ async fn vapid(State(state): State<AppState>) -> Json<VapidIdentity> {
 }
 
 async fn contents(State(state): State<AppState>) -> Result<Json<StoreContents>, ApiError> {
-    let contents = state.store.contents().map_err(ChatError::from)?;
+    let contents = state.store.contents().await.map_err(ChatError::from)?;
     Ok(Json(contents))
 }

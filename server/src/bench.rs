@@ -31,7 +31,7 @@ use localpush::{Fault, LocalPush, NewSubscriber, VirtualSubscription};
 use p256::elliptic_curve::rand_core::{OsRng, RngCore};
 use tokio::{
     net::TcpListener,
-    sync::{oneshot, watch},
+    sync::{broadcast, oneshot},
 };
 use web_push::{ContentEncoding, SubscriptionInfo, WebPushMessageBuilder};
 
@@ -41,9 +41,9 @@ use crate::{
     chat::ChatRules,
     cli::BenchArgs,
     client_address::TrustedProxies,
-    config::Config,
-    delivery::{DeliveryReport, DeliverySettings, DeliveryTotals},
-    store::{ChatStore, Device},
+    config::{Config, StoreLocation},
+    delivery::{DeliveryReport, DeliverySettings},
+    store::{Device, Store},
     subscription,
     vapid::VapidKeys,
 };
@@ -217,7 +217,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "fanout members={members} msgs_per_s={:.0} floor_per_s={floor:.0} cores={cores} ratio={:.2} p99_ms={}",
                     figures.msgs_per_sec(),
                     figures.msgs_per_sec() / floor,
-                    figures.report.p99.as_millis()
+                    figures.report.percentile(99).as_millis()
                 ));
             }
         }
@@ -241,8 +241,8 @@ fn print_figures(figures: &RunFigures) {
         figures.scenario.name(),
         figures.msgs_per_sec(),
         ms(figures.post_to_last),
-        ms(figures.report.p50),
-        ms(figures.report.p99),
+        ms(figures.report.percentile(50)),
+        ms(figures.report.percentile(99)),
         figures.report.failed,
         format!("{:.2} s", figures.engine_cpu.as_secs_f64()),
         receiver_cpu,
@@ -272,15 +272,17 @@ async fn run_once(
             allow_loopback_endpoints: true,
             ..DeliverySettings::default()
         },
-        cache_bytes: 64 << 20,
+        store: StoreLocation::Sled {
+            cache_bytes: 64 << 20,
+        },
         trusted_proxies: TrustedProxies::default(),
         admin_token: None,
         tls: None,
     };
-    let (sender, sampled_ids) = seed(&config, receiver, count, scenario)?;
+    let (sender, sampled_ids) = seed(&config, receiver, count, scenario).await?;
 
-    let state = crate::open(&config)?;
-    let mut totals = state.delivery.totals();
+    let state = crate::open(&config).await?;
+    let mut reports = state.delivery.reports();
     let listener = TcpListener::bind(config.addr).await?;
     let url = format!("http://{}/api/chat", listener.local_addr()?);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -293,11 +295,10 @@ async fn run_once(
         member: sender,
         msg: LINE.into(),
     };
-    let cold_post_to_last = post_and_wait(&http, &url, &request, &mut totals, 1).await?;
+    let (cold_post_to_last, _) = post_and_wait(&http, &url, &request, &mut reports, count).await?;
     let receiver_cpu_before = local(receiver).map(LocalReceiver::cpu);
     let process_cpu_before = process_cpu();
-    let post_to_last = post_and_wait(&http, &url, &request, &mut totals, 2).await?;
-    let done = totals.borrow().clone();
+    let (post_to_last, report) = post_and_wait(&http, &url, &request, &mut reports, count).await?;
     let receiver_cpu = local(receiver).map(|r| {
         r.cpu()
             .saturating_sub(receiver_cpu_before.unwrap_or_default())
@@ -314,7 +315,7 @@ async fn run_once(
         scenario,
         cold_post_to_last,
         post_to_last,
-        report: done.last_fan_out,
+        report,
         engine_cpu,
         receiver_cpu,
         sampled,
@@ -322,15 +323,16 @@ async fn run_once(
     })
 }
 
-/// Posts a chat line and waits until the engine finished its `fan_outs`-th fan-out;
-/// returns the time from the POST to then.
+/// Posts a chat line and waits until the engine has a final answer for each of its
+/// `members` pushes (in batches); returns the time from the POST to then, and the
+/// batches' reports as one.
 async fn post_and_wait(
     http: &reqwest::Client,
     url: &str,
     request: &ChatRequest,
-    totals: &mut watch::Receiver<DeliveryTotals>,
-    fan_outs: u64,
-) -> anyhow::Result<Duration> {
+    reports: &mut broadcast::Receiver<DeliveryReport>,
+    members: usize,
+) -> anyhow::Result<(Duration, DeliveryReport)> {
     let posted = Instant::now();
     let response = http.post(url).json(request).send().await?;
     if !response.status().is_success() {
@@ -340,13 +342,18 @@ async fn post_and_wait(
             response.text().await?
         );
     }
-    tokio::time::timeout(
-        RUN_DEADLINE,
-        totals.wait_for(|totals| totals.fan_outs == fan_outs),
-    )
-    .await
-    .context("a fan-out did not finish within 5 minutes")??;
-    Ok(posted.elapsed())
+    let mut fan_out = DeliveryReport::default();
+    let all_answered = async {
+        while fan_out.latencies.len() < members {
+            fan_out.absorb(reports.recv().await?);
+        }
+        Ok::<_, broadcast::error::RecvError>(())
+    };
+    tokio::time::timeout(RUN_DEADLINE, all_answered)
+        .await
+        .context("a fan-out did not finish within 5 minutes")?
+        .context("missed the reports of a fan-out")?;
+    Ok((posted.elapsed(), fan_out))
 }
 
 fn local(receiver: &Receiver) -> Option<&LocalReceiver> {
@@ -358,7 +365,7 @@ fn local(receiver: &Receiver) -> Option<&LocalReceiver> {
 
 /// Makes the server's VAPID key and stores `count` members straight into the data dir's
 /// store; returns the credentials of the first (the sender) and the receiver ids of all.
-fn seed(
+async fn seed(
     config: &Config,
     receiver: &Receiver,
     count: usize,
@@ -366,7 +373,7 @@ fn seed(
 ) -> anyhow::Result<(MemberCredentials, Vec<String>)> {
     // Members are bound to the key, so it must exist before they do.
     VapidKeys::load_or_create(&config.data_dir, config.vapid_subject.clone(), false)?;
-    let store = ChatStore::open(&config.data_dir.join("db"), config.cache_bytes)?;
+    let store = crate::open_sled(&config.data_dir, 16 << 20)?;
     let mut ids = Vec::with_capacity(count);
     let mut sender = None;
     for n in 0..count {
@@ -389,14 +396,16 @@ fn seed(
             endpoint: subscription.endpoint.clone(),
             auth: subscription.auth.clone(),
         });
-        store.put_device(&Device {
-            name: format!("member {n}"),
-            member_id: format!("member {n}"),
-            subscription,
-            joined: 0,
-            joined_from: None,
-            muted_until: None,
-        })?;
+        store
+            .put_device(&Device {
+                name: format!("member {n}"),
+                member_id: format!("member {n}"),
+                subscription,
+                joined: 0,
+                joined_from: None,
+                muted_until: None,
+            })
+            .await?;
         ids.push(virtual_member.id);
     }
     Ok((sender.context("no members")?, ids))

@@ -1,6 +1,7 @@
 //! The chat's rules: who may join under which name, who may speak or leave, and who is
-//! told what. Each operation checks its input, changes the store, flushes it before it
-//! answers (a success is on disk), and returns the [`Broadcast`] to fan out. Nothing here
+//! told what. Each operation checks its input, changes the store, queues in it the
+//! [`Broadcast`] that tells members (delivery takes it from there), and flushes it before it
+//! answers: a success and its fan-out are on disk. It returns what it queued. Nothing here
 //! touches the network, so the rules are tested without one.
 //!
 //! A member is its push endpoint, proven by its `auth` secret (which push services never
@@ -13,7 +14,7 @@
 use std::{
     net::IpAddr,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use rand::Rng;
@@ -30,9 +31,9 @@ use app::{
 use subtle::ConstantTimeEq;
 
 use crate::{
-    delivery::Broadcast,
+    clock::now_millis,
     limits::RateLimiter,
-    store::{ChatStore, Device, DeviceCode, StoreError},
+    store::{Broadcast, Device, DeviceCode, NewLine, Store, StoreError},
     subscription::{self, Subscription, SubscriptionError},
 };
 
@@ -127,13 +128,13 @@ pub const DEFAULT_CHAT_LINES_PER_MINUTE: u32 = 30;
 pub const DEFAULT_MEMBERS_PER_ADDRESS: usize = 20;
 
 pub struct Chat {
-    store: Arc<ChatStore>,
+    store: Arc<dyn Store>,
     lines: RateLimiter,
     rules: ChatRules,
 }
 
 impl Chat {
-    pub fn new(store: Arc<ChatStore>, rules: ChatRules) -> Self {
+    pub fn new(store: Arc<dyn Store>, rules: ChatRules) -> Self {
         Chat {
             store,
             lines: RateLimiter::new(rules.chat_lines_per_minute),
@@ -153,20 +154,24 @@ impl Chat {
             return self.add_device(&request, code, from).await;
         }
         let device = self.new_member(&request, from)?;
-        if let Some(known) = self.known(&device.subscription)? {
+        if let Some(known) = self.known(&device.subscription).await? {
             return if known.name == device.name {
-                Ok((self.room_for(&known)?, None))
+                Ok((self.room_for(&known).await?, None))
             } else {
                 Err(ChatError::AlreadyMember(known.name))
             };
         }
-        self.check_admission(&device, request.passphrase.as_deref(), from)?;
-        self.store.put_device(&device)?;
+        self.check_admission(&device, request.passphrase.as_deref(), from)
+            .await?;
+        self.store.put_device(&device).await?;
         tracing::info!(name = %device.name, %from, "member joined");
+        let broadcast = self
+            .tell_everyone(PushMessage::Subscribe {
+                name: device.name.clone(),
+            })
+            .await?;
         self.store.flush().await?;
-        let room = self.room_for(&device)?;
-        let broadcast = self.to_everyone(PushMessage::Subscribe { name: device.name })?;
-        Ok((room, Some(broadcast)))
+        Ok((self.room_for(&device).await?, Some(broadcast)))
     }
 
     /// A member asks for a code that adds another browser (a phone, say) to it, proving
@@ -175,7 +180,7 @@ impl Chat {
         &self,
         credentials: MemberCredentials,
     ) -> Result<wire::DeviceCode, ChatError> {
-        let device = self.authenticate(&credentials)?;
+        let device = self.authenticate(&credentials).await?;
         let code = new_device_code();
         let now = now_millis();
         let grant = DeviceCode {
@@ -184,7 +189,8 @@ impl Chat {
             expires: now + DEVICE_CODE_LIFETIME.as_millis() as u64,
         };
         self.store
-            .put_device_code(&normal_code(&code), &grant, now)?;
+            .put_device_code(&normal_code(&code), &grant, now)
+            .await?;
         self.store.flush().await?;
         Ok(wire::DeviceCode {
             code,
@@ -202,15 +208,16 @@ impl Chat {
     ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
-        if let Some(known) = self.known(&subscription)? {
+        if let Some(known) = self.known(&subscription).await? {
             return Err(ChatError::AlreadyMember(known.name));
         }
-        self.check_room_at(from)?;
+        self.check_room_at(from).await?;
         let grant = self
             .store
-            .take_device_code(&normal_code(code), now_millis())?
+            .take_device_code(&normal_code(code), now_millis())
+            .await?
             .ok_or(ChatError::UnknownDeviceCode)?;
-        let returning = self.store.devices_of(&grant.name)?.is_empty();
+        let returning = self.store.devices_of(&grant.name).await?.is_empty();
         let device = Device {
             name: grant.name,
             member_id: grant.member_id,
@@ -219,14 +226,18 @@ impl Chat {
             joined_from: Some(from),
             muted_until: None,
         };
-        self.store.put_device(&device)?;
-        self.store.flush().await?;
+        self.store.put_device(&device).await?;
         tracing::info!(name = %device.name, %from, "member added a device");
-        let room = self.room_for(&device)?;
-        let broadcast = returning
-            .then(|| self.to_everyone(PushMessage::Subscribe { name: device.name }))
-            .transpose()?;
-        Ok((room, broadcast))
+        let broadcast = if returning {
+            let message = PushMessage::Subscribe {
+                name: device.name.clone(),
+            };
+            Some(self.tell_everyone(message).await?)
+        } else {
+            None
+        };
+        self.store.flush().await?;
+        Ok((self.room_for(&device).await?, broadcast))
     }
 
     /// A page loads with a subscription from an earlier visit: it gets the room. A member
@@ -238,22 +249,23 @@ impl Chat {
         from: IpAddr,
     ) -> Result<RoomState, ChatError> {
         let device = self.new_member(&request, from)?;
-        let device = match self.known(&device.subscription)? {
+        let device = match self.known(&device.subscription).await? {
             Some(known) => known,
             None => {
-                self.check_admission(&device, request.passphrase.as_deref(), from)?;
-                self.store.put_device(&device)?;
+                self.check_admission(&device, request.passphrase.as_deref(), from)
+                    .await?;
+                self.store.put_device(&device).await?;
                 self.store.flush().await?;
                 device
             }
         };
-        self.room_for(&device)
+        self.room_for(&device).await
     }
 
     /// The browser replaced a member's subscription: the member moves to the new one,
     /// keeping its name. Nobody is told; nothing changed for them.
     pub async fn resubscribe(&self, request: ResubscribeRequest) -> Result<RoomState, ChatError> {
-        let member = self.authenticate(&request.member)?;
+        let member = self.authenticate(&request.member).await?;
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
         let moved = Device {
@@ -261,9 +273,10 @@ impl Chat {
             ..member.clone()
         };
         self.store
-            .replace_subscription(&member.subscription.endpoint, &moved)?;
+            .replace_subscription(&member.subscription.endpoint, &moved)
+            .await?;
         self.store.flush().await?;
-        self.room()
+        self.room().await
     }
 
     /// A browser leaves: it is deleted. When it was the member's last, the others are
@@ -272,25 +285,26 @@ impl Chat {
         &self,
         request: MemberCredentials,
     ) -> Result<Option<Broadcast>, ChatError> {
-        let device = self.authenticate(&request)?;
+        let device = self.authenticate(&request).await?;
         let removed = self
             .store
-            .remove_device(&device.subscription.endpoint, &device.subscription.auth)?;
-        self.store.flush().await?;
-        match removed {
+            .remove_device(&device.subscription.endpoint, &device.subscription.auth)
+            .await?;
+        let broadcast = match removed {
             Some(removed) if removed.member_left => {
-                Ok(Some(self.to_everyone(PushMessage::Unsubscribe {
-                    name: device.name,
-                })?))
+                let message = PushMessage::Unsubscribe { name: device.name };
+                Some(self.tell_everyone(message).await?)
             }
-            _ => Ok(None),
-        }
+            _ => None,
+        };
+        self.store.flush().await?;
+        Ok(broadcast)
     }
 
     /// A member speaks: the line is stored under the member's stored name and goes to
     /// everyone, the sender's other open pages included.
     pub async fn chat(&self, request: ChatRequest) -> Result<(ChatLine, Broadcast), ChatError> {
-        let member = self.authenticate(&request.member)?;
+        let member = self.authenticate(&request.member).await?;
         if request.msg.trim().is_empty() {
             return Err(ChatError::EmptyMessage);
         }
@@ -300,21 +314,29 @@ impl Chat {
         self.lines
             .take(&member.subscription.endpoint, Instant::now())
             .map_err(ChatError::TooManyLines)?;
-        let line = self.store.append_line(
-            &member.name,
-            &request.msg,
-            now_millis(),
-            self.rules.history_limit,
-        )?;
+        let now = now_millis();
+        let recipients = self.recipients(PushKind::ChatLine, now).await?;
+        let line = NewLine {
+            name: &member.name,
+            msg: &request.msg,
+            time: now,
+        };
+        let line = self
+            .store
+            .append_line(line, self.rules.history_limit, &recipients)
+            .await?;
         self.store.flush().await?;
-        let broadcast = self.to_everyone(PushMessage::ChatMsg(line.clone()))?;
+        let broadcast = Broadcast {
+            message: PushMessage::ChatMsg(line.clone()),
+            recipients,
+        };
         Ok((line, broadcast))
     }
 
     /// The operator removes the member called `name`, and may ban the name; the others are
     /// told the member left.
     pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Broadcast, ChatError> {
-        let devices = self.store.devices_of(name)?;
+        let devices = self.store.devices_of(name).await?;
         let Some(first) = devices.first() else {
             return Err(ChatError::NoSuchMember(name.to_owned()));
         };
@@ -322,19 +344,23 @@ impl Chat {
         for device in &devices {
             let subscription = &device.subscription;
             self.store
-                .remove_device(&subscription.endpoint, &subscription.auth)?;
+                .remove_device(&subscription.endpoint, &subscription.auth)
+                .await?;
         }
         if ban {
-            self.store.ban(&name)?;
+            self.store.ban(&name).await?;
         }
-        self.store.flush().await?;
         tracing::info!(%name, ban, "member removed by the operator");
-        self.to_everyone(PushMessage::Unsubscribe { name })
+        let broadcast = self
+            .tell_everyone(PushMessage::Unsubscribe { name })
+            .await?;
+        self.store.flush().await?;
+        Ok(broadcast)
     }
 
     /// The operator lets a banned name join again.
     pub async fn unban(&self, name: &str) -> Result<(), ChatError> {
-        if !self.store.unban(name)? {
+        if !self.store.unban(name).await? {
             return Err(ChatError::NotBanned(name.to_owned()));
         }
         self.store.flush().await?;
@@ -343,7 +369,7 @@ impl Chat {
 
     /// A notice from the operator, to the member called `to` or to everyone. It is not
     /// part of the history.
-    pub fn notice(&self, to: Option<&str>, text: &str) -> Result<Broadcast, ChatError> {
+    pub async fn notice(&self, to: Option<&str>, text: &str) -> Result<Broadcast, ChatError> {
         let text = text.trim();
         if text.is_empty() {
             return Err(ChatError::EmptyMessage);
@@ -357,9 +383,15 @@ impl Chat {
             return Err(ChatError::MessageTooLong(excess));
         }
         match to {
-            None => self.to_everyone(message),
+            None => {
+                let recipients = self.recipients(PushKind::Other, now_millis()).await?;
+                Ok(Broadcast {
+                    message,
+                    recipients,
+                })
+            }
             Some(name) => {
-                let devices = self.store.devices_of(name)?;
+                let devices = self.store.devices_of(name).await?;
                 if devices.is_empty() {
                     return Err(ChatError::NoSuchMember(name.to_owned()));
                 }
@@ -375,37 +407,29 @@ impl Chat {
     /// (pressing again starts the hour again). Returns until when, in milliseconds since
     /// the Unix epoch.
     pub async fn mute(&self, request: MuteRequest) -> Result<u64, ChatError> {
-        let pressed = self.authenticate(&request)?;
+        let pressed = self.authenticate(&request).await?;
         let until = now_millis() + MUTE_FOR.as_millis() as u64;
-        for device in self.store.devices_of(&pressed.name)? {
+        for device in self.store.devices_of(&pressed.name).await? {
             self.store
-                .set_muted_until(&device.subscription.endpoint, until)?;
+                .set_muted_until(&device.subscription.endpoint, until)
+                .await?;
         }
         self.store.flush().await?;
         Ok(until)
     }
 
-    /// The chat lines whose fan-out had not finished when the server stopped (it crashed,
-    /// say), each to go to today's members: at least once, never silently lost.
-    pub fn unsent(&self) -> Result<Vec<Broadcast>, ChatError> {
-        let lines = self.store.unsent_lines()?;
-        lines
-            .into_iter()
-            .map(|line| self.to_everyone(PushMessage::ChatMsg(line)))
-            .collect()
-    }
-
     /// The member list (sorted by name, each member once) and the recent history.
-    pub fn room(&self) -> Result<RoomState, ChatError> {
+    pub async fn room(&self) -> Result<RoomState, ChatError> {
         let mut members: Vec<String> = self
             .store
-            .devices()?
+            .devices()
+            .await?
             .into_iter()
             .map(|device| device.name)
             .collect();
         members.sort_by_key(|name| name.to_lowercase());
         members.dedup();
-        let history = self.store.recent_lines(self.rules.history_limit)?;
+        let history = self.store.recent_lines(self.rules.history_limit).await?;
         Ok(RoomState {
             you: None,
             members,
@@ -414,10 +438,10 @@ impl Chat {
     }
 
     /// The room as `device`'s browser sees it.
-    fn room_for(&self, device: &Device) -> Result<RoomState, ChatError> {
+    async fn room_for(&self, device: &Device) -> Result<RoomState, ChatError> {
         Ok(RoomState {
             you: Some(device.name.clone()),
-            ..self.room()?
+            ..self.room().await?
         })
     }
 
@@ -438,11 +462,11 @@ impl Chat {
 
     /// The room for readers who cannot join (their browser has no push): a chat anyone
     /// may join may be read by anyone; one with a passphrase may not.
-    pub fn public_room(&self) -> Result<RoomState, ChatError> {
+    pub async fn public_room(&self) -> Result<RoomState, ChatError> {
         if self.rules.join_passphrase.is_some() {
             return Err(ChatError::MembersOnly);
         }
-        self.room()
+        self.room().await
     }
 
     /// What newcomers must bring.
@@ -455,7 +479,7 @@ impl Chat {
     /// Refuses a newcomer without the chat's passphrase, with a banned name, or from an
     /// address that already has its share of members: one machine must not be able to
     /// fill the chat (and every fan-out) with members.
-    fn check_admission(
+    async fn check_admission(
         &self,
         newcomer: &Device,
         passphrase: Option<&str>,
@@ -467,17 +491,18 @@ impl Chat {
                 return Err(ChatError::WrongPassphrase);
             }
         }
-        if self.store.is_banned(&newcomer.name)? {
+        if self.store.is_banned(&newcomer.name).await? {
             return Err(ChatError::Banned(newcomer.name.clone()));
         }
-        self.check_room_at(from)
+        self.check_room_at(from).await
     }
 
     /// Refuses another device from `from` when that address already has its share.
-    fn check_room_at(&self, from: IpAddr) -> Result<(), ChatError> {
+    async fn check_room_at(&self, from: IpAddr) -> Result<(), ChatError> {
         let there = self
             .store
-            .devices()?
+            .devices()
+            .await?
             .iter()
             .filter(|device| device.joined_from == Some(from))
             .count();
@@ -489,22 +514,23 @@ impl Chat {
 
     /// The stored device with `subscription`'s endpoint, if any; an error if that endpoint
     /// belongs to a device with another secret.
-    fn known(&self, subscription: &Subscription) -> Result<Option<Device>, ChatError> {
+    async fn known(&self, subscription: &Subscription) -> Result<Option<Device>, ChatError> {
         let credentials = MemberCredentials {
             endpoint: subscription.endpoint.clone(),
             auth: subscription.auth.clone(),
         };
-        match self.authenticate(&credentials) {
+        match self.authenticate(&credentials).await {
             Ok(member) => Ok(Some(member)),
             Err(ChatError::UnknownMember) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    fn authenticate(&self, credentials: &MemberCredentials) -> Result<Device, ChatError> {
+    async fn authenticate(&self, credentials: &MemberCredentials) -> Result<Device, ChatError> {
         let member = self
             .store
-            .device(&credentials.endpoint)?
+            .device(&credentials.endpoint)
+            .await?
             .ok_or(ChatError::UnknownMember)?;
         if member.subscription.auth_matches(&credentials.auth) {
             Ok(member)
@@ -513,24 +539,50 @@ impl Chat {
         }
     }
 
-    fn to_everyone(&self, message: PushMessage) -> Result<Broadcast, ChatError> {
-        self.to_everyone_at(message, now_millis())
-    }
-
-    /// Every member, but a chat line skips those who muted chat lines past `now`.
-    fn to_everyone_at(&self, message: PushMessage, now: u64) -> Result<Broadcast, ChatError> {
-        let chat_line = matches!(message, PushMessage::ChatMsg(_));
+    /// Queues `message` to every member and returns what it queued.
+    async fn tell_everyone(&self, message: PushMessage) -> Result<Broadcast, ChatError> {
         let recipients = self
-            .store
-            .devices()?
-            .into_iter()
-            .filter(|device| !(chat_line && device.muted_until.is_some_and(|until| until > now)))
-            .map(|device| device.subscription)
-            .collect();
-        Ok(Broadcast {
+            .recipients(PushKind::of(&message), now_millis())
+            .await?;
+        let broadcast = Broadcast {
             message,
             recipients,
-        })
+        };
+        self.store.queue_fan_out(&broadcast).await?;
+        Ok(broadcast)
+    }
+
+    /// Every member's devices, but a chat line skips members who muted chat lines past
+    /// `now`.
+    async fn recipients(&self, kind: PushKind, now: u64) -> Result<Vec<Subscription>, ChatError> {
+        let devices = self.store.devices().await?;
+        Ok(devices
+            .into_iter()
+            .filter(|device| {
+                kind != PushKind::ChatLine || device.muted_until.is_none_or(|until| until <= now)
+            })
+            .map(|device| device.subscription)
+            .collect())
+    }
+}
+
+/// What a push to everyone carries, as far as who gets it is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PushKind {
+    /// Skips members who muted chat lines.
+    ChatLine,
+    /// Joins, leaves and notices reach everyone.
+    Other,
+}
+
+impl PushKind {
+    fn of(message: &PushMessage) -> Self {
+        match message {
+            PushMessage::ChatMsg(_) => PushKind::ChatLine,
+            PushMessage::Subscribe { .. }
+            | PushMessage::Unsubscribe { .. }
+            | PushMessage::Notice { .. } => PushKind::Other,
+        }
     }
 }
 
@@ -572,17 +624,12 @@ fn random_id() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use app::wire::{PushSubscription, SubscriptionKeys, PUSH_PAYLOAD_LIMIT};
 
     use super::*;
+    use crate::store::testing::TestStore;
 
     const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
 
@@ -592,17 +639,22 @@ mod tests {
     const KEY_B: &str =
         "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
 
-    fn chat() -> (tempfile::TempDir, Chat) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ChatStore::open(dir.path(), 1 << 20).unwrap());
-        let rules = ChatRules {
+    async fn chat() -> (TestStore, Chat) {
+        chat_with(ChatRules {
             allow_loopback_endpoints: false,
             history_limit: 50,
             chat_lines_per_minute: 3,
             members_per_address: 3,
             join_passphrase: None,
-        };
-        (dir, Chat::new(store, rules))
+        })
+        .await
+    }
+
+    /// A chat on a fresh store of the kind this run tests (see `store::tests`).
+    async fn chat_with(rules: ChatRules) -> (TestStore, Chat) {
+        let test = TestStore::new().await;
+        let chat = Chat::new(Arc::clone(&test.store), rules);
+        (test, chat)
     }
 
     fn auth(n: u8) -> String {
@@ -642,7 +694,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_a_join_is_pushed_to_everyone_including_the_newcomer() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let (room, broadcast) = chat
             .subscribe(join_request("  Bo ", 2), HOME)
@@ -659,7 +711,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_subscribing_twice_the_same_way_tells_nobody() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let (room, broadcast) = chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         assert!(broadcast.is_none());
@@ -670,16 +722,16 @@ mod tests {
 
     #[tokio::test]
     async fn test_a_taken_name_is_refused_whatever_its_case() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let clash = chat.subscribe(join_request("aNN", 2), HOME).await;
         assert!(matches!(clash, Err(ChatError::NameTaken(_))));
-        assert_eq!(chat.room().unwrap().members, ["Ann"]);
+        assert_eq!(chat.room().await.unwrap().members, ["Ann"]);
     }
 
     #[tokio::test]
     async fn test_an_endpoint_replayed_with_another_secret_is_refused() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let mut replay = join_request("Mallory", 3);
         replay.subscription.endpoint = credentials(1).endpoint;
@@ -691,12 +743,12 @@ mod tests {
             chat.init(replay, HOME).await,
             Err(ChatError::WrongSecret)
         ));
-        assert_eq!(chat.room().unwrap().members, ["Ann"]);
+        assert_eq!(chat.room().await.unwrap().members, ["Ann"]);
     }
 
     #[tokio::test]
     async fn test_init_restores_a_lost_member_without_telling_anyone() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         let room = chat.init(join_request("Ann", 1), HOME).await.unwrap();
         assert_eq!(room.members, ["Ann"]);
         let again = chat.init(join_request("Ann", 1), HOME).await.unwrap();
@@ -705,7 +757,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_chat_lines_carry_the_stored_name_and_reach_everyone() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let request = ChatRequest {
@@ -716,12 +768,12 @@ mod tests {
         assert_eq!(line.name, "Bo");
         assert_eq!(broadcast.message, PushMessage::ChatMsg(line.clone()));
         assert_eq!(endpoints(&broadcast).len(), 2);
-        assert_eq!(chat.room().unwrap().history, vec![line]);
+        assert_eq!(chat.room().await.unwrap().history, vec![line]);
     }
 
     #[tokio::test]
     async fn test_only_the_secret_holder_can_speak_or_leave() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let forged = MemberCredentials {
             endpoint: credentials(1).endpoint,
@@ -740,13 +792,13 @@ mod tests {
             chat.unsubscribe(credentials(5)).await,
             Err(ChatError::UnknownMember)
         ));
-        assert_eq!(chat.room().unwrap().members, ["Ann"]);
-        assert!(chat.room().unwrap().history.is_empty());
+        assert_eq!(chat.room().await.unwrap().members, ["Ann"]);
+        assert!(chat.room().await.unwrap().history.is_empty());
     }
 
     #[tokio::test]
     async fn test_a_replaced_subscription_keeps_the_member_and_its_name() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let fresh = join_request("ignored", 3).subscription;
@@ -790,7 +842,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_leaving_tells_only_those_who_remain() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let broadcast = chat.unsubscribe(credentials(1)).await.unwrap();
@@ -800,12 +852,12 @@ mod tests {
             PushMessage::Unsubscribe { name: "Ann".into() }
         );
         assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
-        assert_eq!(chat.room().unwrap().members, ["Bo"]);
+        assert_eq!(chat.room().await.unwrap().members, ["Bo"]);
     }
 
     #[tokio::test]
     async fn test_a_muted_member_gets_no_chat_lines_for_an_hour_but_still_hears_of_joins() {
-        let (_dir, chat) = chat();
+        let (store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let before = now_millis();
@@ -820,24 +872,27 @@ mod tests {
         assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
         let (_, join) = chat.subscribe(join_request("Cy", 3), HOME).await.unwrap();
         assert_eq!(join.unwrap().recipients.len(), 3);
-        // A line sent again after a restart skips Ann too.
-        let resent = endpoints(&chat.unsent().unwrap()[0]);
-        assert_eq!(resent, [credentials(2).endpoint, credentials(3).endpoint]);
+        // What waits in the store to be sent skips Ann too.
+        let queue = store.store.contents().await.unwrap().fan_outs;
+        let queued = queue
+            .iter()
+            .find(|fan_out| fan_out.message == PushMessage::ChatMsg(line.clone()))
+            .expect("the line's fan-out is queued");
+        assert_eq!(endpoints(queued), [credentials(2).endpoint]);
 
         // The mute ends when the hour does.
         let later = chat
-            .to_everyone_at(PushMessage::ChatMsg(line.clone()), until - 1)
+            .recipients(PushKind::ChatLine, until - 1)
+            .await
             .unwrap();
-        assert_eq!(later.recipients.len(), 2);
-        let after = chat
-            .to_everyone_at(PushMessage::ChatMsg(line), until)
-            .unwrap();
-        assert_eq!(after.recipients.len(), 3);
+        assert_eq!(later.len(), 2);
+        let after = chat.recipients(PushKind::ChatLine, until).await.unwrap();
+        assert_eq!(after.len(), 3);
     }
 
     #[tokio::test]
     async fn test_only_the_secret_holder_can_mute() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let forged = MemberCredentials {
             endpoint: credentials(1).endpoint,
@@ -860,7 +915,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_a_member_posting_too_fast_is_told_to_wait_and_nothing_is_stored() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         for n in 0..3 {
             let line = ChatRequest {
@@ -877,12 +932,12 @@ mod tests {
         assert!(
             matches!(refused, Err(ChatError::TooManyLines(wait)) if wait <= Duration::from_secs(60))
         );
-        assert_eq!(chat.room().unwrap().history.len(), 3);
+        assert_eq!(chat.room().await.unwrap().history.len(), 3);
     }
 
     #[tokio::test]
     async fn test_messages_must_fit_the_push_budget() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let empty = ChatRequest {
             member: credentials(1),
@@ -900,12 +955,12 @@ mod tests {
             chat.chat(huge).await,
             Err(ChatError::MessageTooLong(_))
         ));
-        assert!(chat.room().unwrap().history.is_empty());
+        assert!(chat.room().await.unwrap().history.is_empty());
     }
 
     #[tokio::test]
     async fn test_one_address_can_hold_only_its_share_of_members() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         for (n, name) in [(1, "Ann"), (2, "Bo"), (3, "Cy")] {
             chat.subscribe(join_request(name, n), HOME).await.unwrap();
         }
@@ -930,7 +985,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_the_operator_removes_and_bans_by_name_whatever_its_case() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let broadcast = chat.remove_named("ANN", true).await.unwrap();
@@ -964,14 +1019,14 @@ mod tests {
 
     #[tokio::test]
     async fn test_a_notice_goes_to_one_member_or_to_everyone() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         assert_eq!(
-            endpoints(&chat.notice(None, " maintenance at 5 ").unwrap()).len(),
+            endpoints(&chat.notice(None, " maintenance at 5 ").await.unwrap()).len(),
             2
         );
-        let to_bo = chat.notice(Some("bo"), "hi Bo").unwrap();
+        let to_bo = chat.notice(Some("bo"), "hi Bo").await.unwrap();
         assert_eq!(endpoints(&to_bo), [credentials(2).endpoint]);
         assert_eq!(
             to_bo.message,
@@ -980,32 +1035,33 @@ mod tests {
             }
         );
         assert!(matches!(
-            chat.notice(None, "  "),
+            chat.notice(None, "  ").await,
             Err(ChatError::EmptyMessage)
         ));
         assert!(matches!(
-            chat.notice(Some("Cy"), "hi"),
+            chat.notice(Some("Cy"), "hi").await,
             Err(ChatError::NoSuchMember(_))
         ));
         let long = "x".repeat(PUSH_PAYLOAD_LIMIT);
         assert!(matches!(
-            chat.notice(None, &long),
+            chat.notice(None, &long).await,
             Err(ChatError::MessageTooLong(_))
         ));
-        assert!(chat.room().unwrap().history.is_empty());
+        assert!(chat.room().await.unwrap().history.is_empty());
     }
 
     #[tokio::test]
     async fn test_newcomers_need_the_passphrase_members_do_not() {
-        let (dir, _) = chat();
-        let store = Arc::new(ChatStore::open(&dir.path().join("guarded"), 1 << 20).unwrap());
         let rules = ChatRules {
             join_passphrase: Some("open sesame".into()),
             ..ChatRules::default()
         };
-        let chat = Chat::new(store, rules);
+        let (_store, chat) = chat_with(rules).await;
         assert!(chat.join_rules().passphrase);
-        assert!(matches!(chat.public_room(), Err(ChatError::MembersOnly)));
+        assert!(matches!(
+            chat.public_room().await,
+            Err(ChatError::MembersOnly)
+        ));
         let with = |name: &str, n: u8, passphrase: Option<&str>| SubscribeRequest {
             passphrase: passphrase.map(str::to_owned),
             ..join_request(name, n)
@@ -1030,7 +1086,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_a_device_code_adds_a_browser_to_the_member_who_made_it() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let code = chat.device_code(credentials(1)).await.unwrap().code;
@@ -1062,17 +1118,24 @@ mod tests {
         let (line, to_all) = chat.chat(request).await.unwrap();
         assert_eq!(line.name, "Ann");
         assert_eq!(to_all.recipients.len(), 3);
-        assert_eq!(chat.notice(Some("ann"), "hi").unwrap().recipients.len(), 2);
+        assert_eq!(
+            chat.notice(Some("ann"), "hi")
+                .await
+                .unwrap()
+                .recipients
+                .len(),
+            2
+        );
 
         // Leaving from one browser leaves only that one.
         assert!(chat.unsubscribe(credentials(1)).await.unwrap().is_none());
-        assert_eq!(chat.room().unwrap().members, ["Ann", "Bo"]);
+        assert_eq!(chat.room().await.unwrap().members, ["Ann", "Bo"]);
         let last = chat.unsubscribe(credentials(3)).await.unwrap().unwrap();
         assert_eq!(
             last.message,
             PushMessage::Unsubscribe { name: "Ann".into() }
         );
-        assert_eq!(chat.room().unwrap().members, ["Bo"]);
+        assert_eq!(chat.room().await.unwrap().members, ["Bo"]);
         assert!(matches!(
             chat.device_code(credentials(1)).await,
             Err(ChatError::UnknownMember)
@@ -1092,7 +1155,7 @@ mod tests {
 
     #[tokio::test]
     async fn test_muting_from_one_browser_mutes_the_member_on_all_of_them() {
-        let (_dir, chat) = chat();
+        let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
         let code = chat.device_code(credentials(1)).await.unwrap().code;

@@ -46,7 +46,7 @@ pub enum Command {
 }
 
 /// Where the chat lives. While `pushchat serve` runs on it, the other subcommands reach
-/// the server through the data dir's admin socket; otherwise they open it themselves.
+/// the server through the data dir's admin socket; otherwise they open the store themselves.
 #[derive(Debug, Args)]
 pub struct DataDirArg {
     /// Folder for the database and the VAPID key pair; `serve` creates it on first start.
@@ -57,6 +57,18 @@ pub struct DataDirArg {
         global = true
     )]
     pub data_dir: PathBuf,
+
+    /// Keep the chat in PostgreSQL at this URL (postgres://USER:PASSWORD@HOST/DB) instead
+    /// of the data dir, so that several instances serve one chat. The data dir still
+    /// holds each instance's admin socket.
+    #[arg(
+        long,
+        env = "PUSHCHAT_DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,7 +233,13 @@ pub struct ServeArgs {
     )]
     pub admin_token: Option<String>,
 
-    /// Upper bound of the database's page cache, in MiB.
+    /// How many queued fan-outs (batches of up to 200 pushes) this instance delivers at
+    /// once; a batch waiting on a slow push service holds its place. On PostgreSQL each
+    /// holds a database connection. [default: 256 on sled, 16 on PostgreSQL]
+    #[arg(long, env = "PUSHCHAT_FAN_OUTS_AT_ONCE", value_name = "N")]
+    pub fan_outs_at_once: Option<usize>,
+
+    /// Upper bound of the sled database's page cache, in MiB.
     #[arg(long, env = "PUSHCHAT_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u64,
 }

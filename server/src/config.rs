@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf};
 use url::Url;
 
 use crate::{
-    chat::ChatRules, cli::ServeArgs, client_address::TrustedProxies, delivery::DeliverySettings,
+    chat::ChatRules,
+    cli::{DataDirArg, ServeArgs},
+    client_address::TrustedProxies,
+    delivery::DeliverySettings,
 };
 
 /// The most history lines a server keeps; each arriving member receives them all.
@@ -19,11 +22,38 @@ pub struct Config {
     pub vapid_subject: String,
     pub rules: ChatRules,
     pub delivery: DeliverySettings,
-    pub cache_bytes: u64,
+    pub store: StoreLocation,
     pub trusted_proxies: TrustedProxies,
     pub admin_token: Option<String>,
     /// Serve HTTPS with these files.
     pub tls: Option<TlsFiles>,
+}
+
+/// Where the chat is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled in the data dir, with a page cache of at most this many bytes.
+    Sled { cache_bytes: u64 },
+    /// PostgreSQL at this URL, shared with other instances.
+    Postgres { url: String },
+}
+
+impl StoreLocation {
+    /// The store `data` names: PostgreSQL with --database-url, else sled in the data dir.
+    pub fn of(data: &DataDirArg, cache_mib: u64) -> Result<Self, ConfigError> {
+        if cache_mib == 0 {
+            return Err(ConfigError::CacheSize);
+        }
+        match &data.database_url {
+            None => Ok(StoreLocation::Sled {
+                cache_bytes: cache_mib * 1024 * 1024,
+            }),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres { url: url.clone() })
+            }
+            Some(_) => Err(ConfigError::DatabaseUrl),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +78,10 @@ pub enum ConfigError {
     HistoryLimit,
     #[error("--cache-mib must be at least 1")]
     CacheSize,
+    #[error("--database-url must be a postgres:// (or postgresql://) URL")]
+    DatabaseUrl,
+    #[error("--fan-outs-at-once must be at least 1")]
+    FanOutsAtOnce,
     #[error("--chat-lines-per-minute must be at least 1")]
     ChatRate,
     #[error("--members-per-address must be at least 1")]
@@ -63,9 +97,15 @@ impl Config {
         if !(1..=MAX_HISTORY_LIMIT).contains(&args.history_limit) {
             return Err(ConfigError::HistoryLimit);
         }
-        if args.cache_mib == 0 {
-            return Err(ConfigError::CacheSize);
-        }
+        let store = StoreLocation::of(&args.data, args.cache_mib)?;
+        let max_fan_outs = match (args.fan_outs_at_once, &store) {
+            (Some(0), _) => return Err(ConfigError::FanOutsAtOnce),
+            (Some(count), _) => count,
+            // Each holds a connection: three instances stay within PostgreSQL's default
+            // of 100 connections.
+            (None, StoreLocation::Postgres { .. }) => 16,
+            (None, StoreLocation::Sled { .. }) => DeliverySettings::default().max_fan_outs,
+        };
         if args.chat_lines_per_minute == 0 {
             return Err(ConfigError::ChatRate);
         }
@@ -95,9 +135,10 @@ impl Config {
             },
             delivery: DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
+                max_fan_outs,
                 ..DeliverySettings::default()
             },
-            cache_bytes: args.cache_mib * 1024 * 1024,
+            store,
             trusted_proxies: TrustedProxies(
                 args.trusted_proxy
                     .iter()
@@ -184,5 +225,44 @@ mod tests {
             let error = validate_subject(subject).unwrap_err().to_string();
             assert!(error.contains("Apple"), "{subject}: {error}");
         }
+    }
+
+    fn serve(flags: &[&str]) -> Result<Config, ConfigError> {
+        use clap::Parser;
+        let mut all = vec![
+            "pushchat",
+            "serve",
+            "--vapid-subject",
+            "mailto:ops@example.org",
+        ];
+        all.extend(flags);
+        match crate::cli::Cli::parse_from(all).command {
+            crate::cli::Command::Serve(args) => Config::from_args(args),
+            _ => unreachable!("parsed a serve command"),
+        }
+    }
+
+    #[test]
+    fn test_the_store_is_sled_unless_a_postgres_url_names_one() {
+        let sled = serve(&[]).unwrap();
+        assert!(
+            matches!(sled.store, StoreLocation::Sled { cache_bytes } if cache_bytes == 64 << 20)
+        );
+        assert_eq!(sled.delivery.max_fan_outs, 256);
+        let url = "postgres://chat@db.example.org/chat";
+        let postgres = serve(&["--database-url", url]).unwrap();
+        assert_eq!(postgres.store, StoreLocation::Postgres { url: url.into() });
+        // Each fan-out in progress holds a connection there.
+        assert_eq!(postgres.delivery.max_fan_outs, 16);
+        let tuned = serve(&["--database-url", url, "--fan-outs-at-once", "40"]).unwrap();
+        assert_eq!(tuned.delivery.max_fan_outs, 40);
+        assert_eq!(
+            serve(&["--database-url", "mysql://db.example.org/chat"]).err(),
+            Some(ConfigError::DatabaseUrl)
+        );
+        assert_eq!(
+            serve(&["--fan-outs-at-once", "0"]).err(),
+            Some(ConfigError::FanOutsAtOnce)
+        );
     }
 }

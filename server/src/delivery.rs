@@ -16,19 +16,21 @@
 //! - 400, 401, 403: our request or our VAPID key is wrong: logged as an error, member kept;
 //! - anything else: failed and logged, member kept.
 //!
-//! A chat line stays in the store's outbox until its fan-out is done; a server that stops
-//! before then sends it again on its next start (members who got it already get it twice;
-//! pages drop the copy by its id).
+//! Fan-outs wait in the store (see `store`): [`Delivery::start`] takes them, at most
+//! `max_fan_outs` at once, and gives each back as done once every recipient's push service
+//! answered. One that is not done when its server stops is taken again (on PostgreSQL at
+//! once, by another instance): members who got it already get it twice, and pages drop
+//! the copy by its id. Waiting fan-outs are on disk, not in memory, however many queue up.
 //!
 //! Bounds: at most `max_in_flight` pushes are being encrypted or sent at once, across all
 //! fan-outs; a push waiting to retry holds no slot, and each push has its own task, so a
-//! slow or failing push service holds up only its own pushes. At most `max_queued`
-//! fan-outs are pending: past that, a new broadcast waits for room (the request that
-//! caused it waits too) instead of growing memory without bound. Every fan-out ends in a
+//! slow or failing push service holds up only its own pushes. Every fan-out ends in a
 //! [`DeliveryReport`], logged.
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -37,17 +39,21 @@ use rand::Rng;
 use reqwest::{header::HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{oneshot, watch, Semaphore},
+    sync::{broadcast, watch, Semaphore},
     task::JoinSet,
 };
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use url::Url;
 use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder};
 
 use app::wire::PushMessage;
 
 use crate::{
-    public_dns::PublicOnly, store::ChatStore, subscription::Subscription, vapid::VapidKeys,
+    clock::now_millis,
+    public_dns::PublicOnly,
+    store::{Broadcast, Store, TakenFanOut, FAN_OUT_POLL},
+    subscription::Subscription,
+    vapid::VapidKeys,
 };
 
 /// The engine's limits and retry policy.
@@ -55,8 +61,9 @@ use crate::{
 pub struct DeliverySettings {
     /// Pushes being encrypted or sent at once, across all fan-outs.
     pub max_in_flight: usize,
-    /// Fan-outs accepted but not finished; past this, new ones wait.
-    pub max_queued: usize,
+    /// Queued fan-outs this process delivers at once (on PostgreSQL, each holds a
+    /// database connection while it does).
+    pub max_fan_outs: usize,
     /// Retries of one push after a 429, a 5xx, a timeout or a connection error.
     pub max_retries: u32,
     /// The wait before the first retry; it doubles for each next one (with jitter).
@@ -75,7 +82,9 @@ impl Default for DeliverySettings {
             // Mostly pushes waiting on their push service's answer: cheap, and enough that
             // hundreds of slow endpoints leave room for everyone else.
             max_in_flight: 2048,
-            max_queued: 256,
+            // Cheap on sled, and enough that batches waiting on slow push services leave
+            // room for the others (each batch may hold a few of them).
+            max_fan_outs: 256,
             max_retries: 3,
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
@@ -100,14 +109,7 @@ impl DeliverySettings {
     }
 }
 
-/// One status update and the members it goes to.
-#[derive(Clone, Debug)]
-pub struct Broadcast {
-    pub message: PushMessage,
-    pub recipients: Vec<Subscription>,
-}
-
-/// What one fan-out achieved.
+/// What one fan-out (or one queued batch of one) achieved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
     pub delivered: usize,
@@ -116,13 +118,33 @@ pub struct DeliveryReport {
     pub failed: usize,
     /// Retries made, over all recipients.
     pub retried: usize,
-    /// From the start of the fan-out to its last push's final answer.
+    /// From the fan-out's start (when it was queued) to its last push's final answer.
     pub elapsed: Duration,
-    /// From the start of the fan-out to a push's final answer: the median and the 99th
-    /// percentile over the recipients.
-    pub p50: Duration,
-    pub p99: Duration,
+    /// From the fan-out's start to each push's final answer, shortest first.
+    pub latencies: Vec<Duration>,
 }
+
+impl DeliveryReport {
+    /// The `p`th percentile of the latencies (0 without pushes).
+    pub fn percentile(&self, p: usize) -> Duration {
+        let at = (self.latencies.len() * p / 100).min(self.latencies.len().saturating_sub(1));
+        self.latencies.get(at).copied().unwrap_or_default()
+    }
+
+    /// Adds `other`, a report on another batch of the same fan-out.
+    pub fn absorb(&mut self, other: DeliveryReport) {
+        self.delivered += other.delivered;
+        self.gone += other.gone;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.latencies.extend(other.latencies);
+        self.latencies.sort();
+    }
+}
+
+/// How many reports [`Delivery::reports`] keeps for a listener that falls behind.
+pub const REPORTS_KEPT: usize = 4096;
 
 /// Upper bounds, in seconds, of the push latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -145,13 +167,13 @@ pub struct DeliveryTotals {
 }
 
 impl DeliveryTotals {
-    fn add(&mut self, report: &DeliveryReport, latencies: &[Duration]) {
+    fn add(&mut self, report: &DeliveryReport) {
         self.fan_outs += 1;
         self.delivered += report.delivered as u64;
         self.gone += report.gone as u64;
         self.failed += report.failed as u64;
         self.retried += report.retried as u64;
-        for latency in latencies.iter().map(Duration::as_secs_f64) {
+        for latency in report.latencies.iter().map(Duration::as_secs_f64) {
             self.latency_sum += latency;
             for (bucket, bound) in self.latency_buckets.iter_mut().zip(LATENCY_BUCKETS) {
                 *bucket += u64::from(latency <= bound);
@@ -237,12 +259,14 @@ enum Attempt {
 pub struct Delivery {
     http: reqwest::Client,
     vapid: Arc<VapidKeys>,
-    store: Arc<ChatStore>,
+    store: Arc<dyn Store>,
     settings: DeliverySettings,
     in_flight: Arc<Semaphore>,
-    queued: Arc<Semaphore>,
+    /// The taker of queued fan-outs and the fan-outs it took.
     running: TaskTracker,
     totals: watch::Sender<DeliveryTotals>,
+    /// Every fan-out's report, for whoever listens (`pushchat bench`).
+    reports: broadcast::Sender<DeliveryReport>,
     /// By endpoint; what `pushchat members` shows.
     last_results: Mutex<HashMap<String, LastResult>>,
 }
@@ -250,7 +274,7 @@ pub struct Delivery {
 impl Delivery {
     pub fn new(
         vapid: Arc<VapidKeys>,
-        store: Arc<ChatStore>,
+        store: Arc<dyn Store>,
         settings: DeliverySettings,
     ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
@@ -269,30 +293,68 @@ impl Delivery {
             vapid,
             store,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
-            queued: Arc::new(Semaphore::new(settings.max_queued)),
             settings,
             running: TaskTracker::new(),
             totals: watch::Sender::new(DeliveryTotals::default()),
+            reports: broadcast::Sender::new(REPORTS_KEPT),
             last_results: Mutex::default(),
         })
     }
 
-    /// Starts the fan-out in the background, once the queue has room for it. Its report
-    /// comes through the returned channel, for a caller that waits for it.
-    pub async fn dispatch(
-        self: &Arc<Self>,
-        broadcast: Broadcast,
-    ) -> oneshot::Receiver<DeliveryReport> {
-        let (report_to, report) = oneshot::channel();
-        let Ok(room) = Arc::clone(&self.queued).acquire_owned().await else {
-            return report; // The semaphore is never closed.
-        };
+    /// Starts taking queued fan-outs from the store and delivering them, until `stop` is
+    /// cancelled; [`Delivery::drain`] then waits for the ones taken.
+    pub fn start(self: &Arc<Self>, stop: CancellationToken) {
         let delivery = Arc::clone(self);
-        self.running.spawn(async move {
-            let _ = report_to.send(delivery.deliver(broadcast).await);
-            drop(room);
-        });
-        report
+        self.running.spawn(delivery.take_fan_outs(stop));
+    }
+
+    async fn take_fan_outs(self: Arc<Self>, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.settings.max_fan_outs));
+        loop {
+            let slot = tokio::select! {
+                _ = stop.cancelled() => return,
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+            };
+            let Ok(slot) = slot else {
+                return; // The semaphore is never closed.
+            };
+            let taken = tokio::select! {
+                _ = stop.cancelled() => return,
+                taken = self.store.take_fan_out() => taken,
+            };
+            let idle: Pin<Box<dyn Future<Output = ()> + Send + '_>> = match taken {
+                Ok(Some(fan_out)) => {
+                    let delivery = Arc::clone(&self);
+                    self.running.spawn(async move {
+                        delivery.deliver_taken(fan_out).await;
+                        drop(slot);
+                    });
+                    continue;
+                }
+                Ok(None) => self.store.fan_out_queued(),
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot take a queued fan-out; trying again");
+                    Box::pin(tokio::time::sleep(FAN_OUT_POLL))
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = idle => {}
+            }
+        }
+    }
+
+    async fn deliver_taken(self: &Arc<Self>, fan_out: TakenFanOut) {
+        let waited = now_millis().saturating_sub(fan_out.queued_at);
+        let queued = Instant::now()
+            .checked_sub(Duration::from_millis(waited))
+            .unwrap_or_else(Instant::now);
+        let report = self.push_all(fan_out.broadcast.clone(), queued).await;
+        if let Err(error) = fan_out.done().await {
+            tracing::error!(error = %error, "could not mark a fan-out as sent; it will go again");
+        }
+        // Counted once it left the queue: a fan-out `/metrics` counts is not sent again.
+        self.record(&report);
     }
 
     /// How the last push to `endpoint` ended, since this server started.
@@ -309,7 +371,14 @@ impl Delivery {
         self.totals.subscribe()
     }
 
-    /// Waits up to `deadline` for every dispatched fan-out to finish.
+    /// The reports of the fan-outs that finish from now on (the last [`REPORTS_KEPT`]
+    /// for a listener that falls behind).
+    pub fn reports(&self) -> broadcast::Receiver<DeliveryReport> {
+        self.reports.subscribe()
+    }
+
+    /// Waits up to `deadline` for the fan-outs taken so far to finish (cancel the `stop`
+    /// given to [`Delivery::start`] first).
     pub async fn drain(&self, deadline: Duration) -> bool {
         self.running.close();
         tokio::time::timeout(deadline, self.running.wait())
@@ -320,7 +389,14 @@ impl Delivery {
     /// Pushes `broadcast` to every recipient, deletes members whose subscription is gone,
     /// and reports.
     pub async fn deliver(self: &Arc<Self>, broadcast: Broadcast) -> DeliveryReport {
-        let started = Instant::now();
+        let report = self.push_all(broadcast, Instant::now()).await;
+        self.record(&report);
+        report
+    }
+
+    /// Pushes `broadcast`, a fan-out that started (was queued) at `started`, to every
+    /// recipient, deletes members whose subscription is gone, and reports.
+    async fn push_all(self: &Arc<Self>, broadcast: Broadcast, started: Instant) -> DeliveryReport {
         let payload: Arc<[u8]> = broadcast.message.to_payload().into();
         let options = Arc::new(PushOptions::for_message(&broadcast.message));
         let mut pushes = JoinSet::new();
@@ -333,16 +409,10 @@ impl Delivery {
             });
         }
 
-        let line_id = match &broadcast.message {
-            PushMessage::ChatMsg(line) => Some(line.id),
-            PushMessage::Subscribe { .. }
-            | PushMessage::Unsubscribe { .. }
-            | PushMessage::Notice { .. } => None,
-        };
         let mut report = DeliveryReport::default();
-        let mut latencies = Vec::with_capacity(pushes.len());
+        report.latencies.reserve(pushes.len());
         while let Some(finished) = pushes.join_next().await {
-            latencies.push(started.elapsed());
+            report.latencies.push(started.elapsed());
             let Ok((outcome, retries, recipient)) = finished else {
                 report.failed += 1; // A push task panicked; the others carry on.
                 continue;
@@ -363,38 +433,29 @@ impl Delivery {
                 Outcome::Failed => report.failed += 1,
                 Outcome::Gone => {
                     report.gone += 1;
-                    self.forget(&recipient);
+                    self.forget(&recipient).await;
                 }
             }
         }
-        report.elapsed = started.elapsed();
         // join_next yields in completion order, so the latencies are already sorted.
-        let percentile = |p: usize| latencies.get(latencies.len() * p / 100).copied();
-        report.p50 = percentile(50).unwrap_or_default();
-        report.p99 = percentile(99).unwrap_or_default();
-        if let Some(id) = line_id {
-            // Every member got its final answer: the line leaves the outbox, for good (a
-            // crash before the flush would send it once more).
-            let sent = async {
-                self.store.line_sent(id)?;
-                self.store.flush().await
-            };
-            if let Err(error) = sent.await {
-                tracing::error!(error = %error, id, "could not mark a chat line as sent");
-            }
-        }
-        self.totals
-            .send_modify(|totals| totals.add(&report, &latencies));
+        report.elapsed = started.elapsed();
+        report
+    }
+
+    /// Adds a finished fan-out to the totals, tells who listens, and logs it.
+    fn record(&self, report: &DeliveryReport) {
+        self.totals.send_modify(|totals| totals.add(report));
+        // Nobody listening is the usual case.
+        let _ = self.reports.send(report.clone());
         tracing::info!(
             delivered = report.delivered,
             gone = report.gone,
             failed = report.failed,
             retried = report.retried,
             elapsed_ms = report.elapsed.as_millis() as u64,
-            p99_ms = report.p99.as_millis() as u64,
+            p99_ms = report.percentile(99).as_millis() as u64,
             "fan-out done"
         );
-        report
     }
 
     /// One push, with its retries; returns how it ended and how many retries it took.
@@ -494,12 +555,12 @@ impl Delivery {
         Ok(request.body(encrypted.into_body()))
     }
 
-    fn forget(&self, gone: &Subscription) {
+    async fn forget(&self, gone: &Subscription) {
         self.last_results
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&gone.endpoint);
-        match self.store.remove_device(&gone.endpoint, &gone.auth) {
+        match self.store.remove_device(&gone.endpoint, &gone.auth).await {
             Ok(Some(removed)) => tracing::info!(
                 name = %removed.device.name,
                 host = %host_of(&gone.endpoint),
@@ -567,6 +628,28 @@ mod tests {
             settings.max_backoff
         );
         assert_eq!(settings.backoff(40, None), settings.max_backoff);
+    }
+
+    #[test]
+    fn test_batch_reports_add_up_to_the_fan_outs_report() {
+        let ms = Duration::from_millis;
+        let batch = |delivered, latencies: &[u64]| DeliveryReport {
+            delivered,
+            failed: 1,
+            elapsed: ms(*latencies.last().unwrap()),
+            latencies: latencies.iter().map(|&l| ms(l)).collect(),
+            ..DeliveryReport::default()
+        };
+        let mut fan_out = DeliveryReport::default();
+        assert_eq!(fan_out.percentile(50), Duration::ZERO);
+        fan_out.absorb(batch(2, &[30, 40, 90]));
+        fan_out.absorb(batch(1, &[10, 20]));
+        assert_eq!((fan_out.delivered, fan_out.failed), (3, 2));
+        assert_eq!(fan_out.elapsed, ms(90));
+        assert_eq!(fan_out.latencies, [10, 20, 30, 40, 90].map(ms));
+        assert_eq!(fan_out.percentile(50), ms(30));
+        assert_eq!(fan_out.percentile(99), ms(90));
+        assert_eq!(fan_out.percentile(100), ms(90));
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! The pushchat server. `main.rs` parses the command line; [`serve`] does the rest.
 //!
 //! Modules, each with one job: `admin` (the operator's API), `admin_socket` (its local
-//! transport), `operator` (the operator's subcommands), `cli` (parsing), `client_address` (who
-//! sent a request), `config` (validated settings), `config_file`
-//! (`--config`), `store`
-//! (sled), `vapid` (the server's push identity), `subscription` (what an endpoint and its
-//! keys must be), `chat` (the rules: who may do what, who is told what), `delivery` (Web
-//! Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the API's
-//! error answers), `state` (what handlers share), `limits` (rate limits), `metrics`
-//! (`/metrics`), `public_dns`
-//! (the delivery client's DNS, public addresses only), `tls` (HTTPS), `bench` (`pushchat bench`).
+//! transport), `operator` (the operator's subcommands), `cli` (parsing), `client_address`
+//! (who sent a request), `clock` (time as the chat keeps it), `config` (validated
+//! settings), `config_file` (`--config`), `store` (sled or PostgreSQL, and the queue of
+//! fan-outs), `vapid` (the server's push identity), `subscription` (what an endpoint and
+//! its keys must be), `chat` (the rules: who may do what, who is told what), `delivery`
+//! (Web Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the
+//! API's error answers), `state` (what handlers share), `limits` (rate limits), `metrics`
+//! (`/metrics`), `public_dns` (the delivery client's DNS, public addresses only), `tls`
+//! (HTTPS), `bench` (`pushchat bench`).
 
 pub mod admin;
 pub mod admin_socket;
@@ -17,6 +17,7 @@ pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod client_address;
+pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod delivery;
@@ -33,7 +34,8 @@ pub mod tls;
 pub mod vapid;
 
 use std::{
-    future::Future, net::SocketAddr, os::unix::fs::DirBuilderExt, sync::Arc, time::Duration,
+    future::Future, net::SocketAddr, os::unix::fs::DirBuilderExt, path::Path, sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -43,14 +45,19 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    chat::Chat, config::Config, delivery::Delivery, state::AppState, store::ChatStore,
-    tls::TlsListener, vapid::VapidKeys,
+    chat::Chat,
+    config::{Config, StoreLocation},
+    delivery::Delivery,
+    state::AppState,
+    store::{PostgresStore, SledStore, Store},
+    tls::TlsListener,
+    vapid::VapidKeys,
 };
 
 /// How long shutdown waits for fan-outs in flight.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Opens the data dir, serves until `shutdown` resolves, then lets pushes in flight finish
+/// Opens the store, serves until `shutdown` resolves, then lets pushes in flight finish
 /// and flushes the store. Prints `pushchat listening on http://ADDR` once it accepts
 /// connections (with port 0, ADDR has the port the system chose).
 pub async fn serve(
@@ -61,10 +68,11 @@ pub async fn serve(
         Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
         None => None,
     };
-    let state = open(&config)?;
+    let state = open(&config).await?;
     state
         .store
         .set_vapid_subject(&config.vapid_subject)
+        .await
         .context("cannot record the VAPID contact")?;
     let tcp = TcpListener::bind(config.addr)
         .await
@@ -94,7 +102,7 @@ pub async fn serve(
 
 /// Opens what `config` names (the data dir, the store, the VAPID keys) and builds the
 /// state the handlers share.
-pub fn open(config: &Config) -> anyhow::Result<AppState> {
+pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     let data_dir = &config.data_dir;
     // Only its owner may enter it: it holds the private key and the admin socket.
     std::fs::DirBuilder::new()
@@ -102,16 +110,7 @@ pub fn open(config: &Config) -> anyhow::Result<AppState> {
         .mode(0o700)
         .create(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    let db_dir = data_dir.join("db");
-    let store = ChatStore::open(&db_dir, config.cache_bytes).with_context(|| {
-        format!(
-            "cannot open the database in {} (is another pushchat using it?)",
-            db_dir.display()
-        )
-    })?;
-    let store = Arc::new(store);
-    let vapid =
-        VapidKeys::load_or_create(data_dir, config.vapid_subject.clone(), store.has_members()?)?;
+    let (store, vapid) = open_store(config).await?;
     let vapid = Arc::new(vapid);
     let delivery = Delivery::new(
         Arc::clone(&vapid),
@@ -133,19 +132,36 @@ pub fn open(config: &Config) -> anyhow::Result<AppState> {
     })
 }
 
-/// Fans out again the chat lines a stopped server had not finished sending.
-async fn resume_unsent(state: &AppState) -> anyhow::Result<()> {
-    let unsent = state.chat.unsent().context("cannot read the outbox")?;
-    if !unsent.is_empty() {
-        tracing::warn!(
-            lines = unsent.len(),
-            "sending chat lines again whose fan-out was cut short"
-        );
+/// Opens the store `config` names and the VAPID keys that go with it: on sled, the key
+/// file in the data dir; on PostgreSQL, the key in the database every instance shares.
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, VapidKeys)> {
+    let subject = config.vapid_subject.clone();
+    match &config.store {
+        StoreLocation::Sled { cache_bytes } => {
+            let store = open_sled(&config.data_dir, *cache_bytes)?;
+            let has_members = store.has_members().await?;
+            let vapid = VapidKeys::load_or_create(&config.data_dir, subject, has_members)?;
+            Ok((Arc::new(store), vapid))
+        }
+        StoreLocation::Postgres { url } => {
+            let store = PostgresStore::connect(url, config.delivery.max_fan_outs)
+                .await
+                .context("cannot open the PostgreSQL database given by --database-url")?;
+            let vapid = VapidKeys::load_or_create_shared(&store, subject).await?;
+            Ok((Arc::new(store), vapid))
+        }
     }
-    for broadcast in unsent {
-        state.delivery.dispatch(broadcast).await;
-    }
-    Ok(())
+}
+
+/// Opens the sled store in `data_dir`.
+pub fn open_sled(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<SledStore> {
+    let db_dir = data_dir.join("db");
+    SledStore::open(&db_dir, cache_bytes).with_context(|| {
+        format!(
+            "cannot open the database in {} (is another pushchat using it?)",
+            db_dir.display()
+        )
+    })
 }
 
 /// A connection of the public listener, plain or TLS: both sit on a TCP stream.
@@ -177,8 +193,11 @@ where
     L: Listener<Addr = SocketAddr>,
     L::Io: OverTcp,
 {
-    resume_unsent(&state).await?;
     let stop = CancellationToken::new();
+    // Stops taking fan-outs only once the last request has been answered, so that what
+    // those requests queued goes out before the drain.
+    let stop_taking = CancellationToken::new();
+    state.delivery.start(stop_taking.clone());
     if let Some(admin) = admin {
         let app = routes::admin_socket_router(state.clone());
         let stopped = stop.clone().cancelled_owned();
@@ -204,6 +223,7 @@ where
     axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
         .await?;
+    stop_taking.cancel();
     if !state.delivery.drain(DRAIN_DEADLINE).await {
         tracing::warn!("shut down with pushes still in flight");
     }

@@ -80,7 +80,7 @@ pub fn render(members: usize, delivery: &DeliveryTotals, http: &HttpCounts) -> S
     out.family(
         "pushchat_fan_outs_total",
         "counter",
-        "Status updates fanned out.",
+        "Queued fan-outs (batches of up to 200 pushes) this instance delivered.",
     );
     out.sample("pushchat_fan_outs_total", "", delivery.fan_outs);
 
@@ -88,7 +88,7 @@ pub fn render(members: usize, delivery: &DeliveryTotals, http: &HttpCounts) -> S
     out.family(
         latency,
         "histogram",
-        "From a fan-out's start to a push's final answer.",
+        "From when a fan-out was queued to a push's final answer.",
     );
     for (bound, count) in LATENCY_BUCKETS.iter().zip(delivery.latency_buckets) {
         out.sample(

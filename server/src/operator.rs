@@ -1,7 +1,11 @@
 //! The operator's subcommands: `vapid`, `members`, `backup`, `restore`, `send`. sled lets
 //! one process open a data dir, so each first looks for a server running on it (its admin
-//! socket answers) and asks that server; when none runs, it opens the data dir itself.
+//! socket answers) and asks that server; when none runs, it opens the store itself.
 //! Either way the outcome is a sentence, never a lock error.
+//!
+//! With `--database-url` (PostgreSQL), `members` works with or without a server; the
+//! others need a running instance's data dir (its socket), or, for backups and a new key,
+//! PostgreSQL's own tools: the database holds the whole chat, VAPID key included.
 
 use std::{
     fs,
@@ -22,9 +26,9 @@ use crate::{
     },
     admin_socket::{self, AdminClient},
     chat::{Chat, ChatRules},
-    cli::{BackupArgs, MembersAction, MembersArgs, SendArgs, VapidCommand},
+    cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
     delivery::{Delivery, DeliverySettings},
-    store::{ChatStore, StoreContents},
+    store::{PostgresStore, Store, StoreContents},
     vapid::{self, VapidKeys, KEY_FILE},
 };
 
@@ -40,21 +44,43 @@ struct BackupFile {
 
 const BACKUP_FORMAT: &str = "pushchat backup 1";
 
-/// The chat behind a data dir: a running server, or the data dir opened here.
+/// What to do instead, for a chat in PostgreSQL.
+const POSTGRES_BACKUP: &str =
+    "back it up and restore it with pg_dump and pg_restore (the VAPID key is in its settings table)";
+const POSTGRES_VAPID: &str = "the key is in the database's settings table; `pushchat vapid show` \
+     through a running instance's --data-dir shows it";
+
+/// The chat behind a data dir: a running server, or the store opened here.
 enum Reached {
     Server(AdminClient),
-    DataDir(Arc<ChatStore>),
+    Store(Arc<dyn Store>),
 }
 
-async fn reach(data_dir: &Path) -> anyhow::Result<Reached> {
-    if let Some(server) = AdminClient::connect(data_dir).await {
+async fn reach(data: &DataDirArg) -> anyhow::Result<Reached> {
+    if let Some(server) = AdminClient::connect(&data.data_dir).await {
         return Ok(Reached::Server(server));
     }
-    Ok(Reached::DataDir(open_stopped(data_dir)?))
+    match &data.database_url {
+        Some(url) => {
+            let store = PostgresStore::connect(url, 1)
+                .await
+                .context("cannot open the PostgreSQL database given by --database-url")?;
+            Ok(Reached::Store(Arc::new(store)))
+        }
+        None => Ok(Reached::Store(open_stopped(&data.data_dir)?)),
+    }
 }
 
-/// Opens the store of a data dir no server runs on.
-fn open_stopped(data_dir: &Path) -> anyhow::Result<Arc<ChatStore>> {
+/// Refuses what only the data dir's own files can do, on a chat kept in PostgreSQL.
+fn sled_only(data: &DataDirArg, what: &str, instead: &str) -> anyhow::Result<()> {
+    if data.database_url.is_some() {
+        bail!("{what} works on a data dir's own store; this chat is in PostgreSQL: {instead}");
+    }
+    Ok(())
+}
+
+/// Opens the sled store of a data dir no server runs on.
+fn open_stopped(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     let db = data_dir.join("db");
     if !db.exists() {
         bail!(
@@ -63,7 +89,7 @@ fn open_stopped(data_dir: &Path) -> anyhow::Result<Arc<ChatStore>> {
             data_dir.display()
         );
     }
-    let store = ChatStore::open(&db, 16 << 20).with_context(|| {
+    let store = crate::store::SledStore::open(&db, 16 << 20).with_context(|| {
         format!(
             "cannot open {}: another process has it open, and no pushchat server answers on {}",
             db.display(),
@@ -84,16 +110,17 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
     match command {
         VapidCommand::Show(data) => {
             let data_dir = &data.data_dir;
-            let identity = match reach(data_dir).await? {
+            let identity = match reach(&data).await? {
                 Reached::Server(server) => server.get::<VapidIdentity>("/vapid").await?,
-                Reached::DataDir(store) => {
+                Reached::Store(store) => {
+                    sled_only(&data, "showing the key without a server", POSTGRES_VAPID)?;
                     let missing = || {
                         format!(
                             "{} has no VAPID key yet; `pushchat serve` makes one on first start",
                             data_dir.display()
                         )
                     };
-                    let subject = store.vapid_subject()?.unwrap_or_default();
+                    let subject = store.vapid_subject().await?.unwrap_or_default();
                     let keys = VapidKeys::load(data_dir, subject)?.with_context(missing)?;
                     VapidIdentity {
                         public_key: keys.public_key_base64(),
@@ -106,17 +133,18 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
             Ok(())
         }
         VapidCommand::Generate { data, force } => {
+            sled_only(&data, "vapid generate", POSTGRES_VAPID)?;
             let data_dir = &data.data_dir;
-            let store = match reach(data_dir).await? {
+            let store = match reach(&data).await? {
                 Reached::Server(_) => {
                     return Err(stop_the_server_first(
                         data_dir,
                         "it signs every push with the key it loaded",
                     ))
                 }
-                Reached::DataDir(store) => store,
+                Reached::Store(store) => store,
             };
-            let members = store.devices()?;
+            let members = store.devices().await?;
             if !members.is_empty() && !force {
                 bail!(
                     "{} members' browser subscriptions are bound to the current key: a new key \
@@ -127,7 +155,9 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
             }
             for member in &members {
                 let subscription = &member.subscription;
-                store.remove_device(&subscription.endpoint, &subscription.auth)?;
+                store
+                    .remove_device(&subscription.endpoint, &subscription.auth)
+                    .await?;
             }
             store.flush().await?;
             let keys = VapidKeys::generate(data_dir, String::new())?;
@@ -144,17 +174,16 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
 }
 
 pub async fn members(args: MembersArgs) -> anyhow::Result<()> {
-    let data_dir = &args.data.data_dir;
     match (
         args.action.unwrap_or(MembersAction::List),
-        reach(data_dir).await?,
+        reach(&args.data).await?,
     ) {
         (MembersAction::List, Reached::Server(server)) => {
             print_members(&server.get::<Vec<MemberSummary>>("/members").await?, true)
         }
-        (MembersAction::List, Reached::DataDir(store)) => {
+        (MembersAction::List, Reached::Store(store)) => {
             // Delivery results live in a running server's memory.
-            print_members(&admin::summarize(store.devices()?, |_| None), false)
+            print_members(&admin::summarize(store.devices().await?, |_| None), false)
         }
         (MembersAction::Remove { name, ban }, Reached::Server(server)) => {
             let request = RemoveRequest {
@@ -164,11 +193,10 @@ pub async fn members(args: MembersArgs) -> anyhow::Result<()> {
             server.post::<()>("/members/remove", &request).await?;
             println!("removed {name}{}; the others were told", banned(ban));
         }
-        (MembersAction::Remove { name, ban }, Reached::DataDir(store)) => {
+        (MembersAction::Remove { name, ban }, Reached::Store(store)) => {
             stopped_chat(store).remove_named(&name, ban).await?;
             println!(
-                "removed {name}{}; the others were not told (no server is running), and see \
-                 it when their pages next load",
+                "removed {name}{}; the others are told once a server runs",
                 banned(ban)
             );
         }
@@ -177,7 +205,7 @@ pub async fn members(args: MembersArgs) -> anyhow::Result<()> {
             server.post::<()>("/members/unban", &request).await?;
             println!("{name} may join again");
         }
-        (MembersAction::Unban { name }, Reached::DataDir(store)) => {
+        (MembersAction::Unban { name }, Reached::Store(store)) => {
             stopped_chat(store).unban(&name).await?;
             println!("{name} may join again");
         }
@@ -193,7 +221,7 @@ fn banned(ban: bool) -> &'static str {
     }
 }
 
-fn stopped_chat(store: Arc<ChatStore>) -> Chat {
+fn stopped_chat(store: Arc<dyn Store>) -> Chat {
     Chat::new(store, ChatRules::default())
 }
 
@@ -233,10 +261,11 @@ fn date(millis: u64) -> String {
 }
 
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    sled_only(&args.data, "pushchat backup", POSTGRES_BACKUP)?;
     let data_dir = &args.data.data_dir;
-    let contents = match reach(data_dir).await? {
+    let contents = match reach(&args.data).await? {
         Reached::Server(server) => server.get::<StoreContents>("/contents").await?,
-        Reached::DataDir(store) => store.contents()?,
+        Reached::Store(store) => store.contents().await?,
     };
     let backup = BackupFile {
         format: BACKUP_FORMAT.into(),
@@ -281,6 +310,7 @@ fn tally(contents: &StoreContents) -> String {
 }
 
 pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
+    sled_only(&args.data, "pushchat restore", POSTGRES_BACKUP)?;
     let data_dir = &args.data.data_dir;
     let text = fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -302,9 +332,8 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
     }
     fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let store = ChatStore::open(&data_dir.join("db"), 16 << 20)
-        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
-    store.restore(&backup.contents).with_context(|| {
+    let store = crate::open_sled(data_dir, 16 << 20)?;
+    store.restore(&backup.contents).await.with_context(|| {
         format!(
             "{} already holds a chat; restore into a new data dir",
             data_dir.display()
@@ -321,15 +350,20 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
 }
 
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let data_dir: PathBuf = args.data.data_dir;
     let request = NoticeRequest {
         to: args.to,
         text: args.text,
     };
-    let summary = match reach(&data_dir).await? {
+    let summary = match reach(&args.data).await? {
         Reached::Server(server) => server.post::<DeliverySummary>("/push", &request).await?,
-        Reached::DataDir(store) => {
-            let subject = store.vapid_subject()?.with_context(|| {
+        Reached::Store(store) => {
+            sled_only(
+                &args.data,
+                "sending without a server",
+                "pass the --data-dir of a running instance, whose socket sends it",
+            )?;
+            let data_dir: PathBuf = args.data.data_dir;
+            let subject = store.vapid_subject().await?.with_context(|| {
                 format!(
                     "{} has no VAPID contact recorded; start `pushchat serve` on it once",
                     data_dir.display()
@@ -342,7 +376,9 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 ..DeliverySettings::default()
             };
             let delivery = Delivery::new(Arc::new(keys), Arc::clone(&store), settings)?;
-            let broadcast = stopped_chat(store).notice(request.to.as_deref(), &request.text)?;
+            let broadcast = stopped_chat(store)
+                .notice(request.to.as_deref(), &request.text)
+                .await?;
             DeliverySummary::from(&Arc::new(delivery).deliver(broadcast).await)
         }
     };

@@ -27,6 +27,7 @@ use app::{
 
 use crate::{
     admin::{self, Exposure},
+    chat::ChatError,
     client_address::ClientAddress,
     error::{ApiError, ApiJson},
     metrics,
@@ -93,7 +94,7 @@ async fn security_headers(mut response: Response) -> Response {
 
 /// Up, and the store answers.
 async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    match state.store.has_members() {
+    match state.store.has_members().await {
         Ok(_) => Ok("ok\n"),
         Err(error) => {
             tracing::error!(error = ?error, "health check: the store cannot be read");
@@ -105,13 +106,14 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
     }
 }
 
-async fn exposition(State(state): State<AppState>) -> impl IntoResponse {
+async fn exposition(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let members = state.store.member_count().await.map_err(ChatError::from)?;
     let text = metrics::render(
-        state.store.member_count(),
+        members,
         &state.delivery.totals().borrow(),
         &state.http_counts,
     );
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey> {
@@ -127,7 +129,7 @@ async fn join_rules(State(state): State<AppState>) -> Json<JoinRules> {
 /// The room for readers whose browser cannot receive pushes (no service worker or Push
 /// API): they may read, not join.
 async fn room(State(state): State<AppState>) -> Result<Json<RoomState>, ApiError> {
-    Ok(Json(state.chat.public_room()?))
+    Ok(Json(state.chat.public_room().await?))
 }
 
 async fn subscribe(
@@ -135,10 +137,7 @@ async fn subscribe(
     ClientAddress(from): ClientAddress,
     ApiJson(request): ApiJson<SubscribeRequest>,
 ) -> Result<Json<RoomState>, ApiError> {
-    let (room, broadcast) = state.chat.subscribe(request, from).await?;
-    if let Some(broadcast) = broadcast {
-        state.delivery.dispatch(broadcast).await;
-    }
+    let (room, _queued) = state.chat.subscribe(request, from).await?;
     Ok(Json(room))
 }
 
@@ -161,9 +160,7 @@ async fn unsubscribe(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<UnsubscribeRequest>,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(broadcast) = state.chat.unsubscribe(request).await? {
-        state.delivery.dispatch(broadcast).await;
-    }
+    state.chat.unsubscribe(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -178,8 +175,7 @@ async fn chat(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Json<ChatLine>, ApiError> {
-    let (line, broadcast) = state.chat.chat(request).await?;
-    state.delivery.dispatch(broadcast).await;
+    let (line, _queued) = state.chat.chat(request).await?;
     Ok(Json(line))
 }
 

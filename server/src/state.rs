@@ -7,7 +7,7 @@ use leptos::config::LeptosOptions;
 
 use crate::{
     chat::Chat, client_address::TrustedProxies, delivery::Delivery, metrics::HttpCounts,
-    store::ChatStore, vapid::VapidKeys,
+    store::Store, vapid::VapidKeys,
 };
 
 #[derive(Clone)]
@@ -15,7 +15,7 @@ pub struct AppState {
     pub chat: Arc<Chat>,
     pub delivery: Arc<Delivery>,
     pub vapid: Arc<VapidKeys>,
-    pub store: Arc<ChatStore>,
+    pub store: Arc<dyn Store>,
     pub http_counts: Arc<HttpCounts>,
     pub trusted_proxies: TrustedProxies,
     /// The bearer token of the admin API on the public listener; none turns that off.

@@ -1,5 +1,6 @@
 //! The server's VAPID identity (RFC 8292): a P-256 key pair made on first start and kept
-//! in the data dir, and the signed JWTs that prove each push comes from this server.
+//! in the data dir (or, on PostgreSQL, in the database every instance shares), and the
+//! signed JWTs that prove each push comes from this server.
 //!
 //! Promises: the private key file is created with mode 0600 and is never served or
 //! logged; a key is never replaced silently (every browser subscription is bound to it);
@@ -29,6 +30,8 @@ use p256::{
 use url::Url;
 use web_push::VapidSignature;
 
+use crate::store::{PostgresStore, Store, StoreError};
+
 /// The private key's file name inside the data dir.
 pub const KEY_FILE: &str = "vapid_private_key.pem";
 /// How long a JWT is valid; RFC 8292 allows at most 24 hours.
@@ -51,6 +54,16 @@ pub enum VapidError {
          cut every member off)"
     )]
     MissingWithMembers { path: PathBuf },
+    #[error("the VAPID private key kept in the database is not a PKCS#8 PEM P-256 private key")]
+    UnreadableInDatabase,
+    #[error(
+        "the database has members but no VAPID private key; their subscriptions are bound to \
+         the lost key: restore the database from a backup (a new key would silently cut every \
+         member off)"
+    )]
+    MissingFromDatabase,
+    #[error("cannot read or keep the VAPID key in the database")]
+    Database(#[from] StoreError),
 }
 
 struct Token {
@@ -111,6 +124,29 @@ impl VapidKeys {
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|_| VapidError::Unreadable { path: path.clone() })?;
         install_private_key(data_dir, &pem)?;
+        Ok(Self::from_secret(secret, subject))
+    }
+
+    /// The key pair kept in PostgreSQL, which every instance on that database signs with:
+    /// made and kept by the first instance that finds none, while the chat has no members.
+    pub async fn load_or_create_shared(
+        store: &PostgresStore,
+        subject: String,
+    ) -> Result<Self, VapidError> {
+        let pem = match store.vapid_private_key().await? {
+            Some(pem) => pem,
+            None if store.has_members().await? => return Err(VapidError::MissingFromDatabase),
+            None => {
+                let secret = SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+                let pem = secret
+                    .to_pkcs8_pem(LineEnding::LF)
+                    .map_err(|_| VapidError::UnreadableInDatabase)?;
+                // Another instance may have kept its own key meanwhile: use the kept one.
+                store.offer_vapid_private_key(&pem).await?
+            }
+        };
+        let secret =
+            SecretKey::from_pkcs8_pem(&pem).map_err(|_| VapidError::UnreadableInDatabase)?;
         Ok(Self::from_secret(secret, subject))
     }
 

@@ -176,8 +176,11 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let line = fx.server.chat(&ann, "remember me").await;
     let key = fx.server.vapid_key().await;
-    let key_file = fx.data_dir.path().join("vapid_private_key.pem");
-    assert_eq!(mode(&key_file) & 0o777, 0o600);
+    if fx.home.database.is_none() {
+        // On sled the key is a file of the data dir; on PostgreSQL, a row of the database.
+        let key_file = fx.data_dir.path().join("vapid_private_key.pem");
+        assert_eq!(mode(&key_file) & 0o777, 0o600);
+    }
     // Let the fan-outs finish first: a line still in the outbox would be sent again after
     // the restart (another test covers that), and this one is about what the store keeps.
     fx.server.wait_for_fan_outs(3.0).await;

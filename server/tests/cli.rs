@@ -361,3 +361,63 @@ async fn test_a_config_file_gives_defaults_that_flags_override() {
     let stderr = texts(&pushchat(["members", "--config", config_path]).await).1;
     assert!(stderr.contains("--members-per-adress"), "{stderr}");
 }
+
+#[tokio::test]
+async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg_dump() {
+    let database = localpush::postgres::TestDatabase::create().await;
+    let store = server::store::PostgresStore::connect(&database.url, 1)
+        .await
+        .unwrap();
+    let ann = server::store::Device {
+        name: "Ann".into(),
+        member_id: "ann".into(),
+        subscription: server::subscription::Subscription {
+            endpoint: "https://push.example.com/ann".into(),
+            p256dh: "key".into(),
+            auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+        },
+        joined: 0,
+        joined_from: None,
+        muted_until: None,
+    };
+    server::store::Store::put_device(&store, &ann)
+        .await
+        .unwrap();
+    // No server runs on this (empty) data dir: the subcommand opens the database.
+    let dir = tempfile::tempdir().unwrap();
+    let url = ["--database-url", database.url.as_str()];
+    let listed = succeeds(&[&["members"][..], &url].concat(), dir.path()).await;
+    assert!(
+        listed.contains("Ann") && listed.contains("push.example.com"),
+        "{listed}"
+    );
+    let removed = succeeds(
+        &[&["members", "remove", "ann"][..], &url].concat(),
+        dir.path(),
+    )
+    .await;
+    assert!(removed.contains("removed ann"), "{removed}");
+    let listed = succeeds(&[&["members"][..], &url].concat(), dir.path()).await;
+    assert!(listed.contains("no members"), "{listed}");
+
+    let backup = dir.path().join("backup.json");
+    let backup = backup.to_str().unwrap();
+    for args in [
+        &["backup", backup][..],
+        &["restore", backup],
+        &["vapid", "generate"],
+    ] {
+        let stderr = fails(&[args, &url].concat(), dir.path()).await;
+        assert!(stderr.contains("PostgreSQL"), "{args:?}: {stderr}");
+    }
+    assert!(!Path::new(backup).exists());
+    let bad = fails(
+        &["members", "--database-url", "mysql://db/chat"],
+        dir.path(),
+    )
+    .await;
+    assert!(
+        bad.contains("--database-url") || bad.contains("PostgreSQL"),
+        "{bad}"
+    );
+}

@@ -1,16 +1,20 @@
 //! The delivery engine against the local push service's fault modes: real encryption,
-//! real VAPID, real HTTP on loopback, a real sled store. Each fault is one the engine's
+//! real VAPID, real HTTP on loopback, a real store (sled, or PostgreSQL with
+//! `PUSHCHAT_TEST_STORE=postgres`). Each fault is one the engine's
 //! status policy (see `server::delivery`) must survive.
 
 use std::{sync::Arc, time::Duration};
 
+use tokio_util::sync::CancellationToken;
+
 use app::wire::{ChatLine, PushMessage};
 use localpush::{
-    harness::DEADLINE, Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription,
+    harness::{eventually, DEADLINE},
+    Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription,
 };
 use server::{
-    delivery::{Broadcast, Delivery, DeliveryReport, DeliverySettings},
-    store::{ChatStore, Device},
+    delivery::{Delivery, DeliveryReport, DeliverySettings},
+    store::{testing::TestStore, Broadcast, Device, Store},
     subscription::{self},
     vapid::VapidKeys,
 };
@@ -19,15 +23,17 @@ use server::{
 struct Engine {
     delivery: Arc<Delivery>,
     vapid: Arc<VapidKeys>,
-    store: Arc<ChatStore>,
+    store: Arc<dyn Store>,
     push: LocalPush,
+    _store: TestStore,
     _dir: tempfile::TempDir,
 }
 
 impl Engine {
     async fn new(settings: DeliverySettings) -> Engine {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ChatStore::open(&dir.path().join("db"), 1 << 20).unwrap());
+        let test_store = TestStore::new().await;
+        let store = Arc::clone(&test_store.store);
         let vapid = VapidKeys::load_or_create(dir.path(), "mailto:ops@example.org".into(), false);
         let vapid = Arc::new(vapid.unwrap());
         let delivery = Delivery::new(Arc::clone(&vapid), Arc::clone(&store), settings).unwrap();
@@ -39,6 +45,7 @@ impl Engine {
             vapid,
             store,
             push,
+            _store: test_store,
             _dir: dir,
         }
     }
@@ -74,12 +81,13 @@ impl Engine {
                 joined_from: None,
                 muted_until: None,
             })
+            .await
             .unwrap();
         created
     }
 
     /// A chat line to every stored member.
-    fn chat_line(&self, msg: &str) -> Broadcast {
+    async fn chat_line(&self, msg: &str) -> Broadcast {
         let line = ChatLine {
             id: 1,
             name: "Ann".into(),
@@ -89,6 +97,7 @@ impl Engine {
         let recipients = self
             .store
             .devices()
+            .await
             .unwrap()
             .into_iter()
             .map(|member| member.subscription)
@@ -105,9 +114,10 @@ impl Engine {
             .expect("the fan-out finishes")
     }
 
-    fn is_member(&self, member: &VirtualSubscription) -> bool {
+    async fn is_member(&self, member: &VirtualSubscription) -> bool {
         self.store
             .device(&member.subscription.endpoint)
+            .await
             .unwrap()
             .is_some()
     }
@@ -143,7 +153,7 @@ async fn test_429_with_retry_after_is_retried_after_the_delay() {
     };
     let member = engine.member("Ann", Some(fault)).await;
 
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(1, 0, 0, 1));
     let attempts = engine.pushes().attempts(&member.id).await.unwrap();
     assert_eq!(attempts.len(), 2);
@@ -161,7 +171,7 @@ async fn test_500_then_201_ends_delivered() {
     let member = engine
         .member("Ann", Some(Fault::ServerError { times: 2 }))
         .await;
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(1, 0, 0, 2));
     let received = engine.pushes().received(&member.id).await.unwrap();
     assert_eq!(received.len(), 1);
@@ -177,10 +187,10 @@ async fn test_retries_are_bounded_and_a_failing_member_is_kept() {
     let member = engine
         .member("Ann", Some(Fault::ServerError { times: 100 }))
         .await;
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(0, 0, 1, 2));
     assert_eq!(engine.pushes().attempts(&member.id).await.unwrap().len(), 3);
-    assert!(engine.is_member(&member));
+    assert!(engine.is_member(&member).await);
 }
 
 #[tokio::test]
@@ -189,7 +199,7 @@ async fn test_a_dropped_connection_is_retried() {
     let member = engine
         .member("Ann", Some(Fault::DropConnection { times: 1 }))
         .await;
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(1, 0, 0, 1));
     assert_eq!(engine.pushes().received(&member.id).await.unwrap().len(), 1);
 }
@@ -202,20 +212,20 @@ async fn test_410_and_404_delete_the_member_and_nothing_else() {
     engine.pushes().expire(&expired.id).await.unwrap();
     let unknown = engine.member("Cy", Some(Fault::NotFound)).await;
 
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(1, 2, 0, 0));
-    assert!(engine.is_member(&healthy));
-    assert!(!engine.is_member(&expired));
-    assert!(!engine.is_member(&unknown));
+    assert!(engine.is_member(&healthy).await);
+    assert!(!engine.is_member(&expired).await);
+    assert!(!engine.is_member(&unknown).await);
 }
 
 #[tokio::test]
 async fn test_413_is_a_bug_not_retried_and_the_member_is_kept() {
     let engine = Engine::new(quick()).await;
     let member = engine.member("Ann", Some(Fault::TooLarge)).await;
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(0, 0, 1, 0));
-    assert!(engine.is_member(&member));
+    assert!(engine.is_member(&member).await);
 }
 
 #[tokio::test]
@@ -233,7 +243,7 @@ async fn test_a_hanging_endpoint_does_not_hold_the_others_back() {
     for n in 0..others {
         engine.member(&format!("member {n}"), None).await;
     }
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(others as usize + 1, 0, 0, 0));
     assert_eq!(
         engine.pushes().received(&hanging.id).await.unwrap().len(),
@@ -242,23 +252,42 @@ async fn test_a_hanging_endpoint_does_not_hold_the_others_back() {
 }
 
 #[tokio::test]
-async fn test_a_full_queue_makes_the_next_broadcast_wait() {
+async fn test_queued_fan_outs_are_taken_no_more_at_once_than_allowed() {
     let settings = DeliverySettings {
-        max_queued: 1,
+        max_fan_outs: 1,
         ..quick()
     };
     let engine = Engine::new(settings).await;
-    engine
+    let slow = engine
         .member("Slow", Some(Fault::Slow { millis: 300 }))
         .await;
-    let pushes = engine.pushes();
+    for msg in ["first", "second"] {
+        let fan_out = engine.chat_line(msg).await;
+        engine.store.queue_fan_out(&fan_out).await.unwrap();
+    }
 
-    engine.delivery.dispatch(engine.chat_line("first")).await;
-    engine.delivery.dispatch(engine.chat_line("second")).await;
-    // The second broadcast got into the queue only when the first one had finished.
-    assert!(pushes.stats().await.unwrap().accepted >= 1);
+    let stop = CancellationToken::new();
+    engine.delivery.start(stop.clone());
+    let pushes = engine.pushes();
+    let received = eventually("both fan-outs to arrive", || async {
+        let received = pushes.received(&slow.id).await.unwrap();
+        (received.len() == 2).then_some(received)
+    })
+    .await;
+    stop.cancel();
     assert!(engine.delivery.drain(DEADLINE).await);
-    assert_eq!(pushes.stats().await.unwrap().accepted, 2);
+    let texts: Vec<_> = received
+        .iter()
+        .map(|push| match push.message() {
+            Some(PushMessage::ChatMsg(line)) => line.msg,
+            other => panic!("not a chat line: {other:?}"),
+        })
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    // One at a time: the second push left only once the first had its (slow) answer.
+    let attempts = pushes.attempts(&slow.id).await.unwrap();
+    assert!(attempts[1] >= attempts[0] + 300, "{attempts:?}");
+    assert!(engine.store.take_fan_out().await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -270,7 +299,10 @@ async fn test_the_jwt_is_signed_once_per_origin_over_many_pushes() {
     let started = tokio::time::Instant::now();
     let mut delivered = 0;
     while started.elapsed() < Duration::from_millis(1200) {
-        delivered += engine.deliver(engine.chat_line("tick")).await.delivered;
+        delivered += engine
+            .deliver(engine.chat_line("tick").await)
+            .await
+            .delivered;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(delivered >= 30 * 2, "{delivered}");
@@ -282,7 +314,7 @@ async fn test_the_jwt_is_signed_once_per_origin_over_many_pushes() {
     engine
         .member_at(&elsewhere.client(), "far away", None)
         .await;
-    engine.deliver(engine.chat_line("tock")).await;
+    engine.deliver(engine.chat_line("tock").await).await;
     assert_eq!(engine.vapid.signatures_made(), 2);
 }
 
@@ -296,10 +328,10 @@ async fn test_a_redirect_is_not_followed() {
     };
     let ann = engine.member("Ann", Some(redirect)).await;
 
-    let done = engine.deliver(engine.chat_line("hi")).await;
+    let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(1, 0, 1, 0));
     let pushes = engine.pushes();
     assert_eq!(pushes.received(&bo.id).await.unwrap().len(), 1);
     assert_eq!(pushes.attempts(&ann.id).await.unwrap().len(), 1);
-    assert!(engine.is_member(&ann));
+    assert!(engine.is_member(&ann).await);
 }

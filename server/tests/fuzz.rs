@@ -72,7 +72,8 @@ fn target() -> &'static Target {
             unreachable!("parsed a serve command")
         };
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let state = runtime.block_on(async { server::open(&Config::from_args(args).unwrap()) });
+        let state =
+            runtime.block_on(async { server::open(&Config::from_args(args).unwrap()).await });
         let state = state.unwrap();
         let client: SocketAddr = ([203, 0, 113, 1], 40000).into();
         let router = server::routes::router(state.clone()).layer(MockConnectInfo(client));
@@ -106,7 +107,8 @@ impl Target {
 
     /// Bo is still there, under his name, at his endpoint, with his secret.
     fn bo_is_intact(&self) {
-        let bo = self.state.store.device(BO_ENDPOINT).unwrap();
+        let bo = self.runtime.block_on(self.state.store.device(BO_ENDPOINT));
+        let bo = bo.unwrap();
         let bo = bo.expect("Bo is a member");
         assert_eq!(bo.name, "Bo");
         assert!(bo.subscription.auth_matches(BO_AUTH));
@@ -268,7 +270,8 @@ fn run(name: &str, cases: u32, strategy: impl Strategy<Value = (usize, Vec<u8>)>
         answers.lock().unwrap()
     );
     target.bo_is_intact();
-    target.state.store.devices().expect("the store still reads");
+    let devices = target.runtime.block_on(target.state.store.devices());
+    devices.expect("the store still reads");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use app::wire::{
 };
 use localpush::{
     harness::{eventually, PushchatProcess},
+    postgres::{suites_use_postgres, TestDatabase},
     LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription,
 };
 use reqwest::StatusCode;
@@ -127,10 +128,36 @@ pub fn chat_body(member: &VirtualSubscription, msg: &str) -> Value {
     })
 }
 
-/// The local push service, plus the data dir and server of one test.
+/// Where a fixture's server keeps the chat: in its data dir (sled), or in a database of
+/// its own when this run tests PostgreSQL (`PUSHCHAT_TEST_STORE=postgres`).
+pub struct ChatHome {
+    pub database: Option<TestDatabase>,
+}
+
+impl ChatHome {
+    pub async fn new() -> ChatHome {
+        let database = match suites_use_postgres() {
+            true => Some(TestDatabase::create().await),
+            false => None,
+        };
+        ChatHome { database }
+    }
+
+    /// `args` and, on PostgreSQL, `--database-url URL`.
+    pub fn with<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if let Some(database) = &self.database {
+            all.extend(["--database-url", database.url.as_str()]);
+        }
+        all
+    }
+}
+
+/// The local push service, plus the data dir, chat home and server of one test.
 pub struct Fixture {
     pub push: LocalPush,
     pub data_dir: tempfile::TempDir,
+    pub home: ChatHome,
     pub server: Server,
 }
 
@@ -145,10 +172,12 @@ impl Fixture {
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let server = Server::start(data_dir.path(), extra_args).await;
+        let home = ChatHome::new().await;
+        let server = Server::start(data_dir.path(), &home.with(extra_args)).await;
         Fixture {
             push,
             data_dir,
+            home,
             server,
         }
     }
@@ -188,6 +217,7 @@ impl Fixture {
         Stopped {
             push: self.push,
             data_dir: self.data_dir,
+            home: self.home,
         }
     }
 
@@ -196,13 +226,15 @@ impl Fixture {
         let Fixture {
             push,
             data_dir,
+            home,
             server,
         } = self;
         server.process.kill().await;
-        let server = Server::start(data_dir.path(), &[]).await;
+        let server = Server::start(data_dir.path(), &home.with(&[])).await;
         Fixture {
             push,
             data_dir,
+            home,
             server,
         }
     }
@@ -212,6 +244,7 @@ impl Fixture {
 pub struct Stopped {
     pub push: LocalPush,
     pub data_dir: tempfile::TempDir,
+    pub home: ChatHome,
 }
 
 /// Waits until `member` has received exactly `count` pushes; returns them.

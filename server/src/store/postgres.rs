@@ -1,0 +1,655 @@
+//! The store in PostgreSQL, shared by every instance that names the same database: the
+//! schema is in `server/migrations` (run at start; sqlx serialises instances that start
+//! together). Queued fan-outs are rows an instance takes with `FOR UPDATE SKIP LOCKED` and
+//! holds, in an open transaction, until it has delivered them and deletes them: other
+//! instances skip a held row, and when an instance dies its transaction ends and the row is
+//! free for the next taker. Queuing one sends `NOTIFY pushchat_fan_outs` so idle
+//! instances look at once. The VAPID private key is kept here too, so every instance signs
+//! with the same key.
+
+use std::{net::IpAddr, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    error::ErrorKind,
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions},
+    types::Json,
+    PgConnection, PgPool, Postgres, Transaction,
+};
+
+use app::wire::{ChatLine, PushMessage};
+
+use super::{
+    code_key, name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removed, Store,
+    StoreContents, StoreError, TakenFanOut, FAN_OUT_POLL,
+};
+use crate::{clock::now_millis, subscription::Subscription};
+
+/// The channel queued fan-outs are announced on.
+const FAN_OUTS_CHANNEL: &str = "pushchat_fan_outs";
+const VAPID_SUBJECT: &str = "vapid_subject";
+const VAPID_PRIVATE_KEY: &str = "vapid_private_key";
+/// Connections beyond those held by fan-outs being delivered: API requests, the listener.
+const CONNECTIONS_FOR_REQUESTS: u32 = 8;
+
+const DEVICE_COLUMNS: &str = "d.endpoint, d.p256dh, d.auth, d.joined, d.joined_from, \
+     d.muted_until, m.member_id, m.name FROM devices d JOIN members m USING (member_id)";
+
+/// Members, history and queued fan-outs in a PostgreSQL database.
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Hears of fan-outs queued by any instance; made on first use, again after a failure.
+    listener: tokio::sync::Mutex<Option<PgListener>>,
+}
+
+impl PostgresStore {
+    /// Connects to `url` and brings the schema up to date. `max_fan_outs` is how many
+    /// fan-outs this process delivers at once: each holds a connection while it does.
+    pub async fn connect(url: &str, max_fan_outs: usize) -> Result<Self, StoreError> {
+        // Named, so `pg_stat_activity` tells the instances apart.
+        let options = PgConnectOptions::from_str(url)?
+            .application_name(&format!("pushchat/{}", std::process::id()));
+        let pool = PgPoolOptions::new()
+            .max_connections(max_fan_outs as u32 + CONNECTIONS_FOR_REQUESTS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(PostgresStore {
+            pool,
+            listener: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The VAPID private key (PEM) every instance signs with, once one is kept.
+    pub async fn vapid_private_key(&self) -> Result<Option<String>, StoreError> {
+        self.setting(VAPID_PRIVATE_KEY).await
+    }
+
+    /// Keeps `pem` as the VAPID private key unless one is kept already, and returns the
+    /// kept one: instances starting together agree on the first.
+    pub async fn offer_vapid_private_key(&self, pem: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(VAPID_PRIVATE_KEY)
+        .bind(pem)
+        .execute(&self.pool)
+        .await?;
+        let kept = self.setting(VAPID_PRIVATE_KEY).await?;
+        kept.ok_or(StoreError::BadValue(
+            "the VAPID private key vanished as it was kept",
+        ))
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn all_devices(conn: &mut PgConnection) -> Result<Vec<Device>, StoreError> {
+        let rows: Vec<DeviceRow> = sqlx::query_as(&format!("SELECT {DEVICE_COLUMNS}"))
+            .fetch_all(conn)
+            .await?;
+        rows.into_iter().map(Device::try_from).collect()
+    }
+
+    async fn lines(conn: &mut PgConnection, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT * FROM (SELECT id, name, msg, time FROM chat_lines ORDER BY id DESC LIMIT $1) \
+             AS newest ORDER BY id",
+        )
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, msg, time)| {
+                Ok(ChatLine {
+                    id: unsigned(id)?,
+                    name,
+                    msg,
+                    time: unsigned(time)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Listens for queued fan-outs, if it can; a failure is logged and the caller polls.
+    async fn listen(&self) -> Option<PgListener> {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(FAN_OUTS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for queued fan-outs; polling");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn device(&self, endpoint: &str) -> Result<Option<Device>, StoreError> {
+        let row: Option<DeviceRow> =
+            sqlx::query_as(&format!("SELECT {DEVICE_COLUMNS} WHERE d.endpoint = $1"))
+                .bind(endpoint)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(Device::try_from).transpose()
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        Self::all_devices(&mut *self.pool.acquire().await?).await
+    }
+
+    async fn devices_of(&self, name: &str) -> Result<Vec<Device>, StoreError> {
+        let rows: Vec<DeviceRow> =
+            sqlx::query_as(&format!("SELECT {DEVICE_COLUMNS} WHERE m.name_key = $1"))
+                .bind(name_key(name))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(Device::try_from).collect()
+    }
+
+    async fn member_count(&self) -> Result<usize, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM members")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(unsigned(count)? as usize)
+    }
+
+    async fn has_members(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM devices)")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn put_device(&self, device: &Device) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_device(&mut tx, device).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replace_subscription(
+        &self,
+        old_endpoint: &str,
+        device: &Device,
+    ) -> Result<(), StoreError> {
+        let new = &device.subscription;
+        sqlx::query("UPDATE devices SET endpoint = $1, p256dh = $2, auth = $3 WHERE endpoint = $4")
+            .bind(&new.endpoint)
+            .bind(&new.p256dh)
+            .bind(&new.auth)
+            .bind(old_endpoint)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| taken(error, StoreError::EndpointTaken))?;
+        Ok(())
+    }
+
+    async fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE devices SET muted_until = $1 WHERE endpoint = $2")
+            .bind(signed(until)?)
+            .bind(endpoint)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn remove_device(
+        &self,
+        endpoint: &str,
+        auth: &str,
+    ) -> Result<Option<Removed>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the member's row too: two of its devices leaving at once must not each
+        // see the other still there and leave the name held by nobody.
+        let row: Option<DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} WHERE d.endpoint = $1 FOR UPDATE"
+        ))
+        .bind(endpoint)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(device) = row.map(Device::try_from).transpose()? else {
+            return Ok(None);
+        };
+        if !device.subscription.auth_matches(auth) {
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM devices WHERE endpoint = $1")
+            .bind(endpoint)
+            .execute(&mut *tx)
+            .await?;
+        let left = sqlx::query(
+            "DELETE FROM members m WHERE member_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.member_id = m.member_id)",
+        )
+        .bind(&device.member_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Removed {
+            device,
+            member_left: left.rows_affected() > 0,
+        }))
+    }
+
+    async fn put_device_code(
+        &self,
+        code: &str,
+        grant: &DeviceCode,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM device_codes WHERE expires <= $1")
+            .bind(signed(now)?)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO device_codes (code_hash, member_id, name, expires) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (code_hash) DO UPDATE SET member_id = EXCLUDED.member_id, \
+             name = EXCLUDED.name, expires = EXCLUDED.expires",
+        )
+        .bind(&code_key(code)[..])
+        .bind(&grant.member_id)
+        .bind(&grant.name)
+        .bind(signed(grant.expires)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_device_code(
+        &self,
+        code: &str,
+        now: u64,
+    ) -> Result<Option<DeviceCode>, StoreError> {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "DELETE FROM device_codes WHERE code_hash = $1 RETURNING member_id, name, expires",
+        )
+        .bind(&code_key(code)[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((member_id, name, expires)) = row else {
+            return Ok(None);
+        };
+        let grant = DeviceCode {
+            member_id,
+            name,
+            expires: unsigned(expires)?,
+        };
+        Ok((grant.expires > now).then_some(grant))
+    }
+
+    async fn append_line(
+        &self,
+        line: NewLine<'_>,
+        keep: usize,
+        recipients: &[Subscription],
+    ) -> Result<ChatLine, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO chat_lines (name, msg, time) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(line.name)
+        .bind(line.msg)
+        .bind(signed(line.time)?)
+        .fetch_one(&mut *tx)
+        .await?;
+        let line = ChatLine {
+            id: unsigned(id)?,
+            name: line.name.into(),
+            msg: line.msg.into(),
+            time: line.time,
+        };
+        let broadcast = Broadcast {
+            message: PushMessage::ChatMsg(line.clone()),
+            recipients: recipients.to_vec(),
+        };
+        queue(&mut tx, &broadcast).await?;
+        sqlx::query(
+            "DELETE FROM chat_lines WHERE id <= \
+             (SELECT id FROM chat_lines ORDER BY id DESC OFFSET $1 LIMIT 1)",
+        )
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(line)
+    }
+
+    async fn queue_fan_out(&self, broadcast: &Broadcast) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        queue(&mut tx, broadcast).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_fan_out(&self) -> Result<Option<TakenFanOut>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(i64, Json<PushMessage>, Json<Vec<Subscription>>, i64)> = sqlx::query_as(
+            "SELECT id, message, recipients, queued_at FROM fan_outs ORDER BY id LIMIT 1 \
+                 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, Json(message), Json(recipients), queued_at)) = row else {
+            return Ok(None);
+        };
+        let broadcast = Broadcast {
+            message,
+            recipients,
+        };
+        let lease = PostgresLease { id, tx };
+        Ok(Some(TakenFanOut::new(
+            broadcast,
+            unsigned(queued_at)?,
+            lease,
+        )))
+    }
+
+    async fn fan_out_queued(&self) {
+        let mut listener = self.listener.lock().await;
+        if listener.is_none() {
+            *listener = self.listen().await;
+        }
+        let Some(listening) = listener.as_mut() else {
+            tokio::time::sleep(FAN_OUT_POLL).await;
+            return;
+        };
+        if let Ok(Err(error)) = tokio::time::timeout(FAN_OUT_POLL, listening.recv()).await {
+            tracing::warn!(%error, "lost the fan-out notifications; listening again");
+            *listener = None;
+        }
+    }
+
+    async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
+        Self::lines(&mut *self.pool.acquire().await?, limit).await
+    }
+
+    async fn ban(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO banned_names (name_key, name) VALUES ($1, $2) \
+             ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name",
+        )
+        .bind(name_key(name))
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unban(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM banned_names WHERE name_key = $1")
+            .bind(name_key(name))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn is_banned(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM banned_names WHERE name_key = $1)")
+                .bind(name_key(name))
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn vapid_subject(&self) -> Result<Option<String>, StoreError> {
+        self.setting(VAPID_SUBJECT).await
+    }
+
+    async fn set_vapid_subject(&self, subject: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(VAPID_SUBJECT)
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn contents(&self) -> Result<StoreContents, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for every read below.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let devices = Self::all_devices(&mut tx).await?;
+        let banned = sqlx::query_scalar("SELECT name FROM banned_names ORDER BY name_key")
+            .fetch_all(&mut *tx)
+            .await?;
+        let history = Self::lines(&mut tx, usize::MAX).await?;
+        let fan_outs: Vec<(Json<PushMessage>, Json<Vec<Subscription>>)> =
+            sqlx::query_as("SELECT message, recipients FROM fan_outs ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let vapid_subject = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(VAPID_SUBJECT)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(StoreContents {
+            devices,
+            banned,
+            history,
+            fan_outs: fan_outs
+                .into_iter()
+                .map(|(Json(message), Json(recipients))| Broadcast {
+                    message,
+                    recipients,
+                })
+                .collect(),
+            vapid_subject,
+        })
+    }
+
+    async fn restore(&self, contents: &StoreContents) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let holds_a_chat: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM members) OR EXISTS (SELECT 1 FROM chat_lines) \
+             OR EXISTS (SELECT 1 FROM banned_names)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if holds_a_chat {
+            return Err(StoreError::NotEmpty);
+        }
+        for device in &contents.devices {
+            insert_device(&mut tx, device).await?;
+        }
+        for name in &contents.banned {
+            sqlx::query("INSERT INTO banned_names (name_key, name) VALUES ($1, $2)")
+                .bind(name_key(name))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for line in &contents.history {
+            sqlx::query("INSERT INTO chat_lines (id, name, msg, time) VALUES ($1, $2, $3, $4)")
+                .bind(signed(line.id)?)
+                .bind(&line.name)
+                .bind(&line.msg)
+                .bind(signed(line.time)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // New lines come after the restored ones.
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('chat_lines', 'id'), \
+             (SELECT COALESCE(max(id), 0) + 1 FROM chat_lines), false)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        for fan_out in &contents.fan_outs {
+            queue(&mut tx, fan_out).await?;
+        }
+        if let Some(subject) = &contents.vapid_subject {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .bind(VAPID_SUBJECT)
+            .bind(subject)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A committed change is durable already.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A fan-out this instance holds: its row stays locked until `done` deletes it, or the
+/// transaction ends with the instance (then another takes it).
+struct PostgresLease {
+    id: i64,
+    tx: Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl FanOutLease for PostgresLease {
+    async fn done(self: Box<Self>) -> Result<(), StoreError> {
+        let PostgresLease { id, mut tx } = *self;
+        sqlx::query("DELETE FROM fan_outs WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Stores `device` and, for a new member, the member: the one piece of SQL behind
+/// [`Store::put_device`] and [`Store::restore`].
+async fn insert_device(conn: &mut PgConnection, device: &Device) -> Result<(), StoreError> {
+    // DO UPDATE (changing nothing) rather than DO NOTHING: it waits for, and locks, a
+    // member row that a leaving device holds, instead of racing its deletion.
+    sqlx::query(
+        "INSERT INTO members (member_id, name, name_key) VALUES ($1, $2, $3) \
+         ON CONFLICT (member_id) DO UPDATE SET name = members.name",
+    )
+    .bind(&device.member_id)
+    .bind(&device.name)
+    .bind(name_key(&device.name))
+    .execute(&mut *conn)
+    .await
+    .map_err(|error| taken(error, StoreError::NameTaken(device.name.clone())))?;
+    let subscription = &device.subscription;
+    let stored = sqlx::query(
+        "INSERT INTO devices (endpoint, member_id, p256dh, auth, joined, joined_from, muted_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (endpoint) DO UPDATE SET p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth, \
+         joined = EXCLUDED.joined, joined_from = EXCLUDED.joined_from, \
+         muted_until = EXCLUDED.muted_until \
+         WHERE devices.member_id = EXCLUDED.member_id",
+    )
+    .bind(&subscription.endpoint)
+    .bind(&device.member_id)
+    .bind(&subscription.p256dh)
+    .bind(&subscription.auth)
+    .bind(signed(device.joined)?)
+    .bind(device.joined_from.map(|address| address.to_string()))
+    .bind(device.muted_until.map(signed).transpose()?)
+    .execute(&mut *conn)
+    .await?;
+    if stored.rows_affected() == 0 {
+        return Err(StoreError::EndpointTaken);
+    }
+    Ok(())
+}
+
+/// Queues `broadcast` in batches and tells every instance, when `conn`'s transaction
+/// commits.
+async fn queue(conn: &mut PgConnection, broadcast: &Broadcast) -> Result<(), StoreError> {
+    let batches: Vec<Vec<Subscription>> =
+        broadcast.batches().map(|batch| batch.recipients).collect();
+    if batches.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO fan_outs (message, recipients, queued_at) \
+         SELECT $1, batch, $3 FROM jsonb_array_elements($2) AS batch",
+    )
+    .bind(Json(&broadcast.message))
+    .bind(Json(&batches))
+    .bind(signed(now_millis())?)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(FAN_OUTS_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// `error` as `refusal` when it is a unique violation, the ways two members clash.
+fn taken(error: sqlx::Error, refusal: StoreError) -> StoreError {
+    match &error {
+        sqlx::Error::Database(database) if database.kind() == ErrorKind::UniqueViolation => refusal,
+        _ => StoreError::Postgres(error),
+    }
+}
+
+/// A device as a row of [`DEVICE_COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct DeviceRow {
+    endpoint: String,
+    p256dh: String,
+    auth: String,
+    joined: i64,
+    joined_from: Option<String>,
+    muted_until: Option<i64>,
+    member_id: String,
+    name: String,
+}
+
+impl TryFrom<DeviceRow> for Device {
+    type Error = StoreError;
+
+    fn try_from(row: DeviceRow) -> Result<Self, StoreError> {
+        Ok(Device {
+            name: row.name,
+            member_id: row.member_id,
+            subscription: Subscription {
+                endpoint: row.endpoint,
+                p256dh: row.p256dh,
+                auth: row.auth,
+            },
+            joined: unsigned(row.joined)?,
+            joined_from: row
+                .joined_from
+                .map(|address| IpAddr::from_str(&address))
+                .transpose()
+                .map_err(|_| StoreError::BadValue("a stored address is not an IP address"))?,
+            muted_until: row.muted_until.map(unsigned).transpose()?,
+        })
+    }
+}
+
+/// PostgreSQL has no unsigned integers: ids and times are kept as bigint.
+fn signed(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::BadValue("a number above 2^63"))
+}
+
+fn unsigned(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::BadValue("a negative stored number"))
+}

@@ -1,0 +1,70 @@
+//! Stores for tests: a fresh one of the kind this test run covers, sled by default or
+//! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `localpush::postgres`), which the
+//! unit tests and the integration tests share.
+
+use std::{sync::Arc, time::Duration};
+
+use localpush::postgres::{suites_use_postgres, TestDatabase};
+
+use super::{PostgresStore, SledStore, Store, StoreError};
+
+/// A store of the kind under test, on a home of its own that lives as long as it does.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    home: Home,
+}
+
+/// Where a test store keeps its data; removed when dropped.
+enum Home {
+    Sled(tempfile::TempDir),
+    Postgres(TestDatabase),
+}
+
+impl TestStore {
+    /// A new, empty store.
+    pub async fn new() -> TestStore {
+        let home = if suites_use_postgres() {
+            Home::Postgres(TestDatabase::create().await)
+        } else {
+            Home::Sled(tempfile::tempdir().unwrap())
+        };
+        TestStore {
+            store: open(&home).await,
+            home,
+        }
+    }
+
+    /// The same store, closed and opened again.
+    pub async fn reopen(self) -> TestStore {
+        let TestStore { store, home } = self;
+        drop(store);
+        TestStore {
+            store: open(&home).await,
+            home,
+        }
+    }
+}
+
+async fn open(home: &Home) -> Arc<dyn Store> {
+    match home {
+        Home::Sled(dir) => {
+            // sled's background flusher lets go of the directory's lock a moment after the
+            // last handle is dropped: wait for it (up to 10 s).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match SledStore::open(dir.path(), 1 << 20) {
+                    Err(StoreError::Sled(::sled::Error::Io(error)))
+                        if error.to_string().contains("lock")
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    opened => return Arc::new(opened.unwrap()),
+                }
+            }
+        }
+        Home::Postgres(database) => {
+            Arc::new(PostgresStore::connect(&database.url, 4).await.unwrap())
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The store's promises, checked against the store this run tests: sled by default,
+//! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `localpush::postgres`).
+
+use super::{testing::TestStore, *};
+
+/// A device of the member whose id is its lowercase name.
+fn member(name: &str, endpoint: &str, auth: &str) -> Device {
+    Device {
+        name: name.into(),
+        member_id: name.to_lowercase(),
+        subscription: Subscription {
+            endpoint: endpoint.into(),
+            p256dh: "key".into(),
+            auth: auth.into(),
+        },
+        joined: 1,
+        joined_from: None,
+        muted_until: None,
+    }
+}
+
+const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+const OTHER_AUTH: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
+fn line<'a>(msg: &'a str, time: u64) -> NewLine<'a> {
+    NewLine {
+        name: "Ann",
+        msg,
+        time,
+    }
+}
+
+/// What waits in the queue, oldest first.
+async fn queued(store: &dyn Store) -> Vec<Broadcast> {
+    store.contents().await.unwrap().fan_outs
+}
+
+#[tokio::test]
+async fn test_members_are_stored_and_read_back() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    assert!(!store.has_members().await.unwrap());
+    let ann = Device {
+        joined_from: Some("203.0.113.7".parse().unwrap()),
+        muted_until: Some(5),
+        ..member("Ann", "https://p.example/1", AUTH)
+    };
+    store.put_device(&ann).await.unwrap();
+    assert_eq!(
+        store.device("https://p.example/1").await.unwrap(),
+        Some(ann.clone())
+    );
+    assert_eq!(store.devices().await.unwrap(), vec![ann]);
+    assert!(store.has_members().await.unwrap());
+}
+
+#[tokio::test]
+async fn test_a_name_cannot_be_held_by_two_members_whatever_its_case() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    store
+        .put_device(&member("Ann", "https://p.example/1", AUTH))
+        .await
+        .unwrap();
+    let impostor = Device {
+        member_id: "someone else".into(),
+        ..member("ＡＮＮ", "https://p.example/2", AUTH)
+    };
+    let clash = store.put_device(&impostor).await;
+    assert!(matches!(clash, Err(StoreError::NameTaken(name)) if name == "ＡＮＮ"));
+    assert_eq!(store.devices().await.unwrap().len(), 1);
+}
+
+#[test]
+fn test_names_a_reader_cannot_tell_apart_collide() {
+    assert_eq!(name_key("Ann Lee"), name_key("ANN lee"));
+    assert_eq!(name_key("Ａｎｎ"), name_key("ann"));
+    assert_eq!(name_key("ﬁona"), name_key("Fiona"));
+    assert_ne!(name_key("Ann"), name_key("Anne"));
+}
+
+#[tokio::test]
+async fn test_a_members_devices_share_its_name_until_the_last_leaves() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    let phone = member("Ann", "https://p.example/1", AUTH);
+    let laptop = member("Ann", "https://p.example/2", AUTH);
+    store.put_device(&phone).await.unwrap();
+    store.put_device(&laptop).await.unwrap();
+    store.put_device(&laptop).await.unwrap(); // the same device again counts once
+    assert_eq!(store.member_count().await.unwrap(), 1);
+    assert_eq!(store.devices_of("ann").await.unwrap().len(), 2);
+    let stolen = Device {
+        member_id: "bo".into(),
+        ..member("Bo", "https://p.example/1", AUTH)
+    };
+    assert!(matches!(
+        store.put_device(&stolen).await,
+        Err(StoreError::EndpointTaken)
+    ));
+
+    let first = store
+        .remove_device("https://p.example/1", AUTH)
+        .await
+        .unwrap();
+    assert!(!first.unwrap().member_left);
+    let last = store
+        .remove_device("https://p.example/2", AUTH)
+        .await
+        .unwrap();
+    assert!(last.unwrap().member_left);
+    assert_eq!(store.member_count().await.unwrap(), 0);
+    store.put_device(&stolen).await.unwrap();
+}
+
+#[tokio::test]
+async fn test_removal_needs_the_current_secret_and_frees_the_name() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    store
+        .put_device(&member("Ann", "https://p.example/1", AUTH))
+        .await
+        .unwrap();
+    let wrong = store.remove_device("https://p.example/1", OTHER_AUTH).await;
+    assert_eq!(wrong.unwrap(), None);
+    let nobody = store.remove_device("https://p.example/9", AUTH).await;
+    assert_eq!(nobody.unwrap(), None);
+    let removed = store
+        .remove_device("https://p.example/1", AUTH)
+        .await
+        .unwrap();
+    assert_eq!(removed.map(|r| r.device.name), Some("Ann".into()));
+    assert!(!store.has_members().await.unwrap());
+    store
+        .put_device(&member("Ann", "https://p.example/2", AUTH))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn test_a_moved_subscription_keeps_the_member_and_refuses_a_taken_endpoint() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    let ann = member("Ann", "https://p.example/1", AUTH);
+    store.put_device(&ann).await.unwrap();
+    store
+        .put_device(&member("Bo", "https://p.example/2", AUTH))
+        .await
+        .unwrap();
+    let mut moved = ann.clone();
+    moved.subscription.endpoint = "https://p.example/3".into();
+    store
+        .replace_subscription("https://p.example/1", &moved)
+        .await
+        .unwrap();
+    assert_eq!(store.device("https://p.example/1").await.unwrap(), None);
+    assert_eq!(
+        store.device("https://p.example/3").await.unwrap(),
+        Some(moved.clone())
+    );
+    let mut onto_bo = moved.clone();
+    onto_bo.subscription.endpoint = "https://p.example/2".into();
+    assert!(matches!(
+        store
+            .replace_subscription("https://p.example/3", &onto_bo)
+            .await,
+        Err(StoreError::EndpointTaken)
+    ));
+    assert_eq!(store.devices_of("bo").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn test_a_device_code_works_once_and_not_after_it_expires() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    let grant = DeviceCode {
+        member_id: "ann".into(),
+        name: "Ann".into(),
+        expires: 100,
+    };
+    store.put_device_code("ABCD", &grant, 10).await.unwrap();
+    store.put_device_code("EFGH", &grant, 10).await.unwrap();
+    assert_eq!(
+        store.take_device_code("ABCD", 50).await.unwrap(),
+        Some(grant.clone())
+    );
+    assert_eq!(store.take_device_code("ABCD", 50).await.unwrap(), None);
+    assert_eq!(store.take_device_code("EFGH", 100).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn test_a_mute_is_kept_with_the_member_across_reopening() {
+    let test = TestStore::new().await;
+    test.store
+        .put_device(&member("Ann", "https://p.example/1", AUTH))
+        .await
+        .unwrap();
+    assert!(test
+        .store
+        .set_muted_until("https://p.example/1", 99)
+        .await
+        .unwrap());
+    assert!(!test
+        .store
+        .set_muted_until("https://p.example/2", 99)
+        .await
+        .unwrap());
+    let test = test.reopen().await;
+    let ann = test.store.device("https://p.example/1").await.unwrap();
+    assert_eq!(ann.unwrap().muted_until, Some(99));
+    assert_eq!(test.store.devices().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn test_history_keeps_the_newest_lines_in_order() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    for n in 0..5 {
+        let msg = format!("line {n}");
+        store.append_line(line(&msg, n), 3, &[]).await.unwrap();
+    }
+    let lines = store.recent_lines(10).await.unwrap();
+    let texts: Vec<_> = lines.iter().map(|l| l.msg.as_str()).collect();
+    assert_eq!(texts, ["line 2", "line 3", "line 4"]);
+    assert!(lines.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(store.recent_lines(2).await.unwrap()[0].msg, "line 3");
+}
+
+#[tokio::test]
+async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    let recipients: Vec<Subscription> = (0..FAN_OUT_BATCH + 1)
+        .map(|n| member("Ann", &format!("https://p.example/{n}"), AUTH).subscription)
+        .collect();
+    let line = store
+        .append_line(line("hello", 1), 10, &recipients)
+        .await
+        .unwrap();
+    let queue = queued(store.as_ref()).await;
+    assert_eq!(queue.len(), 2);
+    assert!(queue
+        .iter()
+        .all(|fan_out| fan_out.message == PushMessage::ChatMsg(line.clone())));
+    let sizes: Vec<usize> = queue.iter().map(|f| f.recipients.len()).collect();
+    assert_eq!(sizes, [FAN_OUT_BATCH, 1]);
+    let queued_recipients: Vec<Subscription> = queue
+        .iter()
+        .flat_map(|fan_out| fan_out.recipients.clone())
+        .collect();
+    assert_eq!(
+        queued_recipients, recipients,
+        "every recipient once, in order"
+    );
+}
+
+#[tokio::test]
+async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_restart() {
+    let test = TestStore::new().await;
+    let to_ann = vec![member("Ann", "https://p.example/1", AUTH).subscription];
+    let first = test
+        .store
+        .append_line(line("one", 1), 10, &to_ann)
+        .await
+        .unwrap();
+    let second = test
+        .store
+        .append_line(line("two", 2), 10, &to_ann)
+        .await
+        .unwrap();
+    let nothing = Broadcast {
+        message: PushMessage::Notice { text: "hi".into() },
+        recipients: Vec::new(),
+    };
+    test.store.queue_fan_out(&nothing).await.unwrap();
+
+    let taken = test.store.take_fan_out().await.unwrap().unwrap();
+    assert_eq!(taken.broadcast.message, PushMessage::ChatMsg(first.clone()));
+    let next = test.store.take_fan_out().await.unwrap().unwrap();
+    assert_eq!(next.broadcast.message, PushMessage::ChatMsg(second.clone()));
+    assert!(test.store.take_fan_out().await.unwrap().is_none());
+    taken.done().await.unwrap();
+    drop(next); // its taker stopped before it was done
+
+    let test = test.reopen().await;
+    let again = test.store.take_fan_out().await.unwrap().unwrap();
+    assert_eq!(
+        again.broadcast.message,
+        PushMessage::ChatMsg(second.clone())
+    );
+    again.done().await.unwrap();
+    assert!(test.store.take_fan_out().await.unwrap().is_none());
+    assert_eq!(
+        test.store.recent_lines(10).await.unwrap(),
+        vec![first, second]
+    );
+}
+
+#[tokio::test]
+async fn test_everything_survives_reopening() {
+    let test = TestStore::new().await;
+    test.store
+        .put_device(&member("Ann", "https://p.example/1", AUTH))
+        .await
+        .unwrap();
+    test.store.ban("Mallory").await.unwrap();
+    test.store
+        .set_vapid_subject("mailto:a@b.example")
+        .await
+        .unwrap();
+    let first_id = test
+        .store
+        .append_line(line("hello", 7), 10, &[])
+        .await
+        .unwrap()
+        .id;
+    let test = test.reopen().await;
+    let store = &test.store;
+    assert_eq!(store.devices().await.unwrap().len(), 1);
+    assert!(store.is_banned("mallory").await.unwrap());
+    assert_eq!(
+        store.vapid_subject().await.unwrap().as_deref(),
+        Some("mailto:a@b.example")
+    );
+    assert_eq!(store.recent_lines(10).await.unwrap()[0].msg, "hello");
+    let next = store.append_line(line("again", 8), 10, &[]).await.unwrap();
+    assert!(next.id > first_id);
+}
+
+#[tokio::test]
+async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    store
+        .put_device(&member("Ann", "https://p.example/1", AUTH))
+        .await
+        .unwrap();
+    store.ban("Mallory").await.unwrap();
+    assert!(store.unban("nobody").await.is_ok_and(|was| !was));
+    store
+        .set_vapid_subject("mailto:ops@example.org")
+        .await
+        .unwrap();
+    let to_ann = vec![member("Ann", "https://p.example/1", AUTH).subscription];
+    store
+        .append_line(line("one", 1), 10, &to_ann)
+        .await
+        .unwrap();
+    let sent = store.take_fan_out().await.unwrap().unwrap();
+    sent.done().await.unwrap();
+    store
+        .append_line(line("two", 2), 10, &to_ann)
+        .await
+        .unwrap();
+    let contents = store.contents().await.unwrap();
+    assert_eq!(contents.fan_outs.len(), 1);
+
+    let fresh = TestStore::new().await;
+    fresh.store.restore(&contents).await.unwrap();
+    assert_eq!(fresh.store.contents().await.unwrap(), contents);
+    assert!(fresh.store.is_banned("MALLORY").await.unwrap());
+    let next = fresh
+        .store
+        .append_line(line("three", 3), 10, &[])
+        .await
+        .unwrap();
+    assert!(next.id > contents.history[1].id);
+    assert!(matches!(
+        fresh.store.restore(&contents).await,
+        Err(StoreError::NotEmpty)
+    ));
+}
