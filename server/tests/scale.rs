@@ -1,0 +1,319 @@
+//! Several `pushchat serve` instances on one PostgreSQL database (the server named by
+//! `PUSHCHAT_TEST_POSTGRES_URL`, which `.ci/test` starts), with virtual members on the
+//! local push service seeded straight into the store:
+//! - lines posted round-robin to three instances reach every member exactly once;
+//! - an instance killed in the middle of fan-outs loses nothing: its fan-outs are taken
+//!   over, every line arrives at least once, and the copies sent twice are no more than
+//!   the recipients of the fan-outs it held;
+//! - a benchmark: fan-out throughput to 10,000 members with one instance, then three,
+//!   printed (the figures in the README).
+
+use std::{collections::HashMap, path::Path, sync::Arc, time::Instant};
+
+use app::wire::{ChatRequest, MemberCredentials, PushMessage};
+use localpush::{
+    harness::{eventually, PushchatProcess},
+    postgres::TestDatabase,
+    Fault, LocalPush, NewSubscriber, VirtualSubscription,
+};
+use server::{
+    store::{Device, PostgresStore, Store, FAN_OUT_BATCH},
+    subscription,
+};
+use sqlx::{Connection, PgConnection};
+use tokio::{sync::Mutex, task::JoinSet};
+
+const SUBJECT: &str = "mailto:scale@pushchat.example.org";
+
+/// The tests of this file measure and kill processes: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// A database, the local push service, and the instances serving the chat (first, so
+/// that they stop before their database is dropped).
+struct Cluster {
+    instances: Vec<Instance>,
+    database: TestDatabase,
+    push: LocalPush,
+    http: reqwest::Client,
+}
+
+struct Instance {
+    process: PushchatProcess,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// One instance on a new database; it makes the VAPID key the members subscribe with.
+    async fn start(push: LocalPush) -> Cluster {
+        let mut cluster = Cluster {
+            instances: Vec::new(),
+            database: TestDatabase::create().await,
+            push,
+            http: reqwest::Client::new(),
+        };
+        cluster.add_instance().await;
+        cluster
+    }
+
+    async fn add_instance(&mut self) {
+        // Each instance has a data dir of its own, for its admin socket.
+        let data_dir = tempfile::tempdir().unwrap();
+        let process = PushchatProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_pushchat")),
+            data_dir.path(),
+            data_dir.path(),
+            SUBJECT,
+            &[
+                "--database-url",
+                &self.database.url,
+                "--chat-lines-per-minute",
+                "100000",
+            ],
+        )
+        .await;
+        self.instances.push(Instance {
+            process,
+            _data_dir: data_dir,
+        });
+    }
+
+    /// `count` members with fresh virtual subscriptions, stored straight into the
+    /// database (not joined one by one: that would cost `count`² pushes).
+    async fn seed(&self, count: usize) -> Vec<VirtualSubscription> {
+        let key: app::wire::VapidPublicKey = self.get("/api/vapid-public-key").await;
+        let members: Vec<VirtualSubscription> = (0..count)
+            .map(|_| {
+                let request = NewSubscriber {
+                    application_server_key: Some(key.public_key.clone()),
+                    fault: None,
+                };
+                self.push.add_subscriber(request).unwrap()
+            })
+            .collect();
+        let store = Arc::new(PostgresStore::connect(&self.database.url, 8).await.unwrap());
+        let mut inserts = JoinSet::new();
+        for (part, chunk) in members.chunks(count.div_ceil(8)).enumerate() {
+            let (store, chunk) = (Arc::clone(&store), chunk.to_vec());
+            inserts.spawn(async move {
+                for (n, member) in chunk.iter().enumerate() {
+                    let name = format!("member {part}-{n}");
+                    let device = Device {
+                        member_id: name.clone(),
+                        name,
+                        subscription: subscription::validate(&member.subscription, true).unwrap(),
+                        joined: 0,
+                        joined_from: None,
+                        muted_until: None,
+                    };
+                    store.put_device(&device).await.unwrap();
+                }
+            });
+        }
+        inserts.join_all().await;
+        assert_eq!(store.member_count().await.unwrap(), count);
+        members
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let url = format!("{}{path}", self.instances[0].process.url);
+        let response = self.http.get(url).send().await.unwrap();
+        response.error_for_status().unwrap().json().await.unwrap()
+    }
+
+    /// Posts `lines` chat lines, line n to instance n % instances, each from another
+    /// member; returns their ids.
+    async fn post_round_robin(&self, speakers: &[VirtualSubscription], lines: usize) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(lines);
+        for n in 0..lines {
+            let instance = &self.instances[n % self.instances.len()].process;
+            let speaker = &speakers[n % speakers.len()];
+            let request = ChatRequest {
+                member: MemberCredentials {
+                    endpoint: speaker.subscription.endpoint.clone(),
+                    auth: speaker.subscription.keys.auth.clone(),
+                },
+                msg: format!("line {n}"),
+            };
+            let url = format!("{}/api/chat", instance.url);
+            let response = self.http.post(url).json(&request).send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            let line: app::wire::ChatLine = response.json().await.unwrap();
+            ids.push(line.id);
+        }
+        ids
+    }
+
+    /// Waits until the push service has accepted `count` pushes in all.
+    async fn wait_for_pushes(&self, count: u64) {
+        let pushes = self.push.client();
+        eventually(&format!("{count} pushes"), || async {
+            let stats = pushes.stats().await.ok()?;
+            (stats.accepted >= count).then_some(())
+        })
+        .await;
+    }
+
+    async fn accepted(&self) -> u64 {
+        self.push.client().stats().await.unwrap().accepted
+    }
+}
+
+/// How many copies of each of `lines` every member received.
+fn copies(
+    push: &LocalPush,
+    members: &[VirtualSubscription],
+    lines: &[u64],
+) -> Vec<HashMap<u64, usize>> {
+    members
+        .iter()
+        .map(|member| {
+            let mut copies: HashMap<u64, usize> = lines.iter().map(|id| (*id, 0)).collect();
+            for push in push.received_by(&member.id) {
+                if let Some(PushMessage::ChatMsg(line)) = push.message() {
+                    if let Some(count) = copies.get_mut(&line.id) {
+                        *count += 1;
+                    }
+                }
+            }
+            copies
+        })
+        .collect()
+}
+
+/// Fan-outs instance `pid` holds: its connections inside a transaction, waiting on
+/// delivery (each taken fan-out keeps its row locked in one).
+async fn fan_outs_held(database: &TestDatabase, pid: u32) -> i64 {
+    let mut connection = PgConnection::connect(&database.url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = $1 AND state = 'idle in transaction'",
+    )
+    .bind(format!("pushchat/{pid}"))
+    .fetch_one(&mut connection)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_three_instances_share_fan_outs_once_each_and_survive_one_killed() {
+    const MEMBERS: usize = 1_000;
+    const LINES: usize = 12;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut cluster = Cluster::start(push).await;
+    let members = cluster.seed(MEMBERS).await;
+    cluster.add_instance().await;
+    cluster.add_instance().await;
+
+    // The normal path: every member gets every line exactly once.
+    let lines = cluster.post_round_robin(&members, LINES).await;
+    cluster.wait_for_pushes((LINES * MEMBERS) as u64).await;
+    for (n, got) in copies(&cluster.push, &members, &lines).iter().enumerate() {
+        assert!(
+            got.values().all(|copies| *copies == 1),
+            "member {n} got {got:?}"
+        );
+    }
+    assert_eq!(cluster.accepted().await, (LINES * MEMBERS) as u64);
+
+    // Every push service now answers after a second, so that fan-outs are in flight
+    // when one instance dies, once part of the next lines went out.
+    let pushes = cluster.push.client();
+    for member in &members {
+        let slow = Fault::Slow { millis: 1000 };
+        pushes.set_fault(&member.id, Some(slow)).await.unwrap();
+    }
+    let before = cluster.accepted().await;
+    let lines = cluster.post_round_robin(&members, LINES).await;
+    let part = before + (LINES * MEMBERS / 4) as u64;
+    cluster.wait_for_pushes(part).await;
+    let victim = cluster.instances.remove(1).process;
+    let pid = victim.pid().expect("the instance runs");
+    let held = fan_outs_held(&cluster.database, pid).await;
+    victim.kill().await;
+    assert!(
+        held > 0,
+        "the instance was killed with no fan-out in flight"
+    );
+    let accepted_at_kill = cluster.accepted().await - before;
+
+    let sent = (LINES * MEMBERS) as u64;
+    eventually("every line to reach every member", || async {
+        let got = copies(&cluster.push, &members, &lines);
+        got.iter()
+            .all(|member| member.values().all(|copies| *copies >= 1))
+            .then_some(())
+    })
+    .await;
+    // Copies still on their way would be missed: count once no fan-out is left.
+    let mut connection = PgConnection::connect(&cluster.database.url).await.unwrap();
+    let connection = Mutex::new(&mut connection);
+    eventually("the queue to empty", || async {
+        let mut connection = connection.lock().await;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM fan_outs")
+            .fetch_one(&mut **connection)
+            .await
+            .ok()?;
+        (left == 0).then_some(())
+    })
+    .await;
+    let got = copies(&cluster.push, &members, &lines);
+    let total: usize = got.iter().flat_map(|member| member.values()).sum();
+    let duplicates = total as u64 - sent;
+    println!(
+        "scale: {MEMBERS} members, 3 instances, {LINES} lines round-robin: {} pushes, each \
+         member got each line once; then {LINES} more, one instance killed after {} of \
+         their {sent} pushes holding {held} fan-outs: every line reached every member, {} \
+         pushes sent twice (at most {held} × {FAN_OUT_BATCH})",
+        LINES * MEMBERS,
+        accepted_at_kill,
+        duplicates,
+    );
+    assert!(
+        duplicates <= held as u64 * FAN_OUT_BATCH as u64,
+        "{duplicates} duplicates, but the killed instance held {held} fan-outs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_fan_out_throughput_to_10000_members_with_1_and_3_instances() {
+    const MEMBERS: usize = 10_000;
+    const LINES: usize = 3;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    // The receiver decrypts one push in 50 (it checks every push's headers and VAPID),
+    // leaving the cores to the instances being measured.
+    let push = LocalPush::start_sampling("127.0.0.1:0".parse().unwrap(), 50)
+        .await
+        .unwrap();
+    let mut cluster = Cluster::start(push).await;
+    let members = cluster.seed(MEMBERS).await;
+
+    let mut rates = Vec::new();
+    for instances in [1, 3] {
+        while cluster.instances.len() < instances {
+            cluster.add_instance().await;
+        }
+        let before = cluster.accepted().await;
+        let started = Instant::now();
+        cluster.post_round_robin(&members, LINES).await;
+        let expected = before + (LINES * MEMBERS) as u64;
+        cluster.wait_for_pushes(expected).await;
+        let elapsed = started.elapsed();
+        assert_eq!(cluster.accepted().await, expected, "no push twice");
+        let rate = (LINES * MEMBERS) as f64 / elapsed.as_secs_f64();
+        println!(
+            "bench: {LINES} lines to {MEMBERS} members with {instances} instance(s) on \
+             PostgreSQL: {} pushes in {:.2} s = {rate:.0} pushes/s",
+            LINES * MEMBERS,
+            elapsed.as_secs_f64(),
+        );
+        rates.push(rate);
+    }
+    println!(
+        "bench: 3 instances / 1 instance = {:.2} (on {} cores)",
+        rates[1] / rates[0],
+        std::thread::available_parallelism().map_or(0, |cores| cores.get())
+    );
+}
