@@ -65,6 +65,13 @@ pub struct DeviceCode {
     pub expires: u64,
 }
 
+impl DeviceCode {
+    /// The grant, unless it expired by `now`.
+    fn unexpired(self, now: u64) -> Option<DeviceCode> {
+        (self.expires > now).then_some(self)
+    }
+}
+
 /// What removing a device did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Removed {
@@ -90,6 +97,14 @@ pub struct Broadcast {
 }
 
 impl Broadcast {
+    /// A chat line to `recipients`.
+    pub fn chat_line(line: &ChatLine, recipients: &[Subscription]) -> Self {
+        Broadcast {
+            message: PushMessage::ChatMsg(line.clone()),
+            recipients: recipients.to_vec(),
+        }
+    }
+
     /// The same update in batches of at most [`FAN_OUT_BATCH`] recipients; none for none.
     pub fn batches(&self) -> impl Iterator<Item = Broadcast> + '_ {
         self.recipients

@@ -289,7 +289,7 @@ impl Store for PostgresStore {
             name,
             expires: unsigned(expires)?,
         };
-        Ok((grant.expires > now).then_some(grant))
+        Ok(grant.unexpired(now))
     }
 
     async fn append_line(
@@ -313,11 +313,7 @@ impl Store for PostgresStore {
             msg: line.msg.into(),
             time: line.time,
         };
-        let broadcast = Broadcast {
-            message: PushMessage::ChatMsg(line.clone()),
-            recipients: recipients.to_vec(),
-        };
-        queue(&mut tx, &broadcast).await?;
+        queue(&mut tx, &Broadcast::chat_line(&line, recipients)).await?;
         sqlx::query(
             "DELETE FROM chat_lines WHERE id <= \
              (SELECT id FROM chat_lines ORDER BY id DESC OFFSET $1 LIMIT 1)",

@@ -23,7 +23,7 @@ use sled::{
 };
 use tokio::sync::Notify;
 
-use app::wire::{ChatLine, PushMessage};
+use app::wire::ChatLine;
 
 use super::{
     code_key, name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removed, Store,
@@ -332,8 +332,7 @@ impl Store for SledStore {
         let Some(value) = self.device_codes.remove(code_key(code))? else {
             return Ok(None);
         };
-        let grant: DeviceCode = decode(&value)?;
-        Ok((grant.expires > now).then_some(grant))
+        Ok(decode::<DeviceCode>(&value)?.unexpired(now))
     }
 
     async fn append_line(
@@ -351,10 +350,7 @@ impl Store for SledStore {
         };
         let record = serde_json::to_vec(&line)?;
         let key = line.id.to_be_bytes();
-        let fan_outs = self.fan_out_records(&Broadcast {
-            message: PushMessage::ChatMsg(line.clone()),
-            recipients: recipients.to_vec(),
-        })?;
+        let fan_outs = self.fan_out_records(&Broadcast::chat_line(&line, recipients))?;
         (&self.history, &self.fan_outs).transaction(|(history, queue)| {
             history.insert(&key, record.as_slice())?;
             for (id, fan_out) in &fan_outs {

@@ -19,6 +19,14 @@ fn member(name: &str, endpoint: &str, auth: &str) -> Device {
     }
 }
 
+/// A store whose one member is Ann, at https://p.example/1.
+async fn with_ann() -> TestStore {
+    let test = TestStore::new().await;
+    let ann = member("Ann", "https://p.example/1", AUTH);
+    test.store.put_device(&ann).await.unwrap();
+    test
+}
+
 const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 const OTHER_AUTH: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
@@ -56,12 +64,8 @@ async fn test_members_are_stored_and_read_back() {
 
 #[tokio::test]
 async fn test_a_name_cannot_be_held_by_two_members_whatever_its_case() {
-    let test = TestStore::new().await;
+    let test = with_ann().await;
     let store = &test.store;
-    store
-        .put_device(&member("Ann", "https://p.example/1", AUTH))
-        .await
-        .unwrap();
     let impostor = Device {
         member_id: "someone else".into(),
         ..member("ＡＮＮ", "https://p.example/2", AUTH)
@@ -115,12 +119,8 @@ async fn test_a_members_devices_share_its_name_until_the_last_leaves() {
 
 #[tokio::test]
 async fn test_removal_needs_the_current_secret_and_frees_the_name() {
-    let test = TestStore::new().await;
+    let test = with_ann().await;
     let store = &test.store;
-    store
-        .put_device(&member("Ann", "https://p.example/1", AUTH))
-        .await
-        .unwrap();
     let wrong = store.remove_device("https://p.example/1", OTHER_AUTH).await;
     assert_eq!(wrong.unwrap(), None);
     let nobody = store.remove_device("https://p.example/9", AUTH).await;
@@ -190,11 +190,7 @@ async fn test_a_device_code_works_once_and_not_after_it_expires() {
 
 #[tokio::test]
 async fn test_a_mute_is_kept_with_the_member_across_reopening() {
-    let test = TestStore::new().await;
-    test.store
-        .put_device(&member("Ann", "https://p.example/1", AUTH))
-        .await
-        .unwrap();
+    let test = with_ann().await;
     assert!(test
         .store
         .set_muted_until("https://p.example/1", 99)
@@ -298,11 +294,7 @@ async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_rest
 
 #[tokio::test]
 async fn test_everything_survives_reopening() {
-    let test = TestStore::new().await;
-    test.store
-        .put_device(&member("Ann", "https://p.example/1", AUTH))
-        .await
-        .unwrap();
+    let test = with_ann().await;
     test.store.ban("Mallory").await.unwrap();
     test.store
         .set_vapid_subject("mailto:a@b.example")
@@ -329,12 +321,8 @@ async fn test_everything_survives_reopening() {
 
 #[tokio::test]
 async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
-    let test = TestStore::new().await;
+    let test = with_ann().await;
     let store = &test.store;
-    store
-        .put_device(&member("Ann", "https://p.example/1", AUTH))
-        .await
-        .unwrap();
     store.ban("Mallory").await.unwrap();
     assert!(store.unban("nobody").await.is_ok_and(|was| !was));
     store
