@@ -73,6 +73,8 @@ pub enum ChatError {
     WrongSecret,
     #[error("The message is empty.")]
     EmptyMessage,
+    #[error("The message contains a NUL character (U+0000); remove it and send again.")]
+    NulInMessage,
     #[error("The message is {0} bytes too long to fit in a push.")]
     MessageTooLong(usize),
     #[error(
@@ -268,14 +270,15 @@ impl Chat {
         let member = self.authenticate(&request.member).await?;
         let subscription =
             subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
-        let moved = Device {
-            subscription,
-            ..member.clone()
-        };
-        self.store
-            .replace_subscription(&member.subscription.endpoint, &moved)
+        let moved = self
+            .store
+            .replace_subscription(&member.subscription.endpoint, &subscription)
             .await?;
         self.store.flush().await?;
+        if !moved {
+            // It left (or its push service said it was gone) since it was read above.
+            return Err(ChatError::UnknownMember);
+        }
         self.room().await
     }
 
@@ -305,9 +308,7 @@ impl Chat {
     /// everyone, the sender's other open pages included.
     pub async fn chat(&self, request: ChatRequest) -> Result<(ChatLine, Broadcast), ChatError> {
         let member = self.authenticate(&request.member).await?;
-        if request.msg.trim().is_empty() {
-            return Err(ChatError::EmptyMessage);
-        }
+        check_text(&request.msg)?;
         if let Some(excess) = chat_payload_excess(&member.name, &request.msg) {
             return Err(ChatError::MessageTooLong(excess));
         }
@@ -371,9 +372,7 @@ impl Chat {
     /// part of the history.
     pub async fn notice(&self, to: Option<&str>, text: &str) -> Result<Broadcast, ChatError> {
         let text = text.trim();
-        if text.is_empty() {
-            return Err(ChatError::EmptyMessage);
-        }
+        check_text(text)?;
         let message = PushMessage::Notice { text: text.into() };
         let excess = message
             .to_payload()
@@ -584,6 +583,18 @@ impl PushKind {
             | PushMessage::Notice { .. } => PushKind::Other,
         }
     }
+}
+
+/// Refuses a message or notice with nothing to read, or with a NUL (which PostgreSQL
+/// cannot store, and no person types).
+fn check_text(text: &str) -> Result<(), ChatError> {
+    if text.trim().is_empty() {
+        return Err(ChatError::EmptyMessage);
+    }
+    if text.contains('\0') {
+        return Err(ChatError::NulInMessage);
+    }
+    Ok(())
 }
 
 /// How long a device code can be used.
@@ -954,6 +965,15 @@ mod tests {
         assert!(matches!(
             chat.chat(huge).await,
             Err(ChatError::MessageTooLong(_))
+        ));
+        let nul = ChatRequest {
+            member: credentials(1),
+            msg: "a\0b".into(),
+        };
+        assert!(matches!(chat.chat(nul).await, Err(ChatError::NulInMessage)));
+        assert!(matches!(
+            chat.notice(None, "a\0b").await,
+            Err(ChatError::NulInMessage)
         ));
         assert!(chat.room().await.unwrap().history.is_empty());
     }

@@ -308,18 +308,26 @@ impl Delivery {
         self.running.spawn(delivery.take_fan_outs(stop));
     }
 
+    /// Once `stop` is cancelled, a store no other process takes from (sled) is emptied
+    /// first, since nobody else would send what the last requests queued; on a shared one
+    /// (PostgreSQL) the other instances take what is left, and this one takes no more.
     async fn take_fan_outs(self: Arc<Self>, stop: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.settings.max_fan_outs));
+        let stopped = || stop.is_cancelled();
         loop {
+            let draining = stopped() && !self.store.is_shared();
+            if stopped() && !draining {
+                return;
+            }
             let slot = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled(), if !draining => continue,
                 slot = Arc::clone(&slots).acquire_owned() => slot,
             };
             let Ok(slot) = slot else {
                 return; // The semaphore is never closed.
             };
             let taken = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled(), if !draining => continue,
                 taken = self.store.take_fan_out() => taken,
             };
             let idle: Pin<Box<dyn Future<Output = ()> + Send + '_>> = match taken {
@@ -331,14 +339,20 @@ impl Delivery {
                     });
                     continue;
                 }
+                Ok(None) if draining => return,
                 Ok(None) => self.store.fan_out_queued(),
+                Err(error) if draining => {
+                    tracing::error!(error = %error, "cannot take a queued fan-out; it waits for the next start");
+                    return;
+                }
                 Err(error) => {
                     tracing::error!(error = %error, "cannot take a queued fan-out; trying again");
                     Box::pin(tokio::time::sleep(FAN_OUT_POLL))
                 }
             };
+            // Stopping wakes it up to drain, or to return.
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {}
                 _ = idle => {}
             }
         }

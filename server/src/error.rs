@@ -36,7 +36,8 @@ impl From<ChatError> for ApiError {
         let status = match &error {
             ChatError::InvalidName(_)
             | ChatError::InvalidSubscription(_)
-            | ChatError::EmptyMessage => StatusCode::UNPROCESSABLE_ENTITY,
+            | ChatError::EmptyMessage
+            | ChatError::NulInMessage => StatusCode::UNPROCESSABLE_ENTITY,
             ChatError::NameTaken(_)
             | ChatError::AlreadyMember(_)
             | ChatError::SubscriptionTaken => StatusCode::CONFLICT,

@@ -195,7 +195,7 @@ where
 {
     let stop = CancellationToken::new();
     // Stops taking fan-outs only once the last request has been answered, so that what
-    // those requests queued goes out before the drain.
+    // those requests queued goes out before the drain (on sled; see `Delivery::start`).
     let stop_taking = CancellationToken::new();
     state.delivery.start(stop_taking.clone());
     if let Some(admin) = admin {

@@ -291,6 +291,31 @@ async fn test_queued_fan_outs_are_taken_no_more_at_once_than_allowed() {
 }
 
 #[tokio::test]
+async fn test_a_stopping_engine_sends_what_is_queued_unless_other_instances_will() {
+    let engine = Engine::new(quick()).await;
+    let ann = engine.member("Ann", None).await;
+    for msg in ["one", "two"] {
+        let fan_out = engine.chat_line(msg).await;
+        engine.store.queue_fan_out(&fan_out).await.unwrap();
+    }
+    // Stopped before it took anything, as when the last requests queue fan-outs.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    engine.delivery.start(stop);
+    assert!(engine.delivery.drain(DEADLINE).await);
+
+    let got = engine.pushes().received(&ann.id).await.unwrap().len();
+    let left = engine.store.contents().await.unwrap().fan_outs.len();
+    if engine.store.is_shared() {
+        // PostgreSQL: the other instances take them; this one takes no more.
+        assert_eq!((got, left), (0, 2));
+    } else {
+        // sled: nobody else would send them.
+        assert_eq!((got, left), (2, 0));
+    }
+}
+
+#[tokio::test]
 async fn test_the_jwt_is_signed_once_per_origin_over_many_pushes() {
     let engine = Engine::new(quick()).await;
     for n in 0..30 {

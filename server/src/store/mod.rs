@@ -202,14 +202,14 @@ pub trait Store: Send + Sync {
     /// endpoint that another member's device holds.
     async fn put_device(&self, device: &Device) -> Result<(), StoreError>;
 
-    /// Moves a device to a new subscription: the record at `old_endpoint` goes, `device`
-    /// (same member, new subscription) comes, at once. Refuses a new endpoint that another
-    /// device holds.
+    /// Moves the device at `old_endpoint` to the `new` subscription, keeping everything
+    /// else about it. Refuses a new endpoint that another device holds; returns false when
+    /// no device is at `old_endpoint` (it left meanwhile).
     async fn replace_subscription(
         &self,
         old_endpoint: &str,
-        device: &Device,
-    ) -> Result<(), StoreError>;
+        new: &Subscription,
+    ) -> Result<bool, StoreError>;
 
     /// Sets until when the device at `endpoint` gets no chat lines. Returns false when no
     /// device is there (it left meanwhile).
@@ -257,6 +257,10 @@ pub trait Store: Send + Sync {
     /// Resolves when a fan-out may have been queued since the last call, or after
     /// [`FAN_OUT_POLL`] at the latest.
     async fn fan_out_queued(&self);
+
+    /// Whether other processes take fan-outs from this store too (PostgreSQL), so that
+    /// one that stops may leave queued fan-outs to them.
+    fn is_shared(&self) -> bool;
 
     /// The newest `limit` lines, oldest first.
     async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError>;

@@ -7,7 +7,7 @@
 //! instances look at once. The VAPID private key is kept here too, so every instance signs
 //! with the same key.
 
-use std::{net::IpAddr, str::FromStr, time::Duration};
+use std::{collections::HashSet, net::IpAddr, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -38,8 +38,10 @@ const DEVICE_COLUMNS: &str = "d.endpoint, d.p256dh, d.auth, d.joined, d.joined_f
 /// Members, history and queued fan-outs in a PostgreSQL database.
 pub struct PostgresStore {
     pool: PgPool,
-    /// Hears of fan-outs queued by any instance; made on first use, again after a failure.
+    /// Hears of fan-outs queued by any instance; made again after a failure.
     listener: tokio::sync::Mutex<Option<PgListener>>,
+    /// Queued fan-outs this version cannot read, by id: skipped, not retried forever.
+    unreadable: std::sync::Mutex<HashSet<i64>>,
 }
 
 impl PostgresStore {
@@ -55,10 +57,14 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(PostgresStore {
+        let store = PostgresStore {
             pool,
             listener: tokio::sync::Mutex::new(None),
-        })
+            unreadable: std::sync::Mutex::default(),
+        };
+        // Listening from the start, so no fan-out queued from now on goes unheard.
+        *store.listener.lock().await = store.listen().await;
+        Ok(store)
     }
 
     /// The VAPID private key (PEM) every instance signs with, once one is kept.
@@ -183,18 +189,19 @@ impl Store for PostgresStore {
     async fn replace_subscription(
         &self,
         old_endpoint: &str,
-        device: &Device,
-    ) -> Result<(), StoreError> {
-        let new = &device.subscription;
-        sqlx::query("UPDATE devices SET endpoint = $1, p256dh = $2, auth = $3 WHERE endpoint = $4")
-            .bind(&new.endpoint)
-            .bind(&new.p256dh)
-            .bind(&new.auth)
-            .bind(old_endpoint)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| taken(error, StoreError::EndpointTaken))?;
-        Ok(())
+        new: &Subscription,
+    ) -> Result<bool, StoreError> {
+        let moved = sqlx::query(
+            "UPDATE devices SET endpoint = $1, p256dh = $2, auth = $3 WHERE endpoint = $4",
+        )
+        .bind(&new.endpoint)
+        .bind(&new.p256dh)
+        .bind(&new.auth)
+        .bind(old_endpoint)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| taken(error, StoreError::EndpointTaken))?;
+        Ok(moved.rows_affected() > 0)
     }
 
     async fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError> {
@@ -333,15 +340,44 @@ impl Store for PostgresStore {
     }
 
     async fn take_fan_out(&self) -> Result<Option<TakenFanOut>, StoreError> {
+        let unreadable: Vec<i64> = self
+            .unreadable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .copied()
+            .collect();
         let mut tx = self.pool.begin().await?;
-        let row: Option<(i64, Json<PushMessage>, Json<Vec<Subscription>>, i64)> = sqlx::query_as(
-            "SELECT id, message, recipients, queued_at FROM fan_outs ORDER BY id LIMIT 1 \
-                 FOR UPDATE SKIP LOCKED",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
+        // The row stays locked while this transaction waits on push services, however
+        // long: a server-wide idle timeout would free it and have it sent twice.
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+        let row: Option<(i64, Json<serde_json::Value>, Json<serde_json::Value>, i64)> =
+            sqlx::query_as(
+                "SELECT id, message, recipients, queued_at FROM fan_outs WHERE id <> ALL($1) \
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&unreadable)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some((id, Json(message), Json(recipients), queued_at)) = row else {
             return Ok(None);
+        };
+        let decoded = serde_json::from_value(message)
+            .and_then(|message| Ok((message, serde_json::from_value(recipients)?)));
+        let (message, recipients) = match decoded {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                // Queued by another version of pushchat, say: left for an instance that
+                // can read it, and skipped here from now on.
+                self.unreadable
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(id);
+                tracing::error!(id, %error, "a queued fan-out is unreadable by this version; skipping it");
+                return Err(StoreError::Corrupt(error));
+            }
         };
         let broadcast = Broadcast {
             message,
@@ -364,10 +400,19 @@ impl Store for PostgresStore {
             tokio::time::sleep(FAN_OUT_POLL).await;
             return;
         };
-        if let Ok(Err(error)) = tokio::time::timeout(FAN_OUT_POLL, listening.recv()).await {
+        let mut heard = tokio::time::timeout(FAN_OUT_POLL, listening.recv()).await;
+        // One look at the queue answers every notification already here.
+        while let Ok(Ok(_)) = heard {
+            heard = tokio::time::timeout(Duration::ZERO, listening.recv()).await;
+        }
+        if let Ok(Err(error)) = heard {
             tracing::warn!(%error, "lost the fan-out notifications; listening again");
             *listener = None;
         }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError> {

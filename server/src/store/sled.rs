@@ -236,20 +236,27 @@ impl Store for SledStore {
     async fn replace_subscription(
         &self,
         old_endpoint: &str,
-        device: &Device,
-    ) -> Result<(), StoreError> {
+        new: &Subscription,
+    ) -> Result<bool, StoreError> {
         let _change = self.change();
-        let endpoint = device.subscription.endpoint.as_bytes();
-        let record = serde_json::to_vec(device)?;
-        self.devices.transaction(|devices| {
+        let endpoint = new.endpoint.as_bytes();
+        let moved = self.devices.transaction(|devices| {
             if endpoint != old_endpoint.as_bytes() && devices.get(endpoint)?.is_some() {
                 return abort(StoreError::EndpointTaken);
             }
-            devices.remove(old_endpoint.as_bytes())?;
-            devices.insert(endpoint, record.as_slice())?;
-            Ok(())
+            // Gone meanwhile (its push service said so, say): nothing to move.
+            let Some(old) = devices.remove(old_endpoint.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut device: Device = decode(&old).or_else(abort)?;
+            device.subscription = new.clone();
+            let record = serde_json::to_vec(&device)
+                .map_err(StoreError::from)
+                .or_else(abort)?;
+            devices.insert(endpoint, record)?;
+            Ok(true)
         })?;
-        Ok(())
+        Ok(moved)
     }
 
     async fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError> {
@@ -404,6 +411,11 @@ impl Store for SledStore {
         let _ = tokio::time::timeout(FAN_OUT_POLL, self.queued.notified()).await;
     }
 
+    /// sled lets one process open the data dir.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
         self.lines(limit)
     }
@@ -484,8 +496,10 @@ impl Store for SledStore {
     /// #1308; our burst test hung so). Fan-outs queued before it are announced to the
     /// delivery worker only now: nothing is pushed that a crash could still undo.
     async fn flush(&self) -> Result<(), StoreError> {
+        // Taken before the flush: what was queued before it is on disk after it.
+        let announce = self.unannounced.swap(false, Ordering::Relaxed);
         flush(self.db.clone()).await?;
-        if self.unannounced.swap(false, Ordering::Relaxed) {
+        if announce {
             self.queued.notify_one();
         }
         Ok(())

@@ -138,28 +138,32 @@ async fn test_removal_needs_the_current_secret_and_frees_the_name() {
 }
 
 #[tokio::test]
-async fn test_a_moved_subscription_keeps_the_member_and_refuses_a_taken_endpoint() {
-    let test = TestStore::new().await;
+async fn test_a_moved_subscription_keeps_the_device_and_refuses_a_taken_or_gone_one() {
+    let test = with_ann().await;
     let store = &test.store;
-    let ann = member("Ann", "https://p.example/1", AUTH);
-    store.put_device(&ann).await.unwrap();
     store
         .put_device(&member("Bo", "https://p.example/2", AUTH))
         .await
         .unwrap();
-    let mut moved = ann.clone();
-    moved.subscription.endpoint = "https://p.example/3".into();
     store
-        .replace_subscription("https://p.example/1", &moved)
+        .set_muted_until("https://p.example/1", 42)
         .await
         .unwrap();
+    let mut moved = Device {
+        muted_until: Some(42),
+        ..member("Ann", "https://p.example/3", AUTH)
+    };
+    moved.subscription.auth = OTHER_AUTH.into();
+    let replaced = store
+        .replace_subscription("https://p.example/1", &moved.subscription)
+        .await;
+    assert!(replaced.unwrap());
     assert_eq!(store.device("https://p.example/1").await.unwrap(), None);
     assert_eq!(
         store.device("https://p.example/3").await.unwrap(),
         Some(moved.clone())
     );
-    let mut onto_bo = moved.clone();
-    onto_bo.subscription.endpoint = "https://p.example/2".into();
+    let onto_bo = member("Ann", "https://p.example/2", AUTH).subscription;
     assert!(matches!(
         store
             .replace_subscription("https://p.example/3", &onto_bo)
@@ -167,6 +171,13 @@ async fn test_a_moved_subscription_keeps_the_member_and_refuses_a_taken_endpoint
         Err(StoreError::EndpointTaken)
     ));
     assert_eq!(store.devices_of("bo").await.unwrap().len(), 1);
+    // A device that left meanwhile is not brought back.
+    let elsewhere = member("Ann", "https://p.example/4", AUTH).subscription;
+    let gone = store
+        .replace_subscription("https://p.example/1", &elsewhere)
+        .await;
+    assert!(!gone.unwrap());
+    assert_eq!(store.devices().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
