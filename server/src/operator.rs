@@ -19,6 +19,8 @@ use std::{
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use app::wire::ChatLine;
+
 use crate::{
     admin::{
         self, DeliverySummary, MemberSummary, NoticeRequest, RemoveRequest, UnbanRequest,
@@ -28,7 +30,8 @@ use crate::{
     chat::{Chat, ChatRules},
     cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
     delivery::{Delivery, DeliverySettings},
-    store::{PostgresStore, Store, StoreContents},
+    store::{Broadcast, PostgresStore, Store, StoreContents},
+    subscription::Subscription,
     vapid::{self, VapidKeys, KEY_FILE},
 };
 
@@ -40,6 +43,10 @@ struct BackupFile {
     vapid_private_key_pem: String,
     #[serde(flatten)]
     contents: StoreContents,
+    /// Chat lines whose fan-out had not finished, as backups before the queue of
+    /// fan-outs kept them; restored as fan-outs to every member.
+    #[serde(default, skip_serializing)]
+    unsent: Vec<ChatLine>,
 }
 
 const BACKUP_FORMAT: &str = "pushchat backup 1";
@@ -271,6 +278,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         format: BACKUP_FORMAT.into(),
         vapid_private_key_pem: vapid::private_key_pem(data_dir)?,
         contents,
+        unsent: Vec::new(),
     };
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -314,10 +322,17 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
     let data_dir = &args.data.data_dir;
     let text = fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let backup: BackupFile = serde_json::from_str(&text)
+    let mut backup: BackupFile = serde_json::from_str(&text)
         .ok()
         .filter(|backup: &BackupFile| backup.format == BACKUP_FORMAT)
         .with_context(|| format!("{} is not a pushchat backup", args.file.display()))?;
+    let everyone: Vec<Subscription> = (backup.contents.devices.iter())
+        .map(|device| device.subscription.clone())
+        .collect();
+    for line in &backup.unsent {
+        let fan_out = Broadcast::chat_line(line, &everyone);
+        backup.contents.fan_outs.push(fan_out);
+    }
     if AdminClient::connect(data_dir).await.is_some() {
         return Err(stop_the_server_first(
             data_dir,

@@ -7,6 +7,7 @@ mod support;
 use std::{ffi::OsStr, path::Path, process::Output};
 
 use app::wire::PushMessage;
+use localpush::harness::eventually;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::*;
@@ -231,6 +232,28 @@ async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
     assert_eq!(again.history, vec![line.clone()]);
     let next = restored.chat(&ann, "after").await;
     assert!(next.id > line.id);
+    drop(restored);
+
+    // A backup of a build before the queue of fan-outs kept unsent lines as `unsent`:
+    // restored, they go out again to every member.
+    let mut old: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let old = old.as_object_mut().unwrap();
+    assert_eq!(old.remove("fan_outs"), Some(json!([])));
+    old.insert("unsent".into(), json!([line]));
+    let old_file = backups.path().join("old.json");
+    std::fs::write(&old_file, serde_json::to_vec(old).unwrap()).unwrap();
+    let older = backups.path().join("restored-old");
+    succeeds(&["restore", old_file.to_str().unwrap()], &older).await;
+    let _restored = Server::start(&older, &[]).await;
+    let again = PushMessage::ChatMsg(line);
+    let pushes = fx.pushes();
+    for member in [&ann, &bo] {
+        let got = eventually("the unsent line", || async {
+            let got = messages(&pushes.received(&member.id).await.unwrap());
+            (got.iter().filter(|message| **message == again).count() == 2).then_some(())
+        });
+        got.await;
+    }
 }
 
 #[tokio::test]

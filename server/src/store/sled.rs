@@ -42,6 +42,9 @@ const DEVICE_CODES: &str = "device_codes";
 const HISTORY: &str = "history";
 /// Fan-outs not yet sent, by id: taken again after a restart.
 const FAN_OUTS: &str = "fan_outs";
+/// Where builds before the queue of fan-outs kept chat lines whose fan-out had not
+/// finished, by line id; read once, into the queue, and dropped.
+const OLD_OUTBOX: &str = "outbox";
 /// Banned names, by [`name_key`].
 const BANNED: &str = "banned_names";
 /// Single values: the VAPID contact the server last ran with.
@@ -91,7 +94,7 @@ impl SledStore {
             .open()?;
         let history = db.open_tree(HISTORY)?;
         let fan_outs = db.open_tree(FAN_OUTS)?;
-        Ok(SledStore {
+        let store = SledStore {
             next_line_id: AtomicU64::new(next_id_in(&history)?),
             next_fan_out_id: AtomicU64::new(next_id_in(&fan_outs)?),
             devices: db.open_tree(DEVICES)?,
@@ -107,7 +110,49 @@ impl SledStore {
             unannounced: AtomicBool::new(false),
             changing: Arc::default(),
             db,
-        })
+        };
+        store.queue_old_outbox()?;
+        Ok(store)
+    }
+
+    /// Builds before the queue kept the chat lines whose fan-out had not finished in an
+    /// outbox, to send them again on the next start: they are queued to every member now.
+    fn queue_old_outbox(&self) -> Result<(), StoreError> {
+        if !self
+            .db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == OLD_OUTBOX.as_bytes())
+        {
+            return Ok(());
+        }
+        let outbox = self.db.open_tree(OLD_OUTBOX)?;
+        let lines = outbox
+            .iter()
+            .values()
+            .map(|bytes| decode(&bytes?))
+            .collect::<Result<Vec<ChatLine>, _>>()?;
+        if !lines.is_empty() {
+            let everyone: Vec<Subscription> = self
+                .all_devices()?
+                .into_iter()
+                .map(|device| device.subscription)
+                .collect();
+            let mut batch = sled::Batch::default();
+            for line in &lines {
+                for (id, fan_out) in self.fan_out_records(&Broadcast::chat_line(line, &everyone))? {
+                    batch.insert(&id, fan_out);
+                }
+            }
+            self.fan_outs.apply_batch(batch)?;
+            self.db.flush()?;
+            tracing::warn!(
+                lines = lines.len(),
+                "queued again the chat lines an earlier build had not finished sending"
+            );
+        }
+        self.db.drop_tree(OLD_OUTBOX)?;
+        Ok(())
     }
 
     fn change(&self) -> RwLockReadGuard<'_, ()> {
@@ -577,4 +622,56 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
 
 fn abort<T>(error: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
     Err(ConflictableTransactionError::Abort(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn test_an_earlier_builds_unsent_lines_are_queued_to_every_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let ann = Device {
+            name: "Ann".into(),
+            member_id: "ann".into(),
+            subscription: Subscription {
+                endpoint: "https://p.example/1".into(),
+                p256dh: "key".into(),
+                auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+            },
+            joined: 0,
+            joined_from: None,
+            muted_until: None,
+        };
+        let line = ChatLine {
+            id: 7,
+            name: "Ann".into(),
+            msg: "cut short".into(),
+            time: 1,
+        };
+        {
+            // What such a build left: the member, and the line in its outbox.
+            let db = sled::open(dir.path()).unwrap();
+            let devices = db.open_tree(DEVICES).unwrap();
+            let record = serde_json::to_vec(&ann).unwrap();
+            devices
+                .insert(ann.subscription.endpoint.as_bytes(), record)
+                .unwrap();
+            let outbox = db.open_tree(OLD_OUTBOX).unwrap();
+            let record = serde_json::to_vec(&line).unwrap();
+            outbox.insert(line.id.to_be_bytes(), record).unwrap();
+            db.flush().unwrap();
+        }
+        let store = crate::store::testing::open_sled(dir.path()).await;
+        let queued = store.take_fan_out().await.unwrap().unwrap();
+        assert_eq!(
+            queued.broadcast,
+            Broadcast::chat_line(&line, &[ann.subscription.clone()])
+        );
+        assert!(!store
+            .db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == OLD_OUTBOX.as_bytes()));
+    }
 }

@@ -2,7 +2,7 @@
 //! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `localpush::postgres`), which the
 //! unit tests and the integration tests share.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use localpush::postgres::{suites_use_postgres, TestDatabase};
 
@@ -47,24 +47,25 @@ impl TestStore {
 
 async fn open(home: &Home) -> Arc<dyn Store> {
     match home {
-        Home::Sled(dir) => {
-            // sled's background flusher lets go of the directory's lock a moment after the
-            // last handle is dropped: wait for it (up to 10 s).
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                match SledStore::open(dir.path(), 1 << 20) {
-                    Err(StoreError::Sled(::sled::Error::Io(error)))
-                        if error.to_string().contains("lock")
-                            && std::time::Instant::now() < deadline =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    opened => return Arc::new(opened.unwrap()),
-                }
-            }
-        }
+        Home::Sled(dir) => Arc::new(open_sled(dir.path()).await),
         Home::Postgres(database) => {
             Arc::new(PostgresStore::connect(&database.url, 4).await.unwrap())
+        }
+    }
+}
+
+/// Opens the sled store in `dir`, once free: sled's background flusher lets go of the
+/// directory's lock a moment after the last handle is dropped (this waits up to 10 s).
+pub async fn open_sled(dir: &Path) -> SledStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledStore::open(dir, 1 << 20) {
+            Err(StoreError::Sled(::sled::Error::Io(error)))
+                if error.to_string().contains("lock") && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            opened => return opened.unwrap(),
         }
     }
 }
