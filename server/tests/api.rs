@@ -206,6 +206,8 @@ async fn test_a_line_cut_short_by_a_crash_is_sent_after_the_restart() {
     received(&pushes, &ann, 3).await;
     received(&pushes, &bo, 2).await;
     received(&pushes, &cy, 1).await;
+    // The joins' fan-outs are off the queue (a kill before that would send them again).
+    fx.server.wait_for_fan_outs(3.0).await;
 
     // Cy's push service goes dark: the fan-out cannot finish.
     pushes.set_fault(&cy.id, Some(Fault::Hang)).await.unwrap();
