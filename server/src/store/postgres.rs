@@ -14,7 +14,7 @@ use sqlx::{
     error::ErrorKind,
     postgres::{PgConnectOptions, PgListener, PgPoolOptions},
     types::Json,
-    PgConnection, PgPool, Postgres, Transaction,
+    Connection, PgConnection, PgPool, Postgres, Transaction,
 };
 
 use app::wire::{ChatLine, PushMessage};
@@ -51,6 +51,9 @@ impl PostgresStore {
         // Named, so `pg_stat_activity` tells the instances apart.
         let options = PgConnectOptions::from_str(url)?
             .application_name(&format!("pushchat/{}", std::process::id()));
+        // One connection first, on its own: a database that is down or a wrong password
+        // is then reported as such, where the pool would only say it timed out.
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_fan_outs as u32 + CONNECTIONS_FOR_REQUESTS)
             .acquire_timeout(Duration::from_secs(10))
