@@ -7,13 +7,14 @@ mod support;
 use std::{ffi::OsStr, path::Path, process::Output};
 
 use app::wire::PushMessage;
-use localpush::harness::eventually;
+use localpush::harness::{eventually, DEADLINE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::*;
 use tokio::process::Command;
 
-/// Runs `pushchat ARGS` with none of the environment's PUSHCHAT_ settings.
+/// Runs `pushchat ARGS` with none of the environment's PUSHCHAT_ settings; a command
+/// still running after [`DEADLINE`] (a `serve` that was meant to refuse) fails the test.
 async fn pushchat<I, A>(args: I) -> Output
 where
     I: IntoIterator<Item = A>,
@@ -28,8 +29,10 @@ where
     command
         .args(args)
         .env("RUST_LOG", "warn")
-        .output()
+        .kill_on_drop(true);
+    tokio::time::timeout(DEADLINE, command.output())
         .await
+        .expect("pushchat exits within the deadline")
         .unwrap()
 }
 
