@@ -15,17 +15,26 @@ start_test_postgres() {
         chown postgres: "$PUSHCHAT_PG_DIR"
         as_owner=(runuser -u postgres --)
     fi
-    local port=54329
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
     "${as_owner[@]}" "$bin/initdb" -D "$PUSHCHAT_PG_DIR/data" -U pushchat --auth=trust \
         -E UTF8 --locale=C.UTF-8 >/dev/null
-    # Three instances of pushchat, each with its fan-out connections, and the tests' own.
-    "${as_owner[@]}" "$bin/pg_ctl" -D "$PUSHCHAT_PG_DIR/data" -l "$PUSHCHAT_PG_DIR/log" -w \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $PUSHCHAT_PG_DIR -c max_connections=300" \
-        start >/dev/null
     PUSHCHAT_PG_CTL=("${as_owner[@]}" "$bin/pg_ctl")
-    export PUSHCHAT_TEST_POSTGRES_URL="postgres://pushchat@127.0.0.1:$port/postgres"
-    echo "postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+    # A port below Linux's ephemeral range (32768 and up), where the tests' own outgoing
+    # connections cannot be holding it; the next one if it is taken all the same.
+    local port
+    for port in $(seq 25432 25441); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+        # Three instances of pushchat, each with its fan-out connections, and the tests'.
+        if "${PUSHCHAT_PG_CTL[@]}" -D "$PUSHCHAT_PG_DIR/data" -l "$PUSHCHAT_PG_DIR/log" -w \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $PUSHCHAT_PG_DIR -c max_connections=300" \
+            start >/dev/null; then
+            export PUSHCHAT_TEST_POSTGRES_URL="postgres://pushchat@127.0.0.1:$port/postgres"
+            echo "postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+            return 0
+        fi
+        { tail -n 5 "$PUSHCHAT_PG_DIR/log" || true; } >&2
+    done
+    echo "postgres: could not start a test server (its log is above)" >&2
+    return 1
 }
 
 stop_test_postgres() {
