@@ -151,7 +151,7 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Counts over every fan-out since the engine started, and the latest fan-out's report.
+/// Counts over every fan-out since the engine started.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeliveryTotals {
     pub fan_outs: u64,
@@ -163,7 +163,6 @@ pub struct DeliveryTotals {
     pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
     /// Sum of all push latencies, in seconds.
     pub latency_sum: f64,
-    pub last_fan_out: DeliveryReport,
 }
 
 impl DeliveryTotals {
@@ -179,7 +178,6 @@ impl DeliveryTotals {
                 *bucket += u64::from(latency <= bound);
             }
         }
-        self.last_fan_out = report.clone();
     }
 
     /// Pushes that reached a final answer: the histogram's count.

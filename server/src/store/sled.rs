@@ -662,7 +662,7 @@ mod tests {
             outbox.insert(line.id.to_be_bytes(), record).unwrap();
             db.flush().unwrap();
         }
-        let store = crate::store::testing::open_sled(dir.path()).await;
+        let store = crate::store::testing::open_sled_when_free(dir.path()).await;
         let queued = store.take_fan_out().await.unwrap().unwrap();
         assert_eq!(
             queued.broadcast,

@@ -47,7 +47,7 @@ impl TestStore {
 
 async fn open(home: &Home) -> Arc<dyn Store> {
     match home {
-        Home::Sled(dir) => Arc::new(open_sled(dir.path()).await),
+        Home::Sled(dir) => Arc::new(open_sled_when_free(dir.path()).await),
         Home::Postgres(database) => {
             Arc::new(PostgresStore::connect(&database.url, 4).await.unwrap())
         }
@@ -56,7 +56,7 @@ async fn open(home: &Home) -> Arc<dyn Store> {
 
 /// Opens the sled store in `dir`, once free: sled's background flusher lets go of the
 /// directory's lock a moment after the last handle is dropped (this waits up to 10 s).
-pub async fn open_sled(dir: &Path) -> SledStore {
+pub async fn open_sled_when_free(dir: &Path) -> SledStore {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match SledStore::open(dir, 1 << 20) {
