@@ -44,7 +44,7 @@ use crate::{
     config::{Config, StoreLocation},
     delivery::{DeliveryReport, DeliverySettings},
     store::{Device, Store},
-    subscription,
+    subscription::{self, EndpointPolicy},
     vapid::VapidKeys,
 };
 
@@ -262,7 +262,7 @@ async fn run_once(
         data_dir: data_dir.path().to_owned(),
         vapid_subject: "mailto:bench@pushchat.example.org".into(),
         rules: ChatRules {
-            allow_loopback_endpoints: true,
+            endpoints: EndpointPolicy::local_testing(),
             history_limit: 200,
             chat_lines_per_minute: 30,
             members_per_address: usize::MAX,
@@ -390,8 +390,11 @@ async fn seed(
             }
             Receiver::External(url) => external_member(url, n),
         };
-        let subscription = subscription::validate(&virtual_member.subscription, true)
-            .with_context(|| format!("member {n}'s endpoint"))?;
+        let subscription = subscription::validate(
+            &virtual_member.subscription,
+            &EndpointPolicy::local_testing(),
+        )
+        .with_context(|| format!("member {n}'s endpoint"))?;
         sender.get_or_insert_with(|| MemberCredentials {
             endpoint: subscription.endpoint.clone(),
             auth: subscription.auth.clone(),

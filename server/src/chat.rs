@@ -34,7 +34,7 @@ use crate::{
     clock::now_millis,
     limits::RateLimiter,
     store::{Broadcast, Device, DeviceCode, NewLine, Store, StoreError},
-    subscription::{self, Subscription, SubscriptionError},
+    subscription::{self, EndpointPolicy, Subscription, SubscriptionError},
 };
 
 /// How long a mute lasts: the notification's button says "Mute 1 hour".
@@ -101,8 +101,8 @@ impl From<StoreError> for ChatError {
 /// Settings the rules depend on.
 #[derive(Clone, Debug)]
 pub struct ChatRules {
-    /// Admit http/https endpoints on loopback hosts (local testing only).
-    pub allow_loopback_endpoints: bool,
+    /// Which push endpoints members may join with.
+    pub endpoints: EndpointPolicy,
     /// How many chat lines the history keeps and `init` returns.
     pub history_limit: usize,
     /// How many chat lines one member may post in a minute.
@@ -116,7 +116,7 @@ pub struct ChatRules {
 impl Default for ChatRules {
     fn default() -> Self {
         ChatRules {
-            allow_loopback_endpoints: false,
+            endpoints: EndpointPolicy::default(),
             history_limit: DEFAULT_HISTORY_LIMIT,
             chat_lines_per_minute: DEFAULT_CHAT_LINES_PER_MINUTE,
             members_per_address: DEFAULT_MEMBERS_PER_ADDRESS,
@@ -208,8 +208,7 @@ impl Chat {
         code: &str,
         from: IpAddr,
     ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
-        let subscription =
-            subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
+        let subscription = subscription::validate(&request.subscription, &self.rules.endpoints)?;
         if let Some(known) = self.known(&subscription).await? {
             return Err(ChatError::AlreadyMember(known.name));
         }
@@ -268,8 +267,7 @@ impl Chat {
     /// keeping its name. Nobody is told; nothing changed for them.
     pub async fn resubscribe(&self, request: ResubscribeRequest) -> Result<RoomState, ChatError> {
         let member = self.authenticate(&request.member).await?;
-        let subscription =
-            subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
+        let subscription = subscription::validate(&request.subscription, &self.rules.endpoints)?;
         let moved = self
             .store
             .replace_subscription(&member.subscription.endpoint, &subscription)
@@ -447,8 +445,7 @@ impl Chat {
     /// A device of a member who is not in the chat yet.
     fn new_member(&self, request: &SubscribeRequest, from: IpAddr) -> Result<Device, ChatError> {
         let name = clean_name(&request.name)?;
-        let subscription =
-            subscription::validate(&request.subscription, self.rules.allow_loopback_endpoints)?;
+        let subscription = subscription::validate(&request.subscription, &self.rules.endpoints)?;
         Ok(Device {
             name,
             member_id: random_id(),
@@ -652,7 +649,7 @@ mod tests {
 
     async fn chat() -> (TestStore, Chat) {
         chat_with(ChatRules {
-            allow_loopback_endpoints: false,
+            endpoints: EndpointPolicy::default(),
             history_limit: 50,
             chat_lines_per_minute: 3,
             members_per_address: 3,

@@ -10,6 +10,7 @@ use crate::{
     cli::{DataDirArg, ServeArgs},
     client_address::TrustedProxies,
     delivery::DeliverySettings,
+    subscription::EndpointPolicy,
 };
 
 /// The most history lines a server keeps; each arriving member receives them all.
@@ -124,7 +125,9 @@ impl Config {
             data_dir: args.data.data_dir,
             vapid_subject,
             rules: ChatRules {
-                allow_loopback_endpoints: args.allow_loopback_endpoints,
+                endpoints: EndpointPolicy {
+                    allow_loopback: args.allow_loopback_endpoints,
+                },
                 history_limit: args.history_limit,
                 chat_lines_per_minute: args.chat_lines_per_minute,
                 members_per_address: args.members_per_address,

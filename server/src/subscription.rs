@@ -60,12 +60,29 @@ pub enum SubscriptionError {
     BadAuth,
 }
 
-/// Checks `raw`; `allow_loopback` also admits http and https endpoints on loopback hosts.
+/// Which push endpoints the server accepts, besides the rules every endpoint meets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// Also admit http and https endpoints on loopback hosts (local testing only).
+    pub allow_loopback: bool,
+}
+
+impl EndpointPolicy {
+    /// Loopback endpoints too: the local push service of the tests and the bench.
+    pub fn local_testing() -> Self {
+        EndpointPolicy {
+            allow_loopback: true,
+            ..EndpointPolicy::default()
+        }
+    }
+}
+
+/// Checks `raw` against the rules and `policy`.
 pub fn validate(
     raw: &wire::PushSubscription,
-    allow_loopback: bool,
+    policy: &EndpointPolicy,
 ) -> Result<Subscription, SubscriptionError> {
-    let endpoint = validate_endpoint(&raw.endpoint, allow_loopback)?;
+    let endpoint = validate_endpoint(&raw.endpoint, policy.allow_loopback)?;
     let p256dh = decode(&raw.keys.p256dh)
         .filter(|key| key.len() == 65 && p256::PublicKey::from_sec1_bytes(key).is_ok())
         .ok_or(SubscriptionError::BadP256dh)?;
@@ -188,7 +205,8 @@ mod tests {
     }
 
     fn check(endpoint: &str, allow_loopback: bool) -> Result<Subscription, SubscriptionError> {
-        validate(&subscription(endpoint, P256DH, AUTH), allow_loopback)
+        let policy = EndpointPolicy { allow_loopback };
+        validate(&subscription(endpoint, P256DH, AUTH), &policy)
     }
 
     #[test]
@@ -300,19 +318,31 @@ mod tests {
         let endpoint = "https://push.example.com/1";
         let off_curve = format!("BA{}", &P256DH[2..]);
         assert_eq!(
-            validate(&subscription(endpoint, &off_curve, AUTH), false),
+            validate(
+                &subscription(endpoint, &off_curve, AUTH),
+                &EndpointPolicy::default()
+            ),
             Err(SubscriptionError::BadP256dh)
         );
         assert_eq!(
-            validate(&subscription(endpoint, "BAAA", AUTH), false),
+            validate(
+                &subscription(endpoint, "BAAA", AUTH),
+                &EndpointPolicy::default()
+            ),
             Err(SubscriptionError::BadP256dh)
         );
         assert_eq!(
-            validate(&subscription(endpoint, "%%%", AUTH), false),
+            validate(
+                &subscription(endpoint, "%%%", AUTH),
+                &EndpointPolicy::default()
+            ),
             Err(SubscriptionError::BadP256dh)
         );
         assert_eq!(
-            validate(&subscription(endpoint, P256DH, "AAAA"), false),
+            validate(
+                &subscription(endpoint, P256DH, "AAAA"),
+                &EndpointPolicy::default()
+            ),
             Err(SubscriptionError::BadAuth)
         );
     }
@@ -321,7 +351,7 @@ mod tests {
     fn padded_keys_are_stored_unpadded() {
         let padded = validate(
             &subscription("https://push.example.com/1", P256DH, &format!("{AUTH}==")),
-            false,
+            &EndpointPolicy::default(),
         );
         assert_eq!(padded.unwrap().auth, AUTH);
     }

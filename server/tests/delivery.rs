@@ -15,7 +15,7 @@ use localpush::{
 use server::{
     delivery::{Delivery, DeliveryReport, DeliverySettings},
     store::{testing::TestStore, Broadcast, Device, Store},
-    subscription::{self},
+    subscription::{self, EndpointPolicy},
     vapid::VapidKeys,
 };
 
@@ -71,7 +71,9 @@ impl Engine {
             fault,
         };
         let created = pushes.subscribe(&request).await.unwrap();
-        let subscription = subscription::validate(&created.subscription, true).unwrap();
+        let subscription =
+            subscription::validate(&created.subscription, &EndpointPolicy::local_testing())
+                .unwrap();
         self.store
             .put_device(&Device {
                 name: name.into(),

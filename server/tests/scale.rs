@@ -18,7 +18,7 @@ use localpush::{
 };
 use server::{
     store::{Device, PostgresStore, Store, FAN_OUT_BATCH},
-    subscription,
+    subscription::{self, EndpointPolicy},
 };
 use sqlx::{Connection, PgConnection};
 use tokio::{sync::Mutex, task::JoinSet};
@@ -100,7 +100,11 @@ impl Cluster {
                     let device = Device {
                         member_id: name.clone(),
                         name,
-                        subscription: subscription::validate(&member.subscription, true).unwrap(),
+                        subscription: subscription::validate(
+                            &member.subscription,
+                            &EndpointPolicy::local_testing(),
+                        )
+                        .unwrap(),
                         joined: 0,
                         joined_from: None,
                         muted_until: None,
