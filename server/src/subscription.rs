@@ -2,8 +2,13 @@
 //!
 //! The endpoint is a URL this server will send requests to, so it is held to the rules of
 //! DESIGN.md: https only, to a public host; plain http to a loopback address only when the
-//! operator enabled it for local testing. The keys must be what RFC 8291 needs: a point
-//! on P-256 and a 16-byte auth secret. Keys are kept in canonical base64url (no padding).
+//! operator enabled it for local testing. A public address is one the IANA IPv4 and IPv6
+//! Special-Purpose Address Registries do not mark as not globally reachable (nor multicast
+//! or deprecated); an IPv6 form that reaches an IPv4 address (mapped, NAT64, 6to4) is
+//! judged by that address. `is_public_ip` is that rule, which the delivery client's
+//! resolver (`public_dns`) applies to every address a push service's name resolves to.
+//! The keys must be what RFC 8291 needs: a point on P-256 and a 16-byte auth secret. Keys
+//! are kept in canonical base64url (no padding).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -147,7 +152,7 @@ fn is_public(host: &Host<&str>) -> bool {
     }
 }
 
-/// Whether the server may send to `ip`: globally routable, not its own networks.
+/// Whether the server may send to `ip`: globally reachable, not its own networks.
 pub fn is_public_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_ipv4(&v4),
@@ -155,29 +160,127 @@ pub fn is_public_ip(ip: IpAddr) -> bool {
     }
 }
 
+/// An address block: its first address and the length of the prefix all its addresses share.
+type Block<A> = (A, u8);
+
+/// IPv4 blocks no push service is on: every entry of the IANA IPv4 Special-Purpose Address
+/// Registry that is not globally reachable, and multicast (which has its own registry).
+const NOT_GLOBAL_V4: &[Block<Ipv4Addr>] = &[
+    // "This network" (RFC 791); holds "this host on this network", 0.0.0.0/32.
+    (Ipv4Addr::new(0, 0, 0, 0), 8),
+    // Private-Use (RFC 1918).
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    // Shared Address Space, carrier-grade NAT (RFC 6598).
+    (Ipv4Addr::new(100, 64, 0, 0), 10),
+    // Loopback (RFC 1122).
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    // Link Local (RFC 3927), where clouds keep their metadata services.
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    // Private-Use (RFC 1918).
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    // IETF Protocol Assignments (RFC 6890), refused whole: it holds the DS-Lite, dummy and
+    // NAT64-discovery entries, and its two anycast addresses (.9, .10) are no push service.
+    (Ipv4Addr::new(192, 0, 0, 0), 24),
+    // Documentation, TEST-NET-1 (RFC 5737).
+    (Ipv4Addr::new(192, 0, 2, 0), 24),
+    // Deprecated 6to4 Relay Anycast (RFC 7526), with the 6a44 relay 192.88.99.2.
+    (Ipv4Addr::new(192, 88, 99, 0), 24),
+    // Private-Use (RFC 1918).
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    // Benchmarking (RFC 2544).
+    (Ipv4Addr::new(198, 18, 0, 0), 15),
+    // Documentation, TEST-NET-2 (RFC 5737).
+    (Ipv4Addr::new(198, 51, 100, 0), 24),
+    // Documentation, TEST-NET-3 (RFC 5737).
+    (Ipv4Addr::new(203, 0, 113, 0), 24),
+    // Multicast (RFC 5771).
+    (Ipv4Addr::new(224, 0, 0, 0), 4),
+    // Reserved (RFC 1112).
+    (Ipv4Addr::new(240, 0, 0, 0), 4),
+    // Limited Broadcast (RFC 919), inside the block above; listed to match the registry.
+    (Ipv4Addr::BROADCAST, 32),
+];
+
+/// IPv6 blocks no push service is on: every entry of the IANA IPv6 Special-Purpose Address
+/// Registry that is not globally reachable, and the deprecated or multicast blocks beside
+/// it. The forms that stand for an IPv4 address are judged by it instead (`embedded_ipv4`).
+const NOT_GLOBAL_V6: &[Block<Ipv6Addr>] = &[
+    // Unspecified Address (RFC 4291).
+    (Ipv6Addr::UNSPECIFIED, 128),
+    // Loopback Address (RFC 4291).
+    (Ipv6Addr::LOCALHOST, 128),
+    // IPv4-compatible ::a.b.c.d, deprecated (RFC 4291, 2.5.5.1) and routed nowhere; holds
+    // the two above.
+    (Ipv6Addr::UNSPECIFIED, 96),
+    // IPv4-IPv6 Translation, local use (RFC 8215): a NAT64 of the operator's own.
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),
+    // Discard-Only Address Block (RFC 6666).
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
+    // Dummy IPv6 Prefix (RFC 9780).
+    (Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0), 64),
+    // IETF Protocol Assignments (RFC 2928), refused whole: it holds TEREDO (2001::/32),
+    // Benchmarking and the deprecated ORCHID, and its few globally reachable entries
+    // (anycast, AMT, AS112, ORCHIDv2, drone IDs) are no push service.
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
+    // Documentation (RFC 3849).
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
+    // Documentation (RFC 9637).
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),
+    // Segment Routing (SRv6) SIDs (RFC 9602).
+    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16),
+    // Unique-Local (RFC 4193).
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+    // Link-Local Unicast (RFC 4291).
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+    // Site-local, deprecated (RFC 3879); no longer in the registry, still not global.
+    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10),
+    // Multicast (RFC 4291).
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+];
+
+/// The well-known NAT64 prefix (RFC 6052): 64:ff9b::a.b.c.d reaches a.b.c.d.
+const NAT64: Block<Ipv6Addr> = (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96);
+/// 6to4 (RFC 3056): 2002:AABB:CCDD::/48 is the site behind the IPv4 address AA.BB.CC.DD.
+const SIX_TO_FOUR: Block<Ipv6Addr> = (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16);
+
 fn is_public_ipv4(ip: &Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    let shared = a == 100 && (64..128).contains(&b); // RFC 6598 carrier-grade NAT
-    !(ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || shared
-        || a == 0
-        || a >= 240)
+    !NOT_GLOBAL_V4.iter().any(|&block| in_v4_block(ip, block))
 }
 
 fn is_public_ipv6(ip: &Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
+    if let Some(v4) = embedded_ipv4(ip) {
         return is_public_ipv4(&v4);
     }
-    let first = ip.segments()[0];
-    let unique_local = first & 0xfe00 == 0xfc00;
-    let link_local = first & 0xffc0 == 0xfe80;
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+    !NOT_GLOBAL_V6.iter().any(|&block| in_v6_block(ip, block))
+}
+
+/// The IPv4 address `ip` reaches, in the forms that carry one: IPv4-mapped
+/// (::ffff:a.b.c.d), NAT64 (64:ff9b::a.b.c.d) and 6to4 (2002:AABB:CCDD::/48).
+fn embedded_ipv4(ip: &Ipv6Addr) -> Option<Ipv4Addr> {
+    let o = ip.octets();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        Some(v4)
+    } else if in_v6_block(ip, NAT64) {
+        Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+    } else if in_v6_block(ip, SIX_TO_FOUR) {
+        Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+    } else {
+        None
+    }
+}
+
+fn in_v4_block(ip: &Ipv4Addr, (first, len): Block<Ipv4Addr>) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32u32.saturating_sub(len.into()))
+        .unwrap_or(0);
+    ip.to_bits() & mask == first.to_bits()
+}
+
+fn in_v6_block(ip: &Ipv6Addr, (first, len): Block<Ipv6Addr>) -> bool {
+    let mask = u128::MAX
+        .checked_shl(128u32.saturating_sub(len.into()))
+        .unwrap_or(0);
+    ip.to_bits() & mask == first.to_bits()
 }
 
 /// base64url with or without padding; browsers send either.
@@ -267,6 +370,226 @@ mod tests {
         ] {
             assert!(check(endpoint, true).is_err(), "{endpoint}");
         }
+    }
+
+    /// `ip` is refused both as an endpoint's host and by the delivery client's resolver.
+    fn assert_refused(ip: &str) {
+        let parsed: IpAddr = ip.parse().expect("a test address");
+        assert!(!is_public_ip(parsed), "{ip} is public to the resolver");
+        let host = match parsed {
+            IpAddr::V4(_) => ip.to_owned(),
+            IpAddr::V6(_) => format!("[{ip}]"),
+        };
+        assert!(
+            matches!(
+                check(&format!("https://{host}/p"), false),
+                Err(SubscriptionError::EndpointNotPublic(_))
+            ),
+            "{ip} is accepted as an endpoint"
+        );
+    }
+
+    /// `ip` is accepted both as an endpoint's host and by the delivery client's resolver.
+    fn assert_accepted(ip: &str) {
+        let parsed: IpAddr = ip.parse().expect("a test address");
+        assert!(is_public_ip(parsed), "{ip} is refused by the resolver");
+        let host = match parsed {
+            IpAddr::V4(_) => ip.to_owned(),
+            IpAddr::V6(_) => format!("[{ip}]"),
+        };
+        let endpoint = format!("https://{host}/p");
+        assert!(check(&endpoint, false).is_ok(), "{endpoint} is refused");
+    }
+
+    #[test]
+    fn test_ipv4_blocks_that_are_not_globally_reachable_are_refused() {
+        for ip in [
+            "0.1.2.3",
+            "10.255.255.255",
+            "100.64.0.1",
+            "100.127.255.255",
+            "127.0.0.2",
+            "169.254.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.1",
+            "192.0.0.9",
+            "192.0.0.170",
+            "192.0.0.255",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.88.99.2",
+            "192.168.255.255",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.1",
+            "203.0.113.255",
+            "224.0.0.1",
+            "239.255.255.255",
+            "240.0.0.1",
+            "255.255.255.254",
+            "255.255.255.255",
+        ] {
+            assert_refused(ip);
+        }
+    }
+
+    #[test]
+    fn test_ipv4_addresses_just_outside_those_blocks_are_accepted() {
+        for ip in [
+            "1.0.0.1",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.1",
+            "192.0.3.0",
+            "192.88.98.255",
+            "192.88.100.0",
+            "192.31.196.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "198.51.101.0",
+            "203.0.112.255",
+            "223.255.255.255",
+        ] {
+            assert_accepted(ip);
+        }
+    }
+
+    #[test]
+    fn test_ipv6_blocks_that_are_not_globally_reachable_are_refused() {
+        for ip in [
+            "::",
+            "::1",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "100:0:0:1::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:1::1",
+            "2001:2::1",
+            "2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8::1",
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+            "3fff::1",
+            "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "5f00::1",
+            "5f00:ffff::1",
+            "fc00::1",
+            "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "fe80::1",
+            "febf:ffff::1",
+            "fec0::1",
+            "feff:ffff::1",
+            "ff02::1",
+            "ff0e::1",
+        ] {
+            assert_refused(ip);
+        }
+    }
+
+    #[test]
+    fn test_ipv6_addresses_just_outside_those_blocks_are_accepted() {
+        for ip in [
+            "2001:200::1",
+            "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db9::1",
+            "2606:4700::1111",
+            "3fff:1000::1",
+            "2a00:1450:4001:80b::200a",
+        ] {
+            assert_accepted(ip);
+        }
+    }
+
+    #[test]
+    fn test_ipv6_forms_that_embed_a_private_ipv4_are_refused() {
+        for ip in [
+            // IPv4-mapped.
+            "::ffff:10.0.0.1",
+            "::ffff:198.18.0.1",
+            "::ffff:192.0.0.1",
+            // NAT64, well-known prefix: judged by the IPv4 address it reaches.
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::c058:6301",
+            // NAT64, local use: refused whatever it embeds.
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
+            // 6to4: the IPv4 address in bits 16..48.
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe:1::1",
+            "2002:c612:1::1",
+            "2002:c000:201::1",
+            // Teredo: not globally reachable, whatever it embeds.
+            "2001:0:808:808::1",
+            // IPv4-compatible, deprecated: refused whatever it embeds.
+            "::10.0.0.1",
+            "::8.8.8.8",
+        ] {
+            assert_refused(ip);
+        }
+    }
+
+    #[test]
+    fn test_ipv6_forms_that_embed_a_public_ipv4_are_accepted() {
+        for endpoint in [
+            "https://[64:ff9b::808:808]/p",
+            "https://[64:ff9b::8.8.4.4]/p",
+            "https://[2002:808:808::1]/p",
+            "https://[::ffff:8.8.8.8]/p",
+        ] {
+            assert!(check(endpoint, false).is_ok(), "{endpoint}");
+        }
+        assert_accepted("64:ff9b::808:808");
+        assert_accepted("2002:808:808::1");
+    }
+
+    #[test]
+    fn test_every_block_in_the_tables_is_a_well_formed_prefix() {
+        for &(first, len) in NOT_GLOBAL_V4 {
+            assert!(len <= 32, "{first}/{len}");
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            assert_eq!(first.to_bits() & !mask, 0, "{first}/{len} has host bits");
+        }
+        for &(first, len) in NOT_GLOBAL_V6.iter().chain([&NAT64, &SIX_TO_FOUR]) {
+            assert!(len <= 128, "{first}/{len}");
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            assert_eq!(first.to_bits() & !mask, 0, "{first}/{len} has host bits");
+        }
+    }
+
+    /// The tables against std's own (stable) predicates, over a spread of addresses: the
+    /// first and last of every IPv4 /16, and a few of every IPv6 /16.
+    #[test]
+    fn test_every_address_std_calls_special_is_refused() {
+        for high in 0..=u16::MAX {
+            for low in [0, 1, 0xff, u16::MAX] {
+                let ip = Ipv4Addr::from_bits(u32::from(high) << 16 | u32::from(low));
+                let special = ip.is_unspecified()
+                    || ip.is_loopback()
+                    || ip.is_private()
+                    || ip.is_link_local()
+                    || ip.is_multicast()
+                    || ip.is_broadcast()
+                    || ip.is_documentation();
+                assert!(!(special && is_public_ipv4(&ip)), "{ip}");
+            }
+            for tail in [0, 1, u128::from(u64::MAX), u128::MAX >> 16] {
+                let ip = Ipv6Addr::from_bits(u128::from(high) << 112 | tail);
+                let special = ip.is_unspecified()
+                    || ip.is_loopback()
+                    || ip.is_multicast()
+                    || ip.is_unique_local()
+                    || ip.is_unicast_link_local();
+                assert!(!(special && is_public_ipv6(&ip)), "{ip}");
+            }
+        }
+        assert!(!is_public_ipv6(&Ipv6Addr::LOCALHOST));
+        assert!(!is_public_ipv6(&Ipv6Addr::UNSPECIFIED));
     }
 
     #[test]
