@@ -167,6 +167,18 @@ pub struct ServeArgs {
     #[arg(long, env = "PUSHCHAT_ALLOW_LOOPBACK_ENDPOINTS")]
     pub allow_loopback_endpoints: bool,
 
+    /// Accept push endpoints only on these push services: host names, comma-separated,
+    /// each also admitting its subdomains (fcm.googleapis.com,push.services.mozilla.com).
+    /// A browser whose push service is not listed cannot join. Without it, any public
+    /// https host.
+    #[arg(
+        long,
+        env = "PUSHCHAT_PUSH_SERVICES",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub push_services: Vec<String>,
+
     /// How many chat lines to keep and show to arriving members.
     #[arg(long, env = "PUSHCHAT_HISTORY_LIMIT", default_value_t = DEFAULT_HISTORY_LIMIT)]
     pub history_limit: usize,

@@ -89,6 +89,8 @@ pub enum ConfigError {
     MembersPerAddress,
     #[error("--admin-token must be at least {MIN_ADMIN_TOKEN_LEN} characters")]
     AdminToken,
+    #[error("--push-services {service:?} is not usable: {why}")]
+    PushService { service: String, why: &'static str },
 }
 
 impl Config {
@@ -120,6 +122,11 @@ impl Config {
         {
             return Err(ConfigError::AdminToken);
         }
+        let push_services = args
+            .push_services
+            .iter()
+            .map(|service| validate_push_service(service))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             addr: args.addr,
             data_dir: args.data.data_dir,
@@ -127,6 +134,7 @@ impl Config {
             rules: ChatRules {
                 endpoints: EndpointPolicy {
                     allow_loopback: args.allow_loopback_endpoints,
+                    push_services,
                 },
                 history_limit: args.history_limit,
                 chat_lines_per_minute: args.chat_lines_per_minute,
@@ -189,6 +197,51 @@ fn validate_subject(subject: &str) -> Result<String, ConfigError> {
     Ok(subject.to_owned())
 }
 
+/// One of `--push-services`: a bare host name, which endpoints' hosts must be or end in.
+/// Returned as endpoints' hosts are written: lowercase, IDNA-encoded, no trailing dot.
+fn validate_push_service(service: &str) -> Result<String, ConfigError> {
+    let bad = |why| ConfigError::PushService {
+        service: service.to_owned(),
+        why,
+    };
+    let name = service.trim();
+    if name.is_empty() {
+        return Err(bad(
+            "a push service is empty; give host names separated by commas",
+        ));
+    }
+    if name.starts_with("*.") {
+        return Err(bad(
+            "write it without \"*.\": a push service's subdomains are accepted already",
+        ));
+    }
+    if name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() {
+        return Err(bad("give the push service's host name, not an address"));
+    }
+    if name.contains(['/', ':']) {
+        return Err(bad(
+            "give the host name alone, such as fcm.googleapis.com: no https://, port or path",
+        ));
+    }
+    let not_a_name = "it is not a host name such as fcm.googleapis.com";
+    let name = match url::Host::parse(name) {
+        Ok(url::Host::Domain(name)) => name,
+        Ok(_) => return Err(bad("give the push service's host name, not an address")),
+        Err(_) => return Err(bad(not_a_name)),
+    };
+    let name = name.strip_suffix('.').unwrap_or(&name);
+    let is_label = |label: &str| {
+        !label.is_empty()
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !name.split('.').all(is_label) {
+        return Err(bad(not_a_name));
+    }
+    Ok(name.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +296,82 @@ mod tests {
             crate::cli::Command::Serve(args) => Config::from_args(args),
             _ => unreachable!("parsed a serve command"),
         }
+    }
+
+    #[test]
+    fn test_push_services_are_any_public_host_unless_listed() {
+        assert!(serve(&[]).unwrap().rules.endpoints.push_services.is_empty());
+        let listed = serve(&[
+            "--push-services",
+            "fcm.googleapis.com, Push.Services.Mozilla.com,push.apple.com.",
+        ])
+        .unwrap();
+        assert_eq!(
+            listed.rules.endpoints.push_services,
+            [
+                "fcm.googleapis.com",
+                "push.services.mozilla.com",
+                "push.apple.com"
+            ]
+        );
+        // They apply with loopback endpoints allowed, too.
+        let both = serve(&["--allow-loopback-endpoints", "--push-services", "localhost"]).unwrap();
+        assert!(both.rules.endpoints.allow_loopback);
+        assert_eq!(both.rules.endpoints.push_services, ["localhost"]);
+    }
+
+    #[test]
+    fn test_push_services_must_be_bare_host_names() {
+        for service in [
+            "https://fcm.googleapis.com",
+            "fcm.googleapis.com/fcm/send",
+            "fcm.googleapis.com:443",
+            "",
+            " ",
+            "*.notify.windows.com",
+            ".googleapis.com",
+            "fcm..googleapis.com",
+            "fcm googleapis.com",
+            "user@fcm.googleapis.com",
+            "142.250.185.74",
+            "[2a00:1450::1]",
+        ] {
+            let error = validate_push_service(service).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::PushService { .. }),
+                "{service:?}"
+            );
+            assert!(error.to_string().contains("--push-services"), "{service:?}");
+        }
+        // Through the flag: an empty item between commas is refused, naming the flag.
+        let error = serve(&["--push-services", "fcm.googleapis.com,,push.apple.com"])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("--push-services"), "{error}");
+    }
+
+    #[test]
+    fn test_push_services_come_as_a_list_from_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pushchat.toml");
+        std::fs::write(
+            &file,
+            "vapid-subject = \"mailto:ops@example.org\"\n\
+             push-services = [\"fcm.googleapis.com\", \"push.services.mozilla.com\"]\n",
+        )
+        .unwrap();
+        let args = ["pushchat", "serve", "--config"].map(std::ffi::OsString::from);
+        let mut args = args.to_vec();
+        args.push(file.into_os_string());
+        let config = match crate::config_file::parse(args).unwrap().command {
+            crate::cli::Command::Serve(args) => Config::from_args(args).unwrap(),
+            _ => unreachable!("parsed a serve command"),
+        };
+        assert_eq!(
+            config.rules.endpoints.push_services,
+            ["fcm.googleapis.com", "push.services.mozilla.com"]
+        );
     }
 
     #[test]

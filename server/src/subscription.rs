@@ -2,13 +2,14 @@
 //!
 //! The endpoint is a URL this server will send requests to, so it is held to the rules of
 //! DESIGN.md: https only, to a public host; plain http to a loopback address only when the
-//! operator enabled it for local testing. A public address is one the IANA IPv4 and IPv6
-//! Special-Purpose Address Registries do not mark as not globally reachable (nor multicast
-//! or deprecated); an IPv6 form that reaches an IPv4 address (mapped, NAT64, 6to4) is
-//! judged by that address. `is_public_ip` is that rule, which the delivery client's
-//! resolver (`public_dns`) applies to every address a push service's name resolves to.
-//! The keys must be what RFC 8291 needs: a point on P-256 and a 16-byte auth secret. Keys
-//! are kept in canonical base64url (no padding).
+//! operator enabled it for local testing; and, when the operator listed the push services
+//! the chat accepts (`--push-services`), on one of them, loopback included. A public
+//! address is one the IANA IPv4 and IPv6 Special-Purpose Address Registries do not mark
+//! as not globally reachable (nor multicast or deprecated); an IPv6 form that reaches an
+//! IPv4 address (mapped, NAT64, 6to4) is judged by that address. `is_public_ip` is that
+//! rule, which the delivery client's resolver (`public_dns`) applies to every address a
+//! push service's name resolves to. The keys must be what RFC 8291 needs: a point on
+//! P-256 and a 16-byte auth secret. Keys are kept in canonical base64url (no padding).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -59,6 +60,11 @@ pub enum SubscriptionError {
     EndpointHasCredentials,
     #[error("subscription.endpoint must be a public host, not {0}")]
     EndpointNotPublic(String),
+    #[error(
+        "subscription.endpoint must be on one of this chat's push services ({}), not {host}",
+        .services.join(", ")
+    )]
+    EndpointNotOnPushService { host: String, services: Vec<String> },
     #[error("subscription.keys.p256dh must be a base64url P-256 public key (65 bytes)")]
     BadP256dh,
     #[error("subscription.keys.auth must be a base64url 16-byte secret")]
@@ -70,6 +76,10 @@ pub enum SubscriptionError {
 pub struct EndpointPolicy {
     /// Also admit http and https endpoints on loopback hosts (local testing only).
     pub allow_loopback: bool,
+    /// When not empty, the only push services admitted: an endpoint's host must be one of
+    /// these names or end in "." and one of them (`fcm.googleapis.com`). Loopback
+    /// endpoints too, when `allow_loopback` admits them.
+    pub push_services: Vec<String>,
 }
 
 impl EndpointPolicy {
@@ -80,6 +90,21 @@ impl EndpointPolicy {
             ..EndpointPolicy::default()
         }
     }
+
+    /// Whether `host` is on one of the push services, or any host when none are listed.
+    /// Names are compared in any case and with or without a trailing dot; a service's
+    /// subdomains are on it, other names that merely end in its text are not.
+    fn admits_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.push_services.is_empty()
+            || self.push_services.iter().any(|service| {
+                let service = service.trim_end_matches('.').to_ascii_lowercase();
+                host == service
+                    || host
+                        .strip_suffix(&service)
+                        .is_some_and(|subdomain| subdomain.ends_with('.'))
+            })
+    }
 }
 
 /// Checks `raw` against the rules and `policy`.
@@ -87,7 +112,7 @@ pub fn validate(
     raw: &wire::PushSubscription,
     policy: &EndpointPolicy,
 ) -> Result<Subscription, SubscriptionError> {
-    let endpoint = validate_endpoint(&raw.endpoint, policy.allow_loopback)?;
+    let endpoint = validate_endpoint(&raw.endpoint, policy)?;
     let p256dh = decode(&raw.keys.p256dh)
         .filter(|key| key.len() == 65 && p256::PublicKey::from_sec1_bytes(key).is_ok())
         .ok_or(SubscriptionError::BadP256dh)?;
@@ -101,7 +126,7 @@ pub fn validate(
     })
 }
 
-fn validate_endpoint(raw: &str, allow_loopback: bool) -> Result<Url, SubscriptionError> {
+fn validate_endpoint(raw: &str, policy: &EndpointPolicy) -> Result<Url, SubscriptionError> {
     if raw.len() > MAX_ENDPOINT_LEN {
         return Err(SubscriptionError::EndpointTooLong);
     }
@@ -110,20 +135,29 @@ fn validate_endpoint(raw: &str, allow_loopback: bool) -> Result<Url, Subscriptio
         return Err(SubscriptionError::EndpointHasCredentials);
     }
     let host = url.host().ok_or(SubscriptionError::EndpointNotUrl)?;
+    let host_name = host.to_string();
     let loopback = is_loopback(&host);
     match url.scheme() {
-        "https" | "http" if loopback && allow_loopback => Ok(url),
+        "https" | "http" if loopback && policy.allow_loopback => {}
         "https" if loopback || !is_public(&host) => {
-            Err(SubscriptionError::EndpointNotPublic(host.to_string()))
+            return Err(SubscriptionError::EndpointNotPublic(host_name));
         }
         // Push services listen on 443; another port on a public host would let members
         // make the server probe that host's other services.
-        "https" => match url.port() {
-            Some(port) => Err(SubscriptionError::EndpointOddPort(port)),
-            None => Ok(url),
-        },
-        _ => Err(SubscriptionError::EndpointNotHttps),
+        "https" => {
+            if let Some(port) = url.port() {
+                return Err(SubscriptionError::EndpointOddPort(port));
+            }
+        }
+        _ => return Err(SubscriptionError::EndpointNotHttps),
     }
+    if !policy.admits_host(&host_name) {
+        return Err(SubscriptionError::EndpointNotOnPushService {
+            host: host_name,
+            services: policy.push_services.clone(),
+        });
+    }
+    Ok(url)
 }
 
 fn is_loopback(host: &Host<&str>) -> bool {
@@ -308,8 +342,25 @@ mod tests {
     }
 
     fn check(endpoint: &str, allow_loopback: bool) -> Result<Subscription, SubscriptionError> {
-        let policy = EndpointPolicy { allow_loopback };
+        let policy = EndpointPolicy {
+            allow_loopback,
+            ..EndpointPolicy::default()
+        };
         validate(&subscription(endpoint, P256DH, AUTH), &policy)
+    }
+
+    fn check_on(
+        endpoint: &str,
+        policy: &EndpointPolicy,
+    ) -> Result<Subscription, SubscriptionError> {
+        validate(&subscription(endpoint, P256DH, AUTH), policy)
+    }
+
+    fn only(services: &[&str]) -> EndpointPolicy {
+        EndpointPolicy {
+            push_services: services.iter().map(|&service| service.to_owned()).collect(),
+            ..EndpointPolicy::default()
+        }
     }
 
     #[test]
@@ -634,6 +685,103 @@ mod tests {
         );
         let long = format!("https://push.example.com/{}", "a".repeat(MAX_ENDPOINT_LEN));
         assert_eq!(check(&long, false), Err(SubscriptionError::EndpointTooLong));
+    }
+
+    #[test]
+    fn test_without_push_services_any_public_https_host_is_accepted() {
+        let policy = EndpointPolicy::default();
+        assert!(check_on("https://push.example.com/1", &policy).is_ok());
+        assert!(check_on("https://8.8.8.8/1", &policy).is_ok());
+    }
+
+    #[test]
+    fn test_push_services_admit_their_own_hosts_and_subdomains() {
+        let policy = only(&["fcm.googleapis.com", "push.services.mozilla.com"]);
+        for endpoint in [
+            "https://fcm.googleapis.com/fcm/send/abc",
+            "https://FCM.GoogleAPIs.com/fcm/send/abc",
+            "https://fcm.googleapis.com./fcm/send/abc",
+            "https://updates.push.services.mozilla.com/wpush/v2/abc",
+            "https://a.b.push.services.mozilla.com/wpush/v2/abc",
+        ] {
+            assert!(check_on(endpoint, &policy).is_ok(), "{endpoint}");
+        }
+        // A service written with a capital or a trailing dot means the same name.
+        let policy = only(&["Notify.Windows.com."]);
+        assert!(check_on("https://wns2-par02p.notify.windows.com/w/?token=x", &policy).is_ok());
+    }
+
+    #[test]
+    fn test_push_services_match_whole_name_labels_not_substrings() {
+        let policy = only(&["fcm.googleapis.com"]);
+        for endpoint in [
+            "https://evilfcm.googleapis.com.attacker.example/fcm/send/abc",
+            "https://notfcm.googleapis.com/fcm/send/abc",
+            "https://fcm.googleapis.com.attacker.example/fcm/send/abc",
+            "https://googleapis.com/fcm/send/abc",
+            "https://android.googleapis.com/gcm/send/abc",
+            "https://8.8.8.8/fcm/send/abc",
+            "https://[2a00:1450:4001:80b::200a]/fcm/send/abc",
+        ] {
+            assert!(
+                matches!(
+                    check_on(endpoint, &policy),
+                    Err(SubscriptionError::EndpointNotOnPushService { .. })
+                ),
+                "{endpoint}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_an_endpoint_off_the_push_services_is_refused_with_the_list_and_its_host() {
+        let policy = only(&["fcm.googleapis.com", "push.apple.com"]);
+        let error = check_on("https://push.example.com/1", &policy).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "subscription.endpoint must be on one of this chat's push services \
+             (fcm.googleapis.com, push.apple.com), not push.example.com"
+        );
+    }
+
+    #[test]
+    fn test_push_services_do_not_relax_the_other_rules() {
+        let policy = only(&["example.com"]);
+        assert_eq!(
+            check_on("http://push.example.com/1", &policy),
+            Err(SubscriptionError::EndpointNotHttps)
+        );
+        assert_eq!(
+            check_on("https://push.example.com:8443/1", &policy),
+            Err(SubscriptionError::EndpointOddPort(8443))
+        );
+        let policy = only(&["local"]);
+        assert!(matches!(
+            check_on("https://printer.local/1", &policy),
+            Err(SubscriptionError::EndpointNotPublic(_))
+        ));
+    }
+
+    #[test]
+    fn test_loopback_endpoints_allowed_for_testing_still_need_a_listed_push_service() {
+        let mut policy = EndpointPolicy::local_testing();
+        assert!(check_on("http://127.0.0.1:8790/push/1", &policy).is_ok());
+        policy.push_services = vec!["fcm.googleapis.com".into()];
+        for endpoint in [
+            "http://127.0.0.1:8790/push/1",
+            "http://localhost:8790/push/1",
+        ] {
+            assert!(
+                matches!(
+                    check_on(endpoint, &policy),
+                    Err(SubscriptionError::EndpointNotOnPushService { .. })
+                ),
+                "{endpoint}"
+            );
+        }
+        policy.push_services.push("localhost".into());
+        assert!(check_on("http://localhost:8790/push/1", &policy).is_ok());
+        assert!(check_on("http://push.localhost:8790/push/1", &policy).is_ok());
     }
 
     #[test]
