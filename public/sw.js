@@ -1,9 +1,14 @@
 // pushchat's service worker.
 //
 // Every push is a status update from the server (JSON tagged by `action`: subscribe,
-// unsubscribe, chatMsg, notice). The worker relays the push's JSON text to every open page of the
-// site and shows a system notification: always for member-list changes, and for chat
-// lines only when no window of the site is focused (the focused page shows the line).
+// unsubscribe, chatMsg, notice, removed). The worker relays the push's JSON text to every
+// open page of the site and shows a system notification: always for member-list changes,
+// and for chat lines only when no window of the site is focused (the focused page shows
+// the line).
+//
+// Only Subscribe (on the page) makes a member. When the server says this browser is no
+// longer one (a `removed` push, or a 404 to one of the worker's own requests), the worker
+// forgets the member it keeps and drops the push subscription, and never rejoins.
 //
 // It also keeps the app shell (the page, its wasm, script and styles, the manifest and
 // icons) so that the installed app opens without the network: every page load and shell
@@ -18,7 +23,7 @@
 // hands all of its work to it.
 
 const ICON = '/icons/icon-192.png';
-const VERSION = 'v1';
+const VERSION = 'v2';
 const SHELL_CACHE_PREFIX = 'pushchat-shell-';
 const SHELL_CACHE = `${SHELL_CACHE_PREFIX}${VERSION}`;
 const SHELL = [
@@ -51,7 +56,9 @@ async function handlePush(event) {
     case 'subscribe':
       return showMemberChange(`${message.name} joined`, 'Open the chat to say hello.');
     case 'unsubscribe':
-      return showMemberChange(`${message.name} left`, 'They no longer get the chat.');
+      return showMemberChange(leftTitle(message.names), 'They no longer get the chat.');
+    case 'removed':
+      return handleRemoved(message);
     case 'chatMsg':
       return showChatLine(message, windows);
     case 'notice':
@@ -77,6 +84,33 @@ function relay(windows, text) {
     if (port) port.postMessage(text);
     else client.postMessage(text);
   }
+}
+
+// "Ann left", "Ann and Bo left", "Ann, Bo and Cy left", "Ann, Bo and 3 others left": up to
+// three names, else the first two and how many more.
+function leftTitle(names) {
+  if (!Array.isArray(names) || names.length === 0) return 'Someone left';
+  if (names.length > 3) return `${names[0]}, ${names[1]} and ${names.length - 2} others left`;
+  if (names.length === 1) return `${names[0]} left`;
+  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]} left`;
+}
+
+// The operator removed this member (and maybe banned its name). The server already
+// forgot it; so does this browser, and the push subscription goes, so that Subscribe on
+// the page starts clean. Open pages got the push too and show why.
+async function handleRemoved({ banned }) {
+  const body = banned
+    ? "The chat's operator removed you and banned your name from this chat."
+    : "The chat's operator removed you. Open the chat and press Subscribe to join again.";
+  await Promise.all([showMemberChange('You were removed from the chat', body), leaveChat()]);
+}
+
+// What this browser keeps of a membership the server no longer knows: the member in
+// IndexedDB and the push subscription.
+async function leaveChat() {
+  await forgetMember();
+  const subscription = await self.registration.pushManager.getSubscription();
+  if (subscription) await subscription.unsubscribe();
 }
 
 // One notification for the member list: a newer change replaces an older unseen one.
@@ -122,28 +156,34 @@ async function handleNotificationClick(event) {
   return self.clients.openWindow('/');
 }
 
+// A 404 means the server no longer knows this member (removed, or dropped when its push
+// service said the subscription was gone): this browser forgets it too.
 async function mute() {
   const member = await loadMember();
   if (!member) return;
   const response = await postJson('/api/mute', { endpoint: member.endpoint, auth: member.auth });
+  if (response.status === 404) return leaveChat();
   if (!response.ok) throw new Error(`the server answered ${response.status}`);
 }
 
 // A page hands over one end of a MessageChannel, through which pushes are relayed, and
-// the member this browser is.
+// the member this browser is; or says this browser is no longer a member.
 function handleMessage(event) {
   const data = event.data;
   if (data && data.type === 'connect' && event.ports[0] && event.source) {
     ports.set(event.source.id, event.ports[0]);
     if (data.member) event.waitUntil(saveMember(data.member));
+  } else if (data && data.type === 'forget') {
+    event.waitUntil(forgetMember());
   }
 }
 
 // The browser replaced the push subscription on its own (its push service forgot it,
 // say): subscribe again with the server's key and move the member to the new
-// subscription, proving who it is with the old one's credentials. If the server already
-// dropped the member (a push to the old endpoint answered 410 in between), rejoin under
-// the same name without telling the others, as a page load would.
+// subscription, proving who it is with the old one's credentials. If the server no
+// longer knows the member (404: a push to the old endpoint answered 410 in between, or
+// the operator removed it), the worker does not rejoin (only Subscribe makes a member,
+// and the others are told): it forgets the member and drops the new subscription.
 async function handleSubscriptionChange() {
   const member = await loadMember();
   if (!member) return;
@@ -153,14 +193,12 @@ async function handleSubscriptionChange() {
     applicationServerKey: base64UrlToBytes(publicKey),
   });
   const fresh = subscription.toJSON();
-  let response = await postJson('/api/resubscribe', {
+  const response = await postJson('/api/resubscribe', {
     endpoint: member.endpoint,
     auth: member.auth,
     subscription: fresh,
   });
-  if (response.status === 404) {
-    response = await postJson('/api/init', { name: member.name, subscription: fresh });
-  }
+  if (response.status === 404) return leaveChat();
   if (!response.ok) throw new Error(`the server answered ${response.status}`);
   await saveMember({ ...member, endpoint: fresh.endpoint, auth: fresh.keys.auth });
 }
@@ -196,6 +234,7 @@ function memberStore(mode, use) {
 
 const saveMember = (member) => memberStore('readwrite', (store) => store.put(member, 'self'));
 const loadMember = () => memberStore('readonly', (store) => store.get('self'));
+const forgetMember = () => memberStore('readwrite', (store) => store.delete('self'));
 
 // Fetches this version's shell in one go (past the HTTP cache, so page and wasm are of one
 // build), then takes over from an older worker without waiting for its pages to close.

@@ -152,6 +152,25 @@ pub async fn unsubscribe(subscription: &web_sys::PushSubscription) -> Result<(),
         .map_err(|e| describe(&e))
 }
 
+/// Ends this browser's side of a membership: the service worker forgets the member it
+/// keeps, and the browser's push subscription is removed (Subscribe then starts clean).
+pub async fn end_membership() -> Result<(), String> {
+    let Some(registration) = existing_registration().await else {
+        return Ok(());
+    };
+    if let Some(worker) = registration.active() {
+        // Best effort: a worker that keeps a stale member only fails its requests with it.
+        let forget = js_sys::Object::new();
+        if Reflect::set(&forget, &"type".into(), &"forget".into()).is_ok() {
+            let _ = worker.post_message(&forget);
+        }
+    }
+    match current_subscription(&registration).await {
+        Some(subscription) => unsubscribe(&subscription).await,
+        None => Ok(()),
+    }
+}
+
 /// Calls `on_push` with every push the service worker relays to this page: over a
 /// MessageChannel handed to the worker, and over the worker's own `postMessage` when a
 /// restarted worker lost that channel. The worker also keeps the member's name and
@@ -193,7 +212,6 @@ pub fn listen_for_pushes(
     Ok(())
 }
 
-/// The name this browser joined with, kept so a reload can restore the membership.
 /// The device code in this page's address (`?device=CODE`): a member's other browser made
 /// a link to join it.
 pub fn device_code_in_address() -> Option<String> {
@@ -207,6 +225,7 @@ pub fn origin() -> Option<String> {
     web_sys::window()?.location().origin().ok()
 }
 
+/// The name this browser joined with, kept so a reload can restore the membership.
 pub fn saved_name() -> Option<String> {
     local_storage()?.get_item(NAME_KEY).ok().flatten()
 }

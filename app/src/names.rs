@@ -40,7 +40,7 @@ pub fn clean_name(raw: &str) -> Result<String, NameError> {
     if raw.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err(NameError::ControlCharacter);
     }
-    if raw.chars().any(is_invisible) {
+    if has_invisible(raw) {
         return Err(NameError::InvisibleCharacter);
     }
     let name = raw.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -54,8 +54,27 @@ pub fn clean_name(raw: &str) -> Result<String, NameError> {
     }
 }
 
-/// Characters that show nothing or reorder what follows: with them, two names that look
-/// the same can differ, and a name can make the text after it read backwards.
+/// Whether `raw` has a character that shows nothing or reorders what follows: with one,
+/// two names that look the same can differ, and a name can make the text after it read
+/// backwards. A variation selector is visible through the character it follows (the
+/// emoji form of "❤️"), so it is allowed right after a visible character, once.
+fn has_invisible(raw: &str) -> bool {
+    let mut previous: Option<char> = None;
+    for c in raw.chars() {
+        let selects = previous.is_some_and(|p| !p.is_whitespace() && !is_variation_selector(p));
+        if is_invisible(c) || (is_variation_selector(c) && !selects) {
+            return true;
+        }
+        previous = Some(c);
+    }
+    false
+}
+
+fn is_variation_selector(c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}')
+}
+
+/// Characters that show nothing or reorder what follows.
 fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' // soft hyphen
@@ -67,7 +86,6 @@ fn is_invisible(c: char) -> bool {
         | '\u{202A}'..='\u{202E}' // direction embeddings and overrides
         | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
         | '\u{2066}'..='\u{2069}' // direction isolates
-        | '\u{FE00}'..='\u{FE0F}' // variation selectors
         | '\u{FEFF}' // zero-width no-break space
     )
 }
@@ -113,12 +131,27 @@ mod tests {
     }
 
     #[test]
+    fn emoji_with_a_variation_selector_are_accepted() {
+        assert_eq!(
+            clean_name("\u{2764}\u{FE0F} Ann"),
+            Ok("\u{2764}\u{FE0F} Ann".into())
+        );
+        assert_eq!(
+            clean_name("Ann \u{263A}\u{FE0E}"),
+            Ok("Ann \u{263A}\u{FE0E}".into())
+        );
+    }
+
+    #[test]
     fn invisible_and_direction_characters_are_refused() {
         for name in [
             "An\u{200B}n",
             "Ann\u{202E}eeL",
             "\u{FEFF}Ann",
             "A\u{2066}nn",
+            "\u{FE0F}Ann",
+            "Ann \u{FE0F}",
+            "\u{2764}\u{FE0F}\u{FE0F} Ann",
         ] {
             assert_eq!(
                 clean_name(name),

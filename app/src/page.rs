@@ -2,7 +2,9 @@
 //! and, for members, a send box. The server renders it empty; in the browser it restores
 //! an earlier membership (`init`) and then changes only on pushes relayed by the service
 //! worker and on the answers to this page's own requests. When the server cannot be
-//! reached, it says so and shows the last room this browser saw.
+//! reached, it says so and shows the last room this browser saw. When the server no
+//! longer knows this browser as a member (a 404 with a code, or a `removed` push), the
+//! page drops the browser's subscription, returns to Subscribe and says why.
 
 use leptos::{prelude::*, task::spawn_local};
 use leptos_meta::Title;
@@ -13,8 +15,8 @@ use crate::{
     offline,
     unread::Unread,
     wire::{
-        chat_payload_excess, ChatLine, ChatRequest, DeviceCode, MemberCredentials, PushMessage,
-        RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
+        chat_payload_excess, ChatLine, ChatRequest, DeviceCode, MemberCredentials, NotMember,
+        PushMessage, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
     },
 };
 
@@ -88,18 +90,21 @@ impl Room {
             PushMessage::Subscribe { name } => self.members.update(|members| {
                 if !members.contains(&name) {
                     members.push(name);
-                    members.sort();
+                    // As the server sorts them.
+                    members.sort_by_cached_key(|name| name.to_lowercase());
                 }
             }),
-            PushMessage::Unsubscribe { name } => self
+            PushMessage::Unsubscribe { names } => self
                 .members
-                .update(|members| members.retain(|member| *member != name)),
+                .update(|members| members.retain(|member| !names.contains(member))),
             PushMessage::ChatMsg(line) => {
                 if self.add_line(line) {
                     self.unread.line_arrived();
                 }
             }
             PushMessage::Notice { text } => self.notice.set(Some(text)),
+            // About this browser's membership, not the room: see `Page::on_push`.
+            PushMessage::Removed { .. } => return,
         }
         self.keep();
     }
@@ -145,6 +150,7 @@ pub fn ChatPage() -> impl IntoView {
         problem,
         unreachable,
         joining,
+        new_device_code,
     };
 
     // Effects run in the browser only, once hydrated.
@@ -172,7 +178,7 @@ pub fn ChatPage() -> impl IntoView {
             Membership::Visitor => spawn_local(join(page)),
             Membership::Member(member) => {
                 new_device_code.set(None);
-                spawn_local(leave(member, membership, room, problem))
+                spawn_local(leave(member, page))
             }
             Membership::Restoring | Membership::Busy | Membership::Reader => {}
         }
@@ -184,7 +190,7 @@ pub fn ChatPage() -> impl IntoView {
             let made = async { api::device_code(&browser::member_credentials().await?).await };
             match made.await {
                 Ok(code) => new_device_code.set(Some(code)),
-                Err(error) => problem.set(Some(error)),
+                Err(error) => page.member_call_failed(error),
             }
         });
     };
@@ -221,7 +227,7 @@ pub fn ChatPage() -> impl IntoView {
                     draft.set(String::new());
                     room.add_line(line);
                 }
-                Err(error) => problem.set(Some(error)),
+                Err(error) => page.member_call_failed(error),
             }
         });
     };
@@ -415,6 +421,35 @@ struct Page {
     /// The server could not be reached: the page shows the room it kept.
     unreachable: RwSignal<bool>,
     joining: Joining,
+    /// The code "Add a device" made, while it is shown.
+    new_device_code: RwSignal<Option<DeviceCode>>,
+}
+
+impl Page {
+    /// A push the service worker relayed: news of the room, or that the operator removed
+    /// this member.
+    fn on_push(self, message: PushMessage) {
+        match message {
+            PushMessage::Removed { banned } => {
+                let why = if banned {
+                    NotMember::Banned
+                } else {
+                    NotMember::Removed
+                };
+                spawn_local(no_longer_member(self, why));
+            }
+            news => self.room.apply(news),
+        }
+    }
+
+    /// A member's call failed: if the server does not know this browser as a member, the
+    /// page stops being one; otherwise it shows why.
+    fn member_call_failed(self, error: api::Error) {
+        match error.not_member {
+            Some(why) => spawn_local(no_longer_member(self, why)),
+            None => self.problem.set(Some(error.sentence)),
+        }
+    }
 }
 
 /// What a visitor gives to join besides a name.
@@ -438,12 +473,13 @@ async fn restore(page: Page) {
         problem,
         unreachable,
         joining,
+        ..
     } = page;
     if !browser::push_supported() {
         membership.set(Membership::Reader);
         match api::room().await {
             Ok(state) => room.replace(state),
-            Err(error) => problem.set(Some(error)),
+            Err(error) => problem.set(Some(error.sentence)),
         }
         return;
     }
@@ -464,7 +500,7 @@ async fn restore(page: Page) {
     }
     match api::join_rules().await {
         Ok(rules) => joining.passphrase_needed.set(rules.passphrase),
-        Err(error) => problem.set(Some(error)),
+        Err(error) => problem.set(Some(error.sentence)),
     }
     // The worker also keeps the app shell for offline use, so every visit registers it;
     // this asks the person nothing.
@@ -488,12 +524,16 @@ async fn restore(page: Page) {
             passphrase: None,
             device_code: None,
         };
-        Some(connect(&registration, request, room, Announce::Init).await)
+        Some(connect(&registration, request, page, Announce::Init).await)
     };
     match restored.await {
         Some(Ok(member)) => membership.set(Membership::Member(member)),
+        Some(Err(api::Error {
+            not_member: Some(why),
+            ..
+        })) => no_longer_member(page, why).await,
         Some(Err(error)) => {
-            problem.set(Some(error));
+            problem.set(Some(error.sentence));
             membership.set(Membership::Visitor);
         }
         None => membership.set(Membership::Visitor),
@@ -505,7 +545,6 @@ async fn restore(page: Page) {
 async fn join(page: Page) {
     let Page {
         membership,
-        room,
         name_input,
         problem,
         joining,
@@ -532,7 +571,7 @@ async fn join(page: Page) {
             passphrase,
             device_code,
         };
-        let member = connect(&registration, request, room, Announce::Subscribe).await;
+        let member = connect(&registration, request, page, Announce::Subscribe).await;
         if member.is_err() {
             // The server said no (a taken name, say): leave no orphan subscription behind.
             let _ = browser::unsubscribe(&subscription).await;
@@ -547,7 +586,7 @@ async fn join(page: Page) {
             membership.set(Membership::Member(member));
         }
         Err(error) => {
-            problem.set(Some(error));
+            problem.set(Some(error.sentence));
             membership.set(Membership::Visitor);
         }
     }
@@ -566,9 +605,9 @@ enum Announce {
 async fn connect(
     registration: &web_sys::ServiceWorkerRegistration,
     request: SubscribeRequest,
-    room: Room,
+    page: Page,
     announce: Announce,
-) -> Result<Member, String> {
+) -> Result<Member, api::Error> {
     let credentials = MemberCredentials {
         endpoint: request.subscription.endpoint.clone(),
         auth: request.subscription.keys.auth.clone(),
@@ -577,7 +616,7 @@ async fn connect(
     // relay opens right after it; the answer holds the room up to then.
     let listen = |name: &str| {
         browser::listen_for_pushes(registration, name, &credentials, move |message| {
-            room.apply(message)
+            page.on_push(message)
         })
     };
     let known_name = request.device_code.is_none().then(|| request.name.clone());
@@ -593,36 +632,65 @@ async fn connect(
     if known_name.is_none() {
         listen(&name)?;
     }
-    room.replace(state);
+    page.room.replace(state);
     Ok(Member { name })
 }
 
 /// The Unsubscribe press: the server first (so the others hear of it), then the browser.
-async fn leave(
-    member: Member,
-    membership: RwSignal<Membership>,
-    room: Room,
-    problem: RwSignal<Option<String>>,
-) {
+async fn leave(member: Member, page: Page) {
+    let Page {
+        membership,
+        room,
+        problem,
+        ..
+    } = page;
     membership.set(Membership::Busy);
     let left = async { api::unsubscribe(&browser::member_credentials().await?).await };
     if let Err(error) = left.await {
-        problem.set(Some(error));
         membership.set(Membership::Member(member));
-        return;
+        return page.member_call_failed(error);
     }
-    if let Some(registration) = browser::existing_registration().await {
-        if let Some(subscription) = browser::current_subscription(&registration).await {
-            if let Err(error) = browser::unsubscribe(&subscription).await {
-                problem.set(Some(format!(
-                    "You left, but the browser kept its subscription: {error}"
-                )));
-            }
-        }
+    if let Err(error) = browser::end_membership().await {
+        problem.set(Some(format!(
+            "You left, but the browser kept its subscription: {error}"
+        )));
     }
     browser::save_name(None);
     room.clear();
     membership.set(Membership::Visitor);
+}
+
+/// The server does not know this browser as a member any more (`why`): the page drops
+/// the browser's push subscription (so that Subscribe starts clean), forgets the room and
+/// the saved name, and says why. The name stays in its field where joining again under
+/// it can work, which a ban rules out.
+async fn no_longer_member(page: Page, why: NotMember) {
+    page.membership.set(Membership::Busy);
+    page.problem.set(Some(not_member_sentence(why).to_owned()));
+    page.new_device_code.set(None);
+    page.room.clear();
+    browser::save_name(None);
+    if why == NotMember::Banned {
+        page.name_input.set(String::new());
+    }
+    // Best effort: a subscription that stays behind is one the server no longer pushes to,
+    // and Subscribe makes a new member of it all the same.
+    let _ = browser::end_membership().await;
+    page.membership.set(Membership::Visitor);
+}
+
+/// Why this browser is no longer a member, for the person.
+fn not_member_sentence(why: NotMember) -> &'static str {
+    match why {
+        NotMember::NotMember => {
+            "This chat no longer knows this browser (its server may have been reset). Press \
+            Subscribe to join again; the others will see you join."
+        }
+        NotMember::Removed => {
+            "The chat's operator removed you from the chat. Press Subscribe to join again."
+        }
+        NotMember::Banned => "The chat's operator removed you and banned your name from this chat.",
+    }
 }
 
 /// "14:05" in the reader's time zone.

@@ -135,6 +135,23 @@ pub struct VapidPublicKey {
 pub struct ApiError {
     /// A sentence for a person.
     pub error: String,
+    /// For a program: why a browser is not a member, on the 404 that `init`,
+    /// `resubscribe` and the members' other calls answer an unknown subscription with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<NotMember>,
+}
+
+/// Why a browser is not a member of the chat (the `code` of [`ApiError`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotMember {
+    /// The chat does not know this subscription: it never joined, it left, its push
+    /// service dropped it, or the server's store was reset or restored. Subscribe joins.
+    NotMember,
+    /// The operator removed this member; Subscribe joins again, and everyone is told.
+    Removed,
+    /// The operator removed this member and banned its name (and names like it).
+    Banned,
 }
 
 /// The plaintext of a push: the status update the server fans out. The service worker
@@ -148,15 +165,19 @@ pub enum PushMessage {
     /// NAME joined.
     #[serde(rename = "subscribe")]
     Subscribe { name: String },
-    /// NAME left.
+    /// NAMES left (several when many went at once, a push service's purge say).
     #[serde(rename = "unsubscribe")]
-    Unsubscribe { name: String },
+    Unsubscribe { names: Vec<String> },
     /// A chat line.
     #[serde(rename = "chatMsg")]
     ChatMsg(ChatLine),
     /// A notice from the server's operator (`pushchat send`); not part of the history.
     #[serde(rename = "notice")]
     Notice { text: String },
+    /// The last push to a member the operator removed, sent to that member's own
+    /// browsers: their worker forgets the membership and unsubscribes.
+    #[serde(rename = "removed")]
+    Removed { banned: bool },
 }
 
 impl PushMessage {

@@ -6,7 +6,8 @@
 //! Needs `cargo leptos build --release` first (the README's test command does it),
 //! `firefox-esr` and `geckodriver`. Tests run one at a time (each Firefox is heavy on two
 //! cores), wait with deadlines, never fixed sleeps, and kill every process they start,
-//! Firefox included, whether they pass or fail.
+//! Firefox included, whether they pass or fail. With `PUSHCHAT_SCREENSHOTS=DIR`, tests
+//! save what some pages look like as PNG files in DIR, for a person to judge.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,7 +18,7 @@ use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator}
 use hyper_util::client::legacy::connect::HttpConnector;
 use localpush::{
     harness::{eventually, PushchatProcess, DEADLINE},
-    LocalPush, LocalPushClient, ReceivedPush,
+    Fault, LocalPush, LocalPushClient, ReceivedPush,
 };
 use serde_json::{json, Value};
 use tokio::{
@@ -29,6 +30,8 @@ use tokio::{
 const FIREFOX: &str = "/usr/lib/firefox-esr/firefox-esr";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const SUBJECT: &str = "mailto:browser-tests@pushchat.example.org";
+/// The operator's token for the admin API, on servers started with it.
+const ADMIN_TOKEN: &str = "browser-tests-operator-token";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
@@ -61,6 +64,11 @@ impl Stack {
     /// A server started with `server_args` too.
     async fn start_with(server_args: &[&str]) -> Stack {
         Self::serving(SiteCopy::No, server_args).await
+    }
+
+    /// A server whose admin API is on, behind [`ADMIN_TOKEN`].
+    async fn start_with_admin_api() -> Stack {
+        Self::start_with(&["--admin-token", ADMIN_TOKEN]).await
     }
 
     async fn serving(copy: SiteCopy, server_args: &[&str]) -> Stack {
@@ -117,6 +125,37 @@ impl Stack {
 
     fn pushes(&self) -> LocalPushClient {
         self.push.client()
+    }
+
+    /// `POST /api/admin/{path}` with the operator's token, as the operator's tools send it.
+    async fn admin_post(&self, path: &str, body: Value) -> reqwest::StatusCode {
+        reqwest::Client::new()
+            .post(format!("{}/api/admin/{path}", self.server.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// The names the admin API lists as members (one line per browser).
+    async fn admin_member_names(&self) -> Vec<String> {
+        let members: Vec<Value> = reqwest::Client::new()
+            .get(format!("{}/api/admin/members", self.server.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        members
+            .iter()
+            .map(|member| member["name"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
@@ -367,14 +406,38 @@ impl Browser {
         .await
     }
 
+    /// Waits until the button reads `label` and can be pressed, and the page reports no
+    /// problem.
     async fn wait_for_label(&self, label: &str) {
+        self.wait_for_button(label).await;
+        let problem = self.text_of("#problem").await;
+        assert!(problem.is_empty(), "the page reports a problem: {problem}");
+    }
+
+    /// Waits until the button reads `label` and can be pressed.
+    async fn wait_for_button(&self, label: &str) {
         eventually(&format!("the button to read {label}"), || async {
             let text = self.button_label().await;
             (text == label && self.is_idle().await).then_some(())
         })
         .await;
-        let problem = self.text_of("#problem").await;
-        assert!(problem.is_empty(), "the page reports a problem: {problem}");
+    }
+
+    /// What the name field holds.
+    async fn name_field(&self) -> String {
+        let field = self.client.find(Locator::Css("#name")).await.unwrap();
+        field.prop("value").await.unwrap().unwrap_or_default()
+    }
+
+    /// Saves what the page looks like as `NAME.png` in the folder `PUSHCHAT_SCREENSHOTS`
+    /// names, if it names one.
+    async fn screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("PUSHCHAT_SCREENSHOTS") else {
+            return;
+        };
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).unwrap();
     }
 
     async fn is_idle(&self) -> bool {
@@ -653,7 +716,10 @@ struct Room {
 
 impl Room {
     async fn open(alice_name: &str) -> Room {
-        let stack = Stack::start().await;
+        Self::open_on(Stack::start().await, alice_name).await
+    }
+
+    async fn open_on(stack: Stack, alice_name: &str) -> Room {
         // Bob's browser lets tests act as its notification backend.
         let privileged = Setup {
             system_access: true,
@@ -964,21 +1030,26 @@ async fn test_without_the_server_a_reload_shows_the_offline_banner_and_the_last_
 async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_still_hydrates() {
     let _one = ONE_AT_A_TIME.lock().await;
     let stack = Stack::start_on_a_copy_of_the_site().await;
+    let worker = stack.site.join("sw.js");
+    let text = std::fs::read_to_string(&worker).unwrap();
+    let version = text
+        .lines()
+        .find_map(|line| line.strip_prefix("const VERSION = '")?.strip_suffix("';"))
+        .expect("sw.js names its version in `const VERSION = '…';`")
+        .to_owned();
     let browser = stack.firefox().await;
     browser.open_chat().await;
     // Every visit registers the worker, which caches this version's shell.
     eventually("the first version's shell", || async {
-        (browser.shell_caches().await == ["pushchat-shell-v1"]).then_some(())
+        (browser.shell_caches().await == [format!("pushchat-shell-{version}")]).then_some(())
     })
     .await;
 
     // A new version of the worker is deployed.
-    let worker = stack.site.join("sw.js");
-    let text = std::fs::read_to_string(&worker).unwrap();
-    let next = text.replacen("const VERSION = 'v1';", "const VERSION = 'v2';", 1);
-    assert_ne!(
-        next, text,
-        "sw.js names its version in `const VERSION = 'v1';`"
+    let next = text.replacen(
+        &format!("const VERSION = '{version}';"),
+        &format!("const VERSION = '{version}-next';"),
+        1,
     );
     std::fs::write(&worker, next).unwrap();
 
@@ -989,7 +1060,7 @@ async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_st
         .await
         .unwrap();
     eventually("the new version to take over", || async {
-        (browser.shell_caches().await == ["pushchat-shell-v2"]).then_some(())
+        (browser.shell_caches().await == [format!("pushchat-shell-{version}-next")]).then_some(())
     })
     .await;
     browser.open_chat().await;
@@ -1176,4 +1247,159 @@ async fn test_a_chat_with_a_passphrase_asks_for_it_and_lets_in_only_with_it() {
     alice.press_subscribe().await;
     alice.wait_for_label("Unsubscribe").await;
     eventually_members(&alice, &["Alice"]).await;
+}
+
+#[tokio::test]
+async fn test_the_operator_removes_a_member_while_its_page_is_open() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open_on(Stack::start_with_admin_api().await, "Alice").await;
+    let pushes = stack.pushes();
+    let bob_endpoint = bob.endpoint().await.unwrap();
+
+    let removed = stack
+        .admin_post("members/remove", json!({ "name": "Bob" }))
+        .await;
+    assert_eq!(removed, reqwest::StatusCode::NO_CONTENT);
+
+    // The last push to Bob reaches his worker, which relays it to his open page: the page
+    // says why he is out and offers Subscribe, under the name he had.
+    acked(&pushes, bob_channel, 3).await;
+    let problem = bob.problem().await;
+    assert!(
+        problem.contains("operator removed you") && problem.contains("Subscribe"),
+        "{problem}"
+    );
+    bob.wait_for_button("Subscribe").await;
+    assert!(bob.members().await.is_empty());
+    assert_eq!(bob.name_field().await, "Bob");
+    bob.screenshot("removed-while-open").await;
+    // His worker showed it and dropped the browser's subscription.
+    let notifications = bob.notifications().await;
+    assert!(
+        notifications
+            .iter()
+            .any(|(title, body)| title == "You were removed from the chat"
+                && body.contains("removed you")
+                && !body.contains("banned")),
+        "{notifications:?}"
+    );
+    eventually("Bob's browser to drop its subscription", || async {
+        bob.endpoint().await.is_none().then_some(())
+    })
+    .await;
+    assert_gone(&bob_endpoint).await;
+
+    // Alice was told Bob left.
+    eventually_members(alice, &["Alice"]).await;
+    let notifications = alice.notifications().await;
+    assert!(
+        notifications.iter().any(|(title, _)| title == "Bob left"),
+        "{notifications:?}"
+    );
+
+    // A reload finds no membership to restore: the page stays a visitor's, asks nothing
+    // of the server, and the name it kept is forgotten.
+    bob.client.refresh().await.unwrap();
+    bob.open_chat().await;
+    bob.wait_for_label("Subscribe").await;
+    assert_eq!(bob.endpoint().await, None);
+    assert_eq!(bob.name_field().await, "");
+    assert!(bob.members().await.is_empty());
+    assert_eq!(stack.admin_member_names().await, ["Alice"]);
+}
+
+#[tokio::test]
+async fn test_a_page_that_loads_after_its_member_was_banned_says_so_and_drops_its_subscription() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open_on(Stack::start_with_admin_api().await, "Alice").await;
+    let pushes = stack.pushes();
+    // Bob's push service is out of order while the operator bans him: the last push to him
+    // never reaches his browser, and his page still thinks he is in.
+    pushes
+        .set_fault(bob_channel, Some(Fault::ServerError { times: u32::MAX }))
+        .await
+        .unwrap();
+    let banned = stack
+        .admin_post("members/remove", json!({ "name": "Bob", "ban": true }))
+        .await;
+    assert_eq!(banned, reqwest::StatusCode::NO_CONTENT);
+    eventually_members(alice, &["Alice"]).await;
+    assert_eq!(bob.button_label().await, "Unsubscribe");
+
+    // Bob reloads: `init` answers that he was banned. The page says so, drops the
+    // browser's subscription and leaves the name field empty (that name cannot join).
+    bob.client.refresh().await.unwrap();
+    bob.open_chat().await;
+    let problem = bob.problem().await;
+    assert!(problem.contains("banned your name"), "{problem}");
+    bob.wait_for_button("Subscribe").await;
+    eventually("Bob's browser to drop its subscription", || async {
+        bob.endpoint().await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(bob.name_field().await, "");
+    assert!(bob.members().await.is_empty());
+    bob.screenshot("banned-on-reload").await;
+    assert_eq!(stack.admin_member_names().await, ["Alice"]);
+}
+
+#[tokio::test]
+async fn test_a_member_banned_while_its_page_is_closed_is_told_and_its_worker_unsubscribes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Room {
+        stack,
+        alice,
+        bob,
+        bob_channel,
+    } = &Room::open_on(Stack::start_with_admin_api().await, "Alice").await;
+    let pushes = stack.pushes();
+    let bob_endpoint = bob.endpoint().await.unwrap();
+
+    // Bob closes the chat; his browser keeps running on a blank tab.
+    let chat_tab = bob.client.window().await.unwrap();
+    let blank = bob.client.new_window(true).await.unwrap();
+    bob.client.switch_to_window(chat_tab).await.unwrap();
+    bob.client.close_window().await.unwrap();
+    bob.client.switch_to_window(blank.handle).await.unwrap();
+
+    let banned = stack
+        .admin_post("members/remove", json!({ "name": "Bob", "ban": true }))
+        .await;
+    assert_eq!(banned, reqwest::StatusCode::NO_CONTENT);
+    eventually_members(alice, &["Alice"]).await;
+
+    // With no page open, Bob's worker alone handles the last push: it drops the
+    // subscription (the push service then refuses pushes to it) and says why.
+    acked(&pushes, bob_channel, 3).await;
+    eventually("Bob's worker to drop his subscription", || async {
+        let pushed = reqwest::Client::new()
+            .post(&bob_endpoint)
+            .send()
+            .await
+            .ok()?;
+        (pushed.status() == reqwest::StatusCode::GONE).then_some(())
+    })
+    .await;
+    bob.open_chat().await;
+    bob.wait_for_label("Subscribe").await;
+    assert_eq!(bob.endpoint().await, None);
+    let notifications = bob.notifications().await;
+    assert!(
+        notifications
+            .iter()
+            .any(|(title, body)| title == "You were removed from the chat"
+                && body.contains("banned your name")),
+        "{notifications:?}"
+    );
+    assert_eq!(stack.admin_member_names().await, ["Alice"]);
 }

@@ -5,17 +5,25 @@
 //! touches the network, so the rules are tested without one.
 //!
 //! A member is its push endpoint, proven by its `auth` secret (which push services never
-//! see). Names come from the store, never from the request of a member who speaks.
+//! see). Names come from the store, never from the request of a member who speaks; two
+//! names a reader cannot tell apart are one name (see `store::name_key`).
+//!
+//! One way in: only `subscribe` makes a member, and everyone is told; a device code adds a
+//! browser to a member who is still in. `init` (a page load) only restores a member's
+//! state: a browser the chat does not know is told why ([`NotMember`]). One way out:
+//! whatever ends a membership (leaving, the operator's remove or ban, a push service's
+//! 404/410) goes through [`Chat::end`], which removes the browsers (the store voids the
+//! codes of members left without one), tells the others who left, one push per batch of
+//! names, and tells a removed member's own browsers. A ban holds on every way in.
+//!
+//! Every way in has an allowance per client address, and every member action one per
+//! member (see [`Limits`]); on PostgreSQL the store counts them for all instances at once.
 //!
 //! A member may mute chat lines for an hour. Every push must end in a visible
 //! notification, so its service worker cannot drop them: the fan-out skips the member
 //! instead. Joins and leaves still reach it.
 
-use std::{
-    net::IpAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use rand::Rng;
 
@@ -23,7 +31,7 @@ use app::{
     names::{clean_name, NameError},
     wire::{
         self, chat_payload_excess, ChatLine, ChatRequest, JoinRules, MemberCredentials,
-        MuteRequest, PushMessage, ResubscribeRequest, RoomState, SubscribeRequest,
+        MuteRequest, NotMember, PushMessage, ResubscribeRequest, RoomState, SubscribeRequest,
         PUSH_PAYLOAD_LIMIT,
     },
 };
@@ -32,8 +40,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     clock::now_millis,
-    limits::RateLimiter,
-    store::{Broadcast, Device, DeviceCode, NewLine, Store, StoreError},
+    store::{Broadcast, Device, DeviceCode, NewLine, Quota, Removal, Store, StoreError},
     subscription::{self, EndpointPolicy, Subscription, SubscriptionError},
 };
 
@@ -47,12 +54,12 @@ pub enum ChatError {
     InvalidName(#[from] NameError),
     #[error("{0}")]
     InvalidSubscription(#[from] SubscriptionError),
-    #[error("The name {0:?} is taken; please choose another.")]
-    NameTaken(String),
+    #[error("{}", name_taken(wanted, holder))]
+    NameTaken { wanted: String, holder: String },
     #[error("This browser is already a member as {0:?}; unsubscribe first to change the name.")]
     AlreadyMember(String),
-    #[error("This browser is not a member of the chat; subscribe first.")]
-    UnknownMember,
+    #[error("{}", not_member(*.0))]
+    NotMember(NotMember),
     #[error("No member is called {0:?}.")]
     NoSuchMember(String),
     #[error("The name {0:?} is banned from this chat.")]
@@ -82,16 +89,39 @@ pub enum ChatError {
          before another can join."
     )]
     TooManyFromAddress(usize),
-    #[error("Too many messages in a minute; try again in {} seconds.", .0.as_secs().max(1))]
-    TooManyLines(Duration),
+    #[error("Too many {what} in a short time; try again in {} seconds.", wait.as_secs().max(1))]
+    TooMany { what: &'static str, wait: Duration },
     #[error("the store failed")]
     Store(#[source] StoreError),
+}
+
+fn name_taken(wanted: &str, holder: &str) -> String {
+    if wanted == holder {
+        format!("The name {wanted:?} is taken; please choose another.")
+    } else {
+        format!(
+            "The name {wanted:?} looks like {holder:?}, a member's name; please choose another."
+        )
+    }
+}
+
+fn not_member(why: NotMember) -> &'static str {
+    match why {
+        NotMember::NotMember => {
+            "This browser is not a member of the chat (any more); press Subscribe to join."
+        }
+        NotMember::Removed => "The chat's operator removed you from the chat.",
+        NotMember::Banned => "The chat's operator removed you from the chat and banned your name.",
+    }
 }
 
 impl From<StoreError> for ChatError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NameTaken(name) => ChatError::NameTaken(name),
+            StoreError::NameTaken(name) => ChatError::NameTaken {
+                holder: name.clone(),
+                wanted: name,
+            },
             StoreError::EndpointTaken => ChatError::SubscriptionTaken,
             other => ChatError::Store(other),
         }
@@ -129,17 +159,78 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 200;
 pub const DEFAULT_CHAT_LINES_PER_MINUTE: u32 = 30;
 pub const DEFAULT_MEMBERS_PER_ADDRESS: usize = 20;
 
+/// The allowances on every way in, per client address (an IPv6 client by its /64, the
+/// block one household or office gets), and on members' actions, per member. Sized so an
+/// office behind one address, everyone reloading at once, is not refused; a guesser is
+/// slowed to one try a minute after a short burst. Two more follow the rules: chat lines
+/// (`chat_lines_per_minute`, per member) and joins (twice as many at once as an address
+/// may hold members, `members_per_address`, so that it can fill its share and replace
+/// each once; then one a minute).
+pub struct Limits;
+
+impl Limits {
+    /// Tries at the join passphrase, right or wrong: counted before the passphrase is
+    /// compared, so a guesser learns nothing from the answers past the allowance.
+    pub const PASSPHRASE_TRIES: Quota = minutely("passphrase tries from your network address", 10);
+    /// Tries at a device code, right or wrong.
+    pub const DEVICE_CODE_TRIES: Quota =
+        minutely("device code tries from your network address", 10);
+    /// Device codes one member makes.
+    pub const DEVICE_CODES: Quota = minutely("new device codes", 5);
+    /// Page loads of members and visitors alike.
+    pub const INITS: Quota = Quota {
+        name: "page loads from your network address",
+        burst: 120,
+        every: Duration::from_millis(500),
+    };
+    /// Browsers replacing their push subscription.
+    pub const RESUBSCRIBES: Quota = Quota {
+        name: "subscription renewals from your network address",
+        burst: 60,
+        every: Duration::from_secs(1),
+    };
+    /// Mute presses of one member.
+    pub const MUTES: Quota = minutely("mutes", 10);
+}
+
+/// `burst` at once, then one a minute.
+const fn minutely(name: &'static str, burst: u32) -> Quota {
+    Quota {
+        name,
+        burst,
+        every: Duration::from_secs(60),
+    }
+}
+
+/// Why a membership, or one browser of it, ends (see [`Chat::end`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// The member left from this browser.
+    Left,
+    /// The operator removed the member, and may have banned its name.
+    Removed(Removal),
+    /// Its push service no longer knows the subscription (404 or 410), or the server's
+    /// VAPID key, to which every subscription is bound, was replaced.
+    Gone,
+}
+
 pub struct Chat {
     store: Arc<dyn Store>,
-    lines: RateLimiter,
+    /// Chat lines one member may post.
+    lines: Quota,
+    /// Newcomers joining (with a name, not a device code) from one address.
+    joins: Quota,
     rules: ChatRules,
 }
 
 impl Chat {
     pub fn new(store: Arc<dyn Store>, rules: ChatRules) -> Self {
+        // Capped so that the burst's minutes still fit the allowance's arithmetic.
+        let joins_at_once = rules.members_per_address.saturating_mul(2).min(1_000_000) as u32;
         Chat {
             store,
-            lines: RateLimiter::new(rules.chat_lines_per_minute),
+            lines: Quota::per_minute("messages", rules.chat_lines_per_minute),
+            joins: minutely("joins from your network address", joins_at_once),
             rules,
         }
     }
@@ -153,7 +244,10 @@ impl Chat {
         from: IpAddr,
     ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
         if let Some(code) = &request.device_code {
-            return self.add_device(&request, code, from).await;
+            return self
+                .add_device(&request, code, from)
+                .await
+                .map(|room| (room, None));
         }
         let device = self.new_member(&request, from)?;
         if let Some(known) = self.known(&device.subscription).await? {
@@ -165,7 +259,18 @@ impl Chat {
         }
         self.check_admission(&device, request.passphrase.as_deref(), from)
             .await?;
-        self.store.put_device(&device).await?;
+        if let Some(holder) = self.store.devices_of(&device.name).await?.first() {
+            return Err(ChatError::NameTaken {
+                wanted: device.name,
+                holder: holder.name.clone(),
+            });
+        }
+        // Counted once everything else let the newcomer in: joining and leaving again and
+        // again would cost every member a notification each time.
+        self.allow(&self.joins, &address_key(from)).await?;
+        if let Err(error) = self.store.put_device(&device).await {
+            return Err(self.name_taken_by(error, &device.name).await);
+        }
         tracing::info!(name = %device.name, %from, "member joined");
         let broadcast = self
             .tell_everyone(PushMessage::Subscribe {
@@ -176,13 +281,30 @@ impl Chat {
         Ok((self.room_for(&device).await?, Some(broadcast)))
     }
 
+    /// `error` from storing a member called `wanted`; a taken name says whose it looks like.
+    async fn name_taken_by(&self, error: StoreError, wanted: &str) -> ChatError {
+        if !matches!(error, StoreError::NameTaken(_)) {
+            return error.into();
+        }
+        let holder = match self.store.devices_of(wanted).await {
+            Ok(devices) => devices.first().map(|device| device.name.clone()),
+            Err(error) => return error.into(),
+        };
+        ChatError::NameTaken {
+            wanted: wanted.to_owned(),
+            holder: holder.unwrap_or_else(|| wanted.to_owned()),
+        }
+    }
+
     /// A member asks for a code that adds another browser (a phone, say) to it, proving
-    /// who it is with one of its devices. The code works once, for 15 minutes.
+    /// who it is with one of its devices. The code works once, for 15 minutes, and not
+    /// after the member left.
     pub async fn device_code(
         &self,
         credentials: MemberCredentials,
     ) -> Result<wire::DeviceCode, ChatError> {
         let device = self.authenticate(&credentials).await?;
+        self.allow(&Limits::DEVICE_CODES, &device.member_id).await?;
         let code = new_device_code();
         let now = now_millis();
         let grant = DeviceCode {
@@ -200,25 +322,35 @@ impl Chat {
         })
     }
 
-    /// A browser joins the member whose code it brings: the others are not told (nobody
-    /// new arrived), unless the member had left meanwhile.
+    /// A browser joins the member whose code it brings, while that member is in and its
+    /// name is not banned: the others are not told (nobody new arrived).
     async fn add_device(
         &self,
         request: &SubscribeRequest,
         code: &str,
         from: IpAddr,
-    ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
+    ) -> Result<RoomState, ChatError> {
         let subscription = subscription::validate(&request.subscription, &self.rules.endpoints)?;
         if let Some(known) = self.known(&subscription).await? {
             return Err(ChatError::AlreadyMember(known.name));
         }
+        self.allow(&Limits::DEVICE_CODE_TRIES, &address_key(from))
+            .await?;
         self.check_room_at(from).await?;
         let grant = self
             .store
             .take_device_code(&normal_code(code), now_millis())
             .await?
             .ok_or(ChatError::UnknownDeviceCode)?;
-        let returning = self.store.devices_of(&grant.name).await?.is_empty();
+        let member_is_in = (self.store.devices_of(&grant.name).await?)
+            .iter()
+            .any(|device| device.member_id == grant.member_id);
+        if !member_is_in {
+            return Err(ChatError::UnknownDeviceCode);
+        }
+        if self.store.is_banned(&grant.name).await? {
+            return Err(ChatError::Banned(grant.name));
+        }
         let device = Device {
             name: grant.name,
             member_id: grant.member_id,
@@ -228,44 +360,42 @@ impl Chat {
             muted_until: None,
         };
         self.store.put_device(&device).await?;
-        tracing::info!(name = %device.name, %from, "member added a device");
-        let broadcast = if returning {
-            let message = PushMessage::Subscribe {
-                name: device.name.clone(),
-            };
-            Some(self.tell_everyone(message).await?)
-        } else {
-            None
-        };
         self.store.flush().await?;
-        Ok((self.room_for(&device).await?, broadcast))
+        tracing::info!(name = %device.name, %from, "member added a device");
+        self.room_for(&device).await
     }
 
-    /// A page loads with a subscription from an earlier visit: it gets the room. A member
-    /// the server lost (a restored backup, say) is stored again. Nobody is told either way:
-    /// a page load must not cost every member a notification.
+    /// A page loads with a subscription from an earlier visit: a member gets the room; a
+    /// browser the chat does not know is told why (it never joined, it was removed or
+    /// banned, or the server lost it), and is not added: only Subscribe makes a member.
+    /// Nobody is told either way: a page load must not cost every member a notification.
     pub async fn init(
         &self,
         request: SubscribeRequest,
         from: IpAddr,
     ) -> Result<RoomState, ChatError> {
-        let device = self.new_member(&request, from)?;
-        let device = match self.known(&device.subscription).await? {
-            Some(known) => known,
+        self.allow(&Limits::INITS, &address_key(from)).await?;
+        let subscription = subscription::validate(&request.subscription, &self.rules.endpoints)?;
+        match self.known(&subscription).await? {
+            Some(device) => self.room_for(&device).await,
             None => {
-                self.check_admission(&device, request.passphrase.as_deref(), from)
+                let why = self
+                    .why_not_member(&subscription.endpoint, Some(&request.name))
                     .await?;
-                self.store.put_device(&device).await?;
-                self.store.flush().await?;
-                device
+                Err(ChatError::NotMember(why))
             }
-        };
-        self.room_for(&device).await
+        }
     }
 
     /// The browser replaced a member's subscription: the member moves to the new one,
     /// keeping its name. Nobody is told; nothing changed for them.
-    pub async fn resubscribe(&self, request: ResubscribeRequest) -> Result<RoomState, ChatError> {
+    pub async fn resubscribe(
+        &self,
+        request: ResubscribeRequest,
+        from: IpAddr,
+    ) -> Result<RoomState, ChatError> {
+        self.allow(&Limits::RESUBSCRIBES, &address_key(from))
+            .await?;
         let member = self.authenticate(&request.member).await?;
         let subscription = subscription::validate(&request.subscription, &self.rules.endpoints)?;
         let moved = self
@@ -275,7 +405,7 @@ impl Chat {
         self.store.flush().await?;
         if !moved {
             // It left (or its push service said it was gone) since it was read above.
-            return Err(ChatError::UnknownMember);
+            return Err(ChatError::NotMember(NotMember::NotMember));
         }
         self.room().await
     }
@@ -285,21 +415,9 @@ impl Chat {
     pub async fn unsubscribe(
         &self,
         request: MemberCredentials,
-    ) -> Result<Option<Broadcast>, ChatError> {
+    ) -> Result<Vec<Broadcast>, ChatError> {
         let device = self.authenticate(&request).await?;
-        let removed = self
-            .store
-            .remove_device(&device.subscription.endpoint, &device.subscription.auth)
-            .await?;
-        let broadcast = match removed {
-            Some(removed) if removed.member_left => {
-                let message = PushMessage::Unsubscribe { name: device.name };
-                Some(self.tell_everyone(message).await?)
-            }
-            _ => None,
-        };
-        self.store.flush().await?;
-        Ok(broadcast)
+        self.end(&[device.subscription], Departure::Left).await
     }
 
     /// A member speaks: the line is stored under the member's stored name and goes to
@@ -310,9 +428,7 @@ impl Chat {
         if let Some(excess) = chat_payload_excess(&member.name, &request.msg) {
             return Err(ChatError::MessageTooLong(excess));
         }
-        self.lines
-            .take(&member.subscription.endpoint, Instant::now())
-            .map_err(ChatError::TooManyLines)?;
+        self.allow(&self.lines, &member.member_id).await?;
         let now = now_millis();
         let recipients = self.recipients(PushKind::ChatLine, now).await?;
         let line = NewLine {
@@ -332,29 +448,97 @@ impl Chat {
         Ok((line, broadcast))
     }
 
-    /// The operator removes the member called `name`, and may ban the name; the others are
-    /// told the member left.
-    pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Broadcast, ChatError> {
+    /// The operator removes the member called `name` (or one whose name looks like it),
+    /// and may ban the name: its browsers are told, then the others.
+    pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Vec<Broadcast>, ChatError> {
         let devices = self.store.devices_of(name).await?;
         let Some(first) = devices.first() else {
             return Err(ChatError::NoSuchMember(name.to_owned()));
         };
         let name = first.name.clone();
-        for device in &devices {
-            let subscription = &device.subscription;
-            self.store
-                .remove_device(&subscription.endpoint, &subscription.auth)
-                .await?;
-        }
         if ban {
+            // First, so that nobody slips in under the name while its browsers go.
             self.store.ban(&name).await?;
         }
         tracing::info!(%name, ban, "member removed by the operator");
-        let broadcast = self
-            .tell_everyone(PushMessage::Unsubscribe { name })
-            .await?;
+        let subscriptions: Vec<Subscription> = devices
+            .into_iter()
+            .map(|device| device.subscription)
+            .collect();
+        let removal = Removal {
+            name,
+            banned: ban,
+            at: now_millis(),
+        };
+        self.end(&subscriptions, Departure::Removed(removal)).await
+    }
+
+    /// Push services said these subscriptions are gone (404 or 410): their browsers leave.
+    pub async fn subscriptions_gone(
+        &self,
+        gone: &[Subscription],
+    ) -> Result<Vec<Broadcast>, ChatError> {
+        self.end(gone, Departure::Gone).await
+    }
+
+    /// The server's VAPID key was replaced: every subscription was bound to the old one,
+    /// so every browser leaves. Returns how many members there were.
+    pub async fn every_subscription_voided(&self) -> Result<usize, ChatError> {
+        let devices = self.store.devices().await?;
+        let subscriptions: Vec<Subscription> = devices
+            .into_iter()
+            .map(|device| device.subscription)
+            .collect();
+        let removed = self.store.member_count().await?;
+        self.end(&subscriptions, Departure::Gone).await?;
+        Ok(removed)
+    }
+
+    /// The one way out (see the module's header). Returns what it queued.
+    pub async fn end(
+        &self,
+        subscriptions: &[Subscription],
+        departure: Departure,
+    ) -> Result<Vec<Broadcast>, ChatError> {
+        let removal = match &departure {
+            Departure::Removed(removal) => Some(removal),
+            Departure::Left | Departure::Gone => None,
+        };
+        let removed = self.store.remove_devices(subscriptions, removal).await?;
+        let mut queued = Vec::new();
+        if let Some(removal) = removal {
+            let own = Broadcast {
+                message: PushMessage::Removed {
+                    banned: removal.banned,
+                },
+                recipients: removed
+                    .iter()
+                    .map(|removed| removed.device.subscription.clone())
+                    .collect(),
+            };
+            self.store.queue_fan_out(&own).await?;
+            queued.push(own);
+        }
+        let mut left: Vec<String> = removed
+            .into_iter()
+            .filter(|removed| removed.member_left)
+            .map(|removed| removed.device.name)
+            .collect();
+        if !left.is_empty() {
+            tracing::info!(names = ?left, ?departure, "members left");
+        }
+        left.sort_by_key(|name| name.to_lowercase());
+        left.dedup();
+        for names in in_pushes(left) {
+            let told = self
+                .tell_everyone(PushMessage::Unsubscribe { names })
+                .await?;
+            if !told.recipients.is_empty() {
+                queued.push(told);
+            }
+        }
         self.store.flush().await?;
-        Ok(broadcast)
+        Ok(queued)
     }
 
     /// The operator lets a banned name join again.
@@ -405,6 +589,7 @@ impl Chat {
     /// the Unix epoch.
     pub async fn mute(&self, request: MuteRequest) -> Result<u64, ChatError> {
         let pressed = self.authenticate(&request).await?;
+        self.allow(&Limits::MUTES, &pressed.member_id).await?;
         let until = now_millis() + MUTE_FOR.as_millis() as u64;
         for device in self.store.devices_of(&pressed.name).await? {
             self.store
@@ -472,9 +657,10 @@ impl Chat {
         }
     }
 
-    /// Refuses a newcomer without the chat's passphrase, with a banned name, or from an
-    /// address that already has its share of members: one machine must not be able to
-    /// fill the chat (and every fan-out) with members.
+    /// Refuses a newcomer without the chat's passphrase (past its address's tries), with
+    /// a banned name (or one like it), or from an address that already has its share of
+    /// members: one machine must not be able to fill the chat (and every fan-out) with
+    /// members.
     async fn check_admission(
         &self,
         newcomer: &Device,
@@ -482,8 +668,11 @@ impl Chat {
         from: IpAddr,
     ) -> Result<(), ChatError> {
         if let Some(expected) = &self.rules.join_passphrase {
+            self.allow(&Limits::PASSPHRASE_TRIES, &address_key(from))
+                .await?;
             let given = passphrase.unwrap_or_default().trim();
             if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                tracing::info!(%from, "a wrong join passphrase");
                 return Err(ChatError::WrongPassphrase);
             }
         }
@@ -508,6 +697,17 @@ impl Chat {
         Ok(())
     }
 
+    /// Counts one action of `key` against `quota`, or says how long to wait.
+    async fn allow(&self, quota: &Quota, key: &str) -> Result<(), ChatError> {
+        self.store
+            .take_allowance(quota, key)
+            .await?
+            .map_err(|wait| ChatError::TooMany {
+                what: quota.name,
+                wait,
+            })
+    }
+
     /// The stored device with `subscription`'s endpoint, if any; an error if that endpoint
     /// belongs to a device with another secret.
     async fn known(&self, subscription: &Subscription) -> Result<Option<Device>, ChatError> {
@@ -517,22 +717,43 @@ impl Chat {
         };
         match self.authenticate(&credentials).await {
             Ok(member) => Ok(Some(member)),
-            Err(ChatError::UnknownMember) => Ok(None),
+            Err(ChatError::NotMember(_)) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
     async fn authenticate(&self, credentials: &MemberCredentials) -> Result<Device, ChatError> {
-        let member = self
-            .store
-            .device(&credentials.endpoint)
-            .await?
-            .ok_or(ChatError::UnknownMember)?;
+        let Some(member) = self.store.device(&credentials.endpoint).await? else {
+            let why = self.why_not_member(&credentials.endpoint, None).await?;
+            return Err(ChatError::NotMember(why));
+        };
         if member.subscription.auth_matches(&credentials.auth) {
             Ok(member)
         } else {
             Err(ChatError::WrongSecret)
         }
+    }
+
+    /// Why the browser at `endpoint`, perhaps asking under `name`, is not a member.
+    async fn why_not_member(
+        &self,
+        endpoint: &str,
+        name: Option<&str>,
+    ) -> Result<NotMember, ChatError> {
+        let removal = self.store.removal(endpoint, now_millis()).await?;
+        let name = removal
+            .as_ref()
+            .map(|removal| removal.name.as_str())
+            .or(name);
+        if let Some(name) = name {
+            if self.store.is_banned(name).await? {
+                return Ok(NotMember::Banned);
+            }
+        }
+        Ok(match removal {
+            Some(_) => NotMember::Removed,
+            None => NotMember::NotMember,
+        })
     }
 
     /// Queues `message` to every member and returns what it queued.
@@ -577,7 +798,41 @@ impl PushKind {
             PushMessage::ChatMsg(_) => PushKind::ChatLine,
             PushMessage::Subscribe { .. }
             | PushMessage::Unsubscribe { .. }
-            | PushMessage::Notice { .. } => PushKind::Other,
+            | PushMessage::Notice { .. }
+            | PushMessage::Removed { .. } => PushKind::Other,
+        }
+    }
+}
+
+/// The names of members who left, in as few "left" pushes as fit the push budget.
+fn in_pushes(names: Vec<String>) -> Vec<Vec<String>> {
+    let fits = |names: &[String]| {
+        let message = PushMessage::Unsubscribe {
+            names: names.to_vec(),
+        };
+        message.to_payload().len() <= PUSH_PAYLOAD_LIMIT
+    };
+    let mut pushes = vec![Vec::new()];
+    for name in names {
+        let last = pushes.last_mut().expect("there is always a last push");
+        last.push(name);
+        if last.len() > 1 && !fits(last) {
+            let name = last.pop().expect("a name was just pushed");
+            pushes.push(vec![name]);
+        }
+    }
+    pushes.retain(|names| !names.is_empty());
+    pushes
+}
+
+/// The key of a client address's allowances: an IPv4 address, or an IPv6 address's /64
+/// (one household's or office's block: its hosts pick the rest freely).
+fn address_key(address: IpAddr) -> String {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
         }
     }
 }
@@ -692,6 +947,12 @@ mod tests {
         }
     }
 
+    fn left(names: &[&str]) -> PushMessage {
+        PushMessage::Unsubscribe {
+            names: names.iter().map(|&name| name.to_owned()).collect(),
+        }
+    }
+
     fn endpoints(broadcast: &Broadcast) -> Vec<String> {
         broadcast
             .recipients
@@ -733,7 +994,7 @@ mod tests {
         let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let clash = chat.subscribe(join_request("aNN", 2), HOME).await;
-        assert!(matches!(clash, Err(ChatError::NameTaken(_))));
+        assert!(matches!(clash, Err(ChatError::NameTaken { .. })));
         assert_eq!(chat.room().await.unwrap().members, ["Ann"]);
     }
 
@@ -755,12 +1016,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn test_init_restores_a_lost_member_without_telling_anyone() {
+    async fn test_init_restores_a_member_and_never_makes_one() {
         let (_store, chat) = chat().await;
+        // A browser the chat lost (a store reset, say) is told so, and stays out.
+        for _ in 0..2 {
+            assert!(matches!(
+                chat.init(join_request("Ann", 1), HOME).await,
+                Err(ChatError::NotMember(NotMember::NotMember))
+            ));
+        }
+        assert!(chat.room().await.unwrap().members.is_empty());
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         let room = chat.init(join_request("Ann", 1), HOME).await.unwrap();
-        assert_eq!(room.members, ["Ann"]);
-        let again = chat.init(join_request("Ann", 1), HOME).await.unwrap();
-        assert_eq!(again.members, ["Ann"]);
+        assert_eq!(room.you.as_deref(), Some("Ann"));
     }
 
     #[tokio::test]
@@ -798,7 +1066,7 @@ mod tests {
         ));
         assert!(matches!(
             chat.unsubscribe(credentials(5)).await,
-            Err(ChatError::UnknownMember)
+            Err(ChatError::NotMember(NotMember::NotMember))
         ));
         assert_eq!(chat.room().await.unwrap().members, ["Ann"]);
         assert!(chat.room().await.unwrap().history.is_empty());
@@ -814,12 +1082,12 @@ mod tests {
             member: credentials(1),
             subscription: fresh.clone(),
         };
-        let room = chat.resubscribe(request.clone()).await.unwrap();
+        let room = chat.resubscribe(request.clone(), HOME).await.unwrap();
         assert_eq!(room.members, ["Ann", "Bo"]);
         // The old credentials are spent; the new ones speak as Ann.
         assert!(matches!(
-            chat.resubscribe(request).await,
-            Err(ChatError::UnknownMember)
+            chat.resubscribe(request, HOME).await,
+            Err(ChatError::NotMember(NotMember::NotMember))
         ));
         let line = ChatRequest {
             member: credentials(3),
@@ -832,7 +1100,7 @@ mod tests {
             subscription: join_request("x", 2).subscription,
         };
         assert!(matches!(
-            chat.resubscribe(stolen).await,
+            chat.resubscribe(stolen, HOME).await,
             Err(ChatError::SubscriptionTaken)
         ));
         let forged = ResubscribeRequest {
@@ -843,7 +1111,7 @@ mod tests {
             subscription: fresh,
         };
         assert!(matches!(
-            chat.resubscribe(forged).await,
+            chat.resubscribe(forged, HOME).await,
             Err(ChatError::WrongSecret)
         ));
     }
@@ -853,13 +1121,12 @@ mod tests {
         let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
-        let broadcast = chat.unsubscribe(credentials(1)).await.unwrap();
-        let broadcast = broadcast.expect("Ann's only device left");
-        assert_eq!(
-            broadcast.message,
-            PushMessage::Unsubscribe { name: "Ann".into() }
-        );
-        assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
+        let queued = chat.unsubscribe(credentials(1)).await.unwrap();
+        let [broadcast] = queued.as_slice() else {
+            panic!("Ann's only device left: one push, not {queued:?}");
+        };
+        assert_eq!(broadcast.message, left(&["Ann"]));
+        assert_eq!(endpoints(broadcast), [credentials(2).endpoint]);
         assert_eq!(chat.room().await.unwrap().members, ["Bo"]);
     }
 
@@ -912,7 +1179,7 @@ mod tests {
         ));
         assert!(matches!(
             chat.mute(credentials(5)).await,
-            Err(ChatError::UnknownMember)
+            Err(ChatError::NotMember(NotMember::NotMember))
         ));
         let line = ChatRequest {
             member: credentials(1),
@@ -938,7 +1205,7 @@ mod tests {
         };
         let refused = chat.chat(one_more).await;
         assert!(
-            matches!(refused, Err(ChatError::TooManyLines(wait)) if wait <= Duration::from_secs(60))
+            matches!(refused, Err(ChatError::TooMany { wait, .. }) if wait <= Duration::from_secs(60))
         );
         assert_eq!(chat.room().await.unwrap().history.len(), 3);
     }
@@ -988,7 +1255,7 @@ mod tests {
         ));
         assert!(matches!(
             chat.init(join_request("Di", 4), HOME).await,
-            Err(ChatError::TooManyFromAddress(3))
+            Err(ChatError::NotMember(NotMember::NotMember))
         ));
         // A member already in is never refused, and a leave frees a place.
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
@@ -1005,19 +1272,21 @@ mod tests {
         let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
-        let broadcast = chat.remove_named("ANN", true).await.unwrap();
-        assert_eq!(
-            broadcast.message,
-            PushMessage::Unsubscribe { name: "Ann".into() }
-        );
-        assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
+        let queued = chat.remove_named("ANN", true).await.unwrap();
+        let [to_ann, to_the_others] = queued.as_slice() else {
+            panic!("a push to Ann's browser and one to the others, not {queued:?}");
+        };
+        assert_eq!(to_ann.message, PushMessage::Removed { banned: true });
+        assert_eq!(endpoints(to_ann), [credentials(1).endpoint]);
+        assert_eq!(to_the_others.message, left(&["Ann"]));
+        assert_eq!(endpoints(to_the_others), [credentials(2).endpoint]);
         assert!(matches!(
             chat.subscribe(join_request("ann", 3), HOME).await,
             Err(ChatError::Banned(_))
         ));
         assert!(matches!(
             chat.init(join_request("Ann", 1), HOME).await,
-            Err(ChatError::Banned(_))
+            Err(ChatError::NotMember(NotMember::Banned))
         ));
         assert!(matches!(
             chat.remove_named("Cy", false).await,
@@ -1097,7 +1366,7 @@ mod tests {
         chat.subscribe(with("Ann", 1, None), HOME).await.unwrap();
         assert!(matches!(
             chat.init(with("Bo", 2, None), HOME).await,
-            Err(ChatError::WrongPassphrase)
+            Err(ChatError::NotMember(NotMember::NotMember))
         ));
     }
 
@@ -1145,17 +1414,14 @@ mod tests {
         );
 
         // Leaving from one browser leaves only that one.
-        assert!(chat.unsubscribe(credentials(1)).await.unwrap().is_none());
+        assert!(chat.unsubscribe(credentials(1)).await.unwrap().is_empty());
         assert_eq!(chat.room().await.unwrap().members, ["Ann", "Bo"]);
-        let last = chat.unsubscribe(credentials(3)).await.unwrap().unwrap();
-        assert_eq!(
-            last.message,
-            PushMessage::Unsubscribe { name: "Ann".into() }
-        );
+        let last = chat.unsubscribe(credentials(3)).await.unwrap();
+        assert_eq!(last[0].message, left(&["Ann"]));
         assert_eq!(chat.room().await.unwrap().members, ["Bo"]);
         assert!(matches!(
             chat.device_code(credentials(1)).await,
-            Err(ChatError::UnknownMember)
+            Err(ChatError::NotMember(NotMember::NotMember))
         ));
     }
 
@@ -1188,5 +1454,233 @@ mod tests {
         };
         let (_, broadcast) = chat.chat(line).await.unwrap();
         assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
+    }
+
+    /// Ann (1), Bo (2) and Cy (3) are members; Cy also on a second browser (4).
+    async fn with_three() -> (TestStore, Chat) {
+        let (store, chat) = chat_with(ChatRules {
+            members_per_address: 10,
+            ..ChatRules::default()
+        })
+        .await;
+        for (name, n) in [("Ann", 1), ("Bo", 2), ("Cy", 3)] {
+            chat.subscribe(join_request(name, n), HOME).await.unwrap();
+        }
+        let code = chat.device_code(credentials(3)).await.unwrap().code;
+        let second = SubscribeRequest {
+            device_code: Some(code),
+            ..join_request("", 4)
+        };
+        chat.subscribe(second, HOME).await.unwrap();
+        (store, chat)
+    }
+
+    #[tokio::test]
+    async fn test_a_removed_member_is_told_and_cannot_come_back_by_init_or_device_code() {
+        let (store, chat) = with_three().await;
+        let code = chat.device_code(credentials(3)).await.unwrap().code;
+        let queued = chat.remove_named("cy", false).await.unwrap();
+        assert_eq!(queued[0].message, PushMessage::Removed { banned: false });
+        let mut own = endpoints(&queued[0]);
+        own.sort();
+        assert_eq!(own, [credentials(3).endpoint, credentials(4).endpoint]);
+        assert_eq!(queued[1].message, left(&["Cy"]));
+        assert_eq!(
+            queued.len(),
+            2,
+            "one push to Cy's browsers, one to the others"
+        );
+
+        for n in [3, 4] {
+            assert!(matches!(
+                chat.init(join_request("Cy", n), HOME).await,
+                Err(ChatError::NotMember(NotMember::Removed))
+            ));
+        }
+        let with_code = SubscribeRequest {
+            device_code: Some(code),
+            ..join_request("", 5)
+        };
+        assert!(matches!(
+            chat.subscribe(with_code, HOME).await,
+            Err(ChatError::UnknownDeviceCode)
+        ));
+        assert_eq!(chat.room().await.unwrap().members, ["Ann", "Bo"]);
+        // Removed without a ban, Cy may join again, and everyone hears of it.
+        let (_, joined) = chat.subscribe(join_request("Cy", 6), HOME).await.unwrap();
+        assert_eq!(joined.unwrap().recipients.len(), 3);
+        let fan_outs = store.store.contents().await.unwrap().fan_outs;
+        assert!(fan_outs.iter().all(
+            |fan_out| fan_out.message != joined_message("Cy") || fan_out.recipients.len() == 3
+        ));
+    }
+
+    fn joined_message(name: &str) -> PushMessage {
+        PushMessage::Subscribe { name: name.into() }
+    }
+
+    #[tokio::test]
+    async fn test_a_ban_holds_on_every_way_in_and_for_look_alike_names() {
+        let (_store, chat) = with_three().await;
+        let code = chat.device_code(credentials(1)).await.unwrap().code;
+        chat.remove_named("Ann", true).await.unwrap();
+        for look_alike in ["Ann", "ANN", "\u{410}nn", "\u{FF21}nn"] {
+            assert!(
+                matches!(
+                    chat.subscribe(join_request(look_alike, 7), HOME).await,
+                    Err(ChatError::Banned(_))
+                ),
+                "{look_alike:?}"
+            );
+        }
+        let with_code = SubscribeRequest {
+            device_code: Some(code),
+            ..join_request("", 8)
+        };
+        assert!(chat.subscribe(with_code, HOME).await.is_err());
+        assert!(matches!(
+            chat.init(join_request("Ann", 1), HOME).await,
+            Err(ChatError::NotMember(NotMember::Banned))
+        ));
+        let renewal = ResubscribeRequest {
+            member: credentials(1),
+            subscription: join_request("", 9).subscription,
+        };
+        assert!(matches!(
+            chat.resubscribe(renewal, HOME).await,
+            Err(ChatError::NotMember(NotMember::Banned))
+        ));
+        assert_eq!(chat.room().await.unwrap().members, ["Bo", "Cy"]);
+    }
+
+    #[tokio::test]
+    async fn test_gone_subscriptions_end_memberships_in_one_push_per_batch_of_names() {
+        let (_store, chat) = with_three().await;
+        // Bo's browser and one of Cy's two went.
+        let gone: Vec<Subscription> = [2, 4]
+            .into_iter()
+            .map(|n| stored(&join_request("", n)))
+            .collect();
+        let queued = chat.subscriptions_gone(&gone).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].message, left(&["Bo"]));
+        assert_eq!(chat.room().await.unwrap().members, ["Ann", "Cy"]);
+        // A purge: everyone's browsers at once; nobody is left to tell.
+        let everyone: Vec<Subscription> = [1, 3]
+            .into_iter()
+            .map(|n| stored(&join_request("", n)))
+            .collect();
+        assert!(chat.subscriptions_gone(&everyone).await.unwrap().is_empty());
+        assert!(chat.room().await.unwrap().members.is_empty());
+    }
+
+    /// The subscription in `request` as the store keeps it.
+    fn stored(request: &SubscribeRequest) -> Subscription {
+        subscription::validate(&request.subscription, &EndpointPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn test_many_names_that_left_are_told_in_as_few_pushes_as_fit() {
+        let names: Vec<String> = (0..300).map(|n| format!("member number {n:03}")).collect();
+        let pushes = in_pushes(names.clone());
+        assert!(
+            pushes.len() > 1 && pushes.len() < 10,
+            "{} pushes",
+            pushes.len()
+        );
+        for names in &pushes {
+            let message = PushMessage::Unsubscribe {
+                names: names.clone(),
+            };
+            assert!(message.to_payload().len() <= PUSH_PAYLOAD_LIMIT);
+        }
+        assert_eq!(pushes.concat(), names);
+        assert!(in_pushes(Vec::new()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn test_a_look_alike_name_is_refused_naming_the_member_it_looks_like() {
+        let (_store, chat) = chat().await;
+        chat.subscribe(join_request("bob", 1), HOME).await.unwrap();
+        chat.subscribe(join_request("Al", 2), HOME).await.unwrap();
+        for (look_alike, holder) in [("b\u{43e}b", "bob"), ("BOB", "bob"), ("AI", "Al")] {
+            let refused = chat.subscribe(join_request(look_alike, 3), HOME).await;
+            let Err(error @ ChatError::NameTaken { .. }) = refused else {
+                panic!("{look_alike:?} was let in: {refused:?}");
+            };
+            assert!(
+                error.to_string().contains(&format!("{holder:?}")),
+                "{error}"
+            );
+        }
+        chat.subscribe(join_request("\u{2764}\u{FE0F} Ann", 3), HOME)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_passphrase_tries_past_the_allowance_are_refused_unread() {
+        let rules = ChatRules {
+            join_passphrase: Some("open sesame".into()),
+            ..ChatRules::default()
+        };
+        let (_store, chat) = chat_with(rules).await;
+        let guess = |n: u8, passphrase: &str| SubscribeRequest {
+            passphrase: Some(passphrase.into()),
+            ..join_request("Mallory", n)
+        };
+        let allowance = Limits::PASSPHRASE_TRIES.burst;
+        for n in 0..allowance {
+            assert!(matches!(
+                chat.subscribe(guess(n as u8, "guess"), HOME).await,
+                Err(ChatError::WrongPassphrase)
+            ));
+        }
+        // Past the allowance even the right passphrase is not looked at.
+        assert!(matches!(
+            chat.subscribe(guess(99, "open sesame"), HOME).await,
+            Err(ChatError::TooMany { .. })
+        ));
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
+        chat.subscribe(guess(98, "open sesame"), elsewhere)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_the_chat_line_allowance_is_the_members_on_all_its_browsers() {
+        let (_store, chat) = chat().await;
+        chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
+        let code = chat.device_code(credentials(1)).await.unwrap().code;
+        let second = SubscribeRequest {
+            device_code: Some(code),
+            ..join_request("", 2)
+        };
+        chat.subscribe(second, HOME).await.unwrap();
+        let line = |n: u8| ChatRequest {
+            member: credentials(n),
+            msg: "hi".into(),
+        };
+        for n in [1, 2, 1] {
+            chat.chat(line(n)).await.unwrap();
+        }
+        assert!(matches!(
+            chat.chat(line(2)).await,
+            Err(ChatError::TooMany {
+                what: "messages",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn test_an_ipv6_client_is_counted_by_its_64_block() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same_block: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other_block: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(one), address_key(same_block));
+        assert_ne!(address_key(one), address_key(other_block));
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(address_key(mapped), "203.0.113.7");
     }
 }

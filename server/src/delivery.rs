@@ -6,8 +6,9 @@
 //!
 //! Status policy, per push service answer:
 //! - any 2xx: delivered;
-//! - 404 or 410: the subscription is gone; the member is deleted (unless it subscribed
-//!   again meanwhile with another secret);
+//! - 404 or 410: the subscription is gone; each fan-out batch's gone subscriptions are
+//!   sent, as one event, to whoever holds the [`GoneSubscriptions`] receiver (the chat's
+//!   rules, which end those memberships: delivery deletes nothing itself);
 //! - 429, 5xx, timeouts and connection errors: retried, at most `max_retries` times, after
 //!   the service's `Retry-After` when it gives one (capped at `max_backoff`), else after a
 //!   jittered exponential backoff; then failed;
@@ -39,7 +40,7 @@ use rand::Rng;
 use reqwest::{header::HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{broadcast, watch, Semaphore},
+    sync::{broadcast, mpsc, watch, Semaphore},
     task::JoinSet,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -109,11 +110,18 @@ impl DeliverySettings {
     }
 }
 
+/// Where delivery sends the subscriptions push services said are gone, a batch at a time.
+pub type GoneSubscriptions = mpsc::Sender<Vec<Subscription>>;
+
+/// How many batches of gone subscriptions may wait for the chat's rules before delivery
+/// waits too.
+pub const GONE_BATCHES_WAITING: usize = 64;
+
 /// What one fan-out (or one queued batch of one) achieved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
     pub delivered: usize,
-    /// Subscriptions the push service no longer knows; their members were deleted.
+    /// Subscriptions the push service no longer knows (reported as gone).
     pub gone: usize,
     pub failed: usize,
     /// Retries made, over all recipients.
@@ -203,13 +211,14 @@ impl PushOptions {
                 urgency: Urgency::High,
                 topic: None,
             },
-            // Only the newest member-list change matters to a browser that was away.
             // An operator's notice is timely, but not urgent enough to wake a phone.
-            PushMessage::Notice { .. } => PushOptions {
+            // A removed member's browsers should hear of it even after a day away.
+            PushMessage::Notice { .. } | PushMessage::Removed { .. } => PushOptions {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::Normal,
                 topic: None,
             },
+            // Only the newest member-list change matters to a browser that was away.
             PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => PushOptions {
                 ttl_secs: 3600,
                 urgency: Urgency::Normal,
@@ -253,11 +262,12 @@ enum Attempt {
     },
 }
 
-/// Sends pushes and cleans up after gone subscriptions. Shared behind an `Arc`.
+/// Sends pushes and reports gone subscriptions. Shared behind an `Arc`.
 pub struct Delivery {
     http: reqwest::Client,
     vapid: Arc<VapidKeys>,
     store: Arc<dyn Store>,
+    gone: GoneSubscriptions,
     settings: DeliverySettings,
     in_flight: Arc<Semaphore>,
     /// The taker of queued fan-outs and the fan-outs it took.
@@ -270,10 +280,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// An engine that takes fan-outs from `store` and reports gone subscriptions to `gone`.
     pub fn new(
         vapid: Arc<VapidKeys>,
         store: Arc<dyn Store>,
         settings: DeliverySettings,
+        gone: GoneSubscriptions,
     ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("pushchat/", env!("CARGO_PKG_VERSION")))
@@ -290,6 +302,7 @@ impl Delivery {
             http,
             vapid,
             store,
+            gone,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
             running: TaskTracker::new(),
@@ -398,8 +411,8 @@ impl Delivery {
             .is_ok()
     }
 
-    /// Pushes `broadcast` to every recipient, deletes members whose subscription is gone,
-    /// and reports.
+    /// Pushes `broadcast` to every recipient and says how it went (gone subscriptions are
+    /// reported as an event, see [`GoneSubscriptions`]).
     pub async fn deliver(self: &Arc<Self>, broadcast: Broadcast) -> DeliveryReport {
         let report = self.push_all(broadcast, Instant::now()).await;
         self.record(&report);
@@ -407,7 +420,7 @@ impl Delivery {
     }
 
     /// Pushes `broadcast`, a fan-out that started (was queued) at `started`, to every
-    /// recipient, deletes members whose subscription is gone, and reports.
+    /// recipient and says how it went; its gone subscriptions go out as one event.
     async fn push_all(self: &Arc<Self>, broadcast: Broadcast, started: Instant) -> DeliveryReport {
         let payload: Arc<[u8]> = broadcast.message.to_payload().into();
         let options = Arc::new(PushOptions::for_message(&broadcast.message));
@@ -422,6 +435,7 @@ impl Delivery {
         }
 
         let mut report = DeliveryReport::default();
+        let mut gone = Vec::new();
         report.latencies.reserve(pushes.len());
         while let Some(finished) = pushes.join_next().await {
             report.latencies.push(started.elapsed());
@@ -430,27 +444,30 @@ impl Delivery {
                 continue;
             };
             report.retried += retries as usize;
-            self.last_results
+            let mut last_results = self
+                .last_results
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(
-                    recipient.endpoint.clone(),
-                    LastResult {
-                        outcome,
-                        at: SystemTime::now(),
-                    },
-                );
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             match outcome {
                 Outcome::Delivered => report.delivered += 1,
                 Outcome::Failed => report.failed += 1,
                 Outcome::Gone => {
                     report.gone += 1;
-                    self.forget(&recipient).await;
+                    last_results.remove(&recipient.endpoint);
+                    gone.push(recipient);
+                    continue;
                 }
             }
+            let at = SystemTime::now();
+            last_results.insert(recipient.endpoint, LastResult { outcome, at });
         }
         // join_next yields in completion order, so the latencies are already sorted.
         report.elapsed = started.elapsed();
+        if !gone.is_empty() && self.gone.send(gone).await.is_err() {
+            tracing::warn!(
+                "nobody hears of gone subscriptions; their members stay until the next push"
+            );
+        }
         report
     }
 
@@ -565,22 +582,6 @@ impl Delivery {
             request = request.header(name.as_str(), value.as_bytes());
         }
         Ok(request.body(encrypted.into_body()))
-    }
-
-    async fn forget(&self, gone: &Subscription) {
-        self.last_results
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&gone.endpoint);
-        match self.store.remove_device(&gone.endpoint, &gone.auth).await {
-            Ok(Some(removed)) => tracing::info!(
-                name = %removed.device.name,
-                host = %host_of(&gone.endpoint),
-                "deleted a member whose push subscription is gone"
-            ),
-            Ok(None) => {}
-            Err(error) => tracing::error!(error = %error, "could not delete a gone member"),
-        }
     }
 }
 

@@ -17,6 +17,8 @@ use crate::chat::ChatError;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Why a browser is not a member, for the page to act on.
+    code: Option<wire::NotMember>,
     /// Seconds to wait before trying again, sent as `Retry-After`.
     retry_after: Option<u64>,
 }
@@ -26,6 +28,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            code: None,
             retry_after: None,
         }
     }
@@ -38,12 +41,15 @@ impl From<ChatError> for ApiError {
             | ChatError::InvalidSubscription(_)
             | ChatError::EmptyMessage
             | ChatError::NulInMessage => StatusCode::UNPROCESSABLE_ENTITY,
-            ChatError::NameTaken(_)
+            ChatError::NameTaken { .. }
             | ChatError::AlreadyMember(_)
             | ChatError::SubscriptionTaken => StatusCode::CONFLICT,
-            ChatError::UnknownMember | ChatError::NoSuchMember(_) | ChatError::NotBanned(_) => {
-                StatusCode::NOT_FOUND
+            ChatError::NotMember(why) => {
+                let mut error = ApiError::new(StatusCode::NOT_FOUND, error.to_string());
+                error.code = Some(*why);
+                return error;
             }
+            ChatError::NoSuchMember(_) | ChatError::NotBanned(_) => StatusCode::NOT_FOUND,
             ChatError::Banned(_)
             | ChatError::WrongPassphrase
             | ChatError::MembersOnly
@@ -51,7 +57,7 @@ impl From<ChatError> for ApiError {
             ChatError::WrongSecret => StatusCode::FORBIDDEN,
             ChatError::MessageTooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::TooManyFromAddress(_) => StatusCode::TOO_MANY_REQUESTS,
-            ChatError::TooManyLines(wait) => {
+            ChatError::TooMany { wait, .. } => {
                 let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string());
                 error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
                 return error;
@@ -85,6 +91,7 @@ impl IntoResponse for ApiError {
             retry_after,
             Json(wire::ApiError {
                 error: self.message,
+                code: self.code,
             }),
         )
             .into_response()

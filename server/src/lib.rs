@@ -7,7 +7,7 @@
 //! fan-outs), `vapid` (the server's push identity), `subscription` (what an endpoint and
 //! its keys must be), `chat` (the rules: who may do what, who is told what), `delivery`
 //! (Web Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the
-//! API's error answers), `state` (what handlers share), `limits` (rate limits), `metrics`
+//! API's error answers), `state` (what handlers share), `metrics`
 //! (`/metrics`), `public_dns` (the delivery client's DNS, public addresses only), `tls`
 //! (HTTPS), `bench` (`pushchat bench`).
 
@@ -22,7 +22,6 @@ pub mod config;
 pub mod config_file;
 pub mod delivery;
 pub mod error;
-pub mod limits;
 pub mod metrics;
 pub mod operator;
 pub mod public_dns;
@@ -41,15 +40,19 @@ use std::{
 use anyhow::Context;
 use axum::serve::{Listener, ListenerExt};
 use leptos::config::get_configuration;
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::{
+    net::{TcpListener, TcpStream, UnixListener},
+    sync::mpsc,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     chat::Chat,
     config::{Config, StoreLocation},
-    delivery::Delivery,
+    delivery::{Delivery, GONE_BATCHES_WAITING},
     state::AppState,
     store::{PostgresStore, SledStore, Store},
+    subscription::Subscription,
     tls::TlsListener,
     vapid::VapidKeys,
 };
@@ -112,12 +115,15 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let (store, vapid) = open_store(config).await?;
     let vapid = Arc::new(vapid);
+    let (gone, gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
     let delivery = Delivery::new(
         Arc::clone(&vapid),
         Arc::clone(&store),
         config.delivery.clone(),
+        gone,
     )?;
     let chat = Arc::new(Chat::new(Arc::clone(&store), config.rules.clone()));
+    tokio::spawn(end_gone_memberships(Arc::clone(&chat), gone_heard));
     let mut leptos = get_configuration(None)?.leptos_options;
     leptos.site_addr = config.addr;
     Ok(AppState {
@@ -130,6 +136,17 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         admin_token: config.admin_token.clone(),
         leptos,
     })
+}
+
+/// Hands the subscriptions push services said are gone to the chat's one way out, until
+/// delivery stops. One that is lost (a crash in between) is only found gone again by the
+/// next push to it.
+pub async fn end_gone_memberships(chat: Arc<Chat>, mut gone: mpsc::Receiver<Vec<Subscription>>) {
+    while let Some(subscriptions) = gone.recv().await {
+        if let Err(error) = chat.subscriptions_gone(&subscriptions).await {
+            tracing::error!(error = ?error, "could not remove browsers whose subscription is gone");
+        }
+    }
 }
 
 /// Opens the store `config` names and the VAPID keys that go with it: on sled, the key

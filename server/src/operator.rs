@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use app::wire::ChatLine;
 
@@ -29,8 +30,8 @@ use crate::{
     admin_socket::{self, AdminClient},
     chat::{Chat, ChatRules},
     cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
-    delivery::{Delivery, DeliverySettings},
-    store::{Broadcast, PostgresStore, Store, StoreContents},
+    delivery::{Delivery, DeliverySettings, GONE_BATCHES_WAITING},
+    store::{format, Broadcast, PostgresStore, Store, StoreContents},
     subscription::Subscription,
     vapid::{self, VapidKeys, KEY_FILE},
 };
@@ -41,8 +42,9 @@ struct BackupFile {
     /// Always [`BACKUP_FORMAT`]: says what the file is to someone who opens it.
     format: String,
     vapid_private_key_pem: String,
+    /// The store's contents, in the store format they name (see `store::format`).
     #[serde(flatten)]
-    contents: StoreContents,
+    contents: serde_json::Map<String, serde_json::Value>,
     /// Chat lines whose fan-out had not finished, as backups before the queue of
     /// fan-outs kept them; restored as fan-outs to every member.
     #[serde(default, skip_serializing)]
@@ -151,29 +153,19 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
                 }
                 Reached::Store(store) => store,
             };
-            let members = store.devices().await?;
-            if !members.is_empty() && !force {
+            let members = store.member_count().await?;
+            if members > 0 && !force {
                 bail!(
-                    "{} members' browser subscriptions are bound to the current key: a new key \
-                     stops every one of them from receiving pushes, and they must subscribe \
-                     again. Run again with --force to do it anyway.",
-                    members.len()
+                    "{members} members' browser subscriptions are bound to the current key: a \
+                     new key stops every one of them from receiving pushes, and they must \
+                     subscribe again. Run again with --force to do it anyway."
                 );
             }
-            for member in &members {
-                let subscription = &member.subscription;
-                store
-                    .remove_device(&subscription.endpoint, &subscription.auth)
-                    .await?;
-            }
-            store.flush().await?;
+            stopped_chat(store).every_subscription_voided().await?;
             let keys = VapidKeys::generate(data_dir, String::new())?;
             println!("new public key: {}", keys.public_key_base64());
-            if !members.is_empty() {
-                println!(
-                    "removed {} members; their browsers must subscribe again",
-                    members.len()
-                );
+            if members > 0 {
+                println!("removed {members} members; their browsers must subscribe again");
             }
             Ok(())
         }
@@ -274,6 +266,10 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         Reached::Server(server) => server.get::<StoreContents>("/contents").await?,
         Reached::Store(store) => store.contents().await?,
     };
+    let summary = tally(&contents);
+    let serde_json::Value::Object(contents) = serde_json::to_value(contents)? else {
+        bail!("the store's contents are not a JSON object");
+    };
     let backup = BackupFile {
         format: BACKUP_FORMAT.into(),
         vapid_private_key_pem: vapid::private_key_pem(data_dir)?,
@@ -296,7 +292,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     println!(
         "backed up {} and the VAPID key pair to {} (keep it private: it holds the private \
          key)",
-        tally(&backup.contents),
+        summary,
         args.file.display()
     );
     Ok(())
@@ -322,16 +318,19 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
     let data_dir = &args.data.data_dir;
     let text = fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut backup: BackupFile = serde_json::from_str(&text)
+    let backup: BackupFile = serde_json::from_str(&text)
         .ok()
         .filter(|backup: &BackupFile| backup.format == BACKUP_FORMAT)
         .with_context(|| format!("{} is not a pushchat backup", args.file.display()))?;
-    let everyone: Vec<Subscription> = (backup.contents.devices.iter())
+    let mut contents = format::read_contents(serde_json::Value::Object(backup.contents))
+        .with_context(|| format!("cannot restore {}", args.file.display()))?;
+    let everyone: Vec<Subscription> = (contents.devices.iter())
         .map(|device| device.subscription.clone())
         .collect();
     for line in &backup.unsent {
-        let fan_out = Broadcast::chat_line(line, &everyone);
-        backup.contents.fan_outs.push(fan_out);
+        contents
+            .fan_outs
+            .push(Broadcast::chat_line(line, &everyone));
     }
     if AdminClient::connect(data_dir).await.is_some() {
         return Err(stop_the_server_first(
@@ -348,7 +347,7 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
     fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let store = crate::open_sled(data_dir, 16 << 20)?;
-    store.restore(&backup.contents).await.with_context(|| {
+    store.restore(&contents).await.with_context(|| {
         format!(
             "{} already holds a chat; restore into a new data dir",
             data_dir.display()
@@ -358,7 +357,7 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
     vapid::install_private_key(data_dir, &backup.vapid_private_key_pem)?;
     println!(
         "restored {} and the VAPID key pair into {}",
-        tally(&backup.contents),
+        tally(&contents),
         data_dir.display()
     );
     Ok(())
@@ -390,11 +389,15 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 ..DeliverySettings::default()
             };
-            let delivery = Delivery::new(Arc::new(keys), Arc::clone(&store), settings)?;
-            let broadcast = stopped_chat(store)
-                .notice(request.to.as_deref(), &request.text)
-                .await?;
-            DeliverySummary::from(&Arc::new(delivery).deliver(broadcast).await)
+            let (gone, mut gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
+            let delivery = Delivery::new(Arc::new(keys), Arc::clone(&store), settings, gone)?;
+            let chat = stopped_chat(store);
+            let broadcast = chat.notice(request.to.as_deref(), &request.text).await?;
+            let report = Arc::new(delivery).deliver(broadcast).await;
+            while let Ok(gone) = gone_heard.try_recv() {
+                chat.subscriptions_gone(&gone).await?;
+            }
+            DeliverySummary::from(&report)
         }
     };
     println!(

@@ -151,9 +151,10 @@ async fn init(
 
 async fn resubscribe(
     State(state): State<AppState>,
+    ClientAddress(from): ClientAddress,
     ApiJson(request): ApiJson<ResubscribeRequest>,
 ) -> Result<Json<RoomState>, ApiError> {
-    Ok(Json(state.chat.resubscribe(request).await?))
+    Ok(Json(state.chat.resubscribe(request, from).await?))
 }
 
 async fn unsubscribe(

@@ -142,7 +142,7 @@ async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let bo_got = received(&pushes, &bo, 2).await;
-    assert!(messages(&bo_got).contains(&PushMessage::Unsubscribe { name: "Ann".into() }));
+    assert!(messages(&bo_got).contains(&left(&["Ann"])));
     assert_eq!(fx.server.init("Bo", &bo).await.members, ["Bo"]);
     // Ann is not told of her own leaving, and may no longer speak.
     received(&pushes, &ann, 2).await;
@@ -467,10 +467,10 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            "taken name on init",
+            "a browser that never joined, on init (only subscribe makes a member)",
             "/api/init",
             json!({"name": "ANN", "subscription": sub}),
-            StatusCode::CONFLICT,
+            StatusCode::NOT_FOUND,
         ),
         (
             "short p256dh",
@@ -913,4 +913,188 @@ async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
         answer["error"].as_str().unwrap().contains("device code"),
         "{answer}"
     );
+}
+
+// Membership the operator can rely on: the five ways in or past it that used to work.
+
+const ADMIN_TOKEN: &str = "an-admin-token-for-the-tests";
+
+/// `POST /api/admin/PATH` with the operator's token.
+async fn as_operator(fx: &Fixture, path: &str, body: Value) -> StatusCode {
+    let url = format!("{}/api/admin/{path}", fx.server.base);
+    let request = fx
+        .server
+        .http
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body);
+    request.send().await.unwrap().status()
+}
+
+async fn room_members(fx: &Fixture) -> Value {
+    let room: Value = fx.server.get_ok("/api/room").await;
+    room["members"].clone()
+}
+
+#[tokio::test]
+async fn test_a_removed_member_reloading_its_page_is_told_so_and_stays_out() {
+    let fx = Fixture::with_args(&["--admin-token", ADMIN_TOKEN]).await;
+    let [alice, carol] = fx.members(["Alice", "Carol"]).await;
+    let pushes = fx.pushes();
+    let status = as_operator(&fx, "members/remove", json!({"name": "carol"})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Carol's browser hears it was removed; Alice that Carol left.
+    let carol_got = messages(&received(&pushes, &carol, 2).await);
+    assert!(carol_got.contains(&PushMessage::Removed { banned: false }));
+    assert!(messages(&received(&pushes, &alice, 3).await).contains(&left(&["Carol"])));
+
+    // The page reloads with the old subscription: a 404 that says why, nothing stored.
+    let (status, answer) = fx
+        .server
+        .post("/api/init", &join_body("Carol", &carol.subscription))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["code"], "removed", "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("removed"),
+        "{answer}"
+    );
+    let (status, answer) = fx.server.post("/api/chat", &chat_body(&carol, "hi?")).await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (StatusCode::NOT_FOUND, &json!("removed"))
+    );
+    assert_eq!(room_members(&fx).await, json!(["Alice"]));
+    // Nobody was told of a join: Alice's next push is her own line.
+    let line = fx.server.chat(&alice, "just us").await;
+    let alice_got = received(&pushes, &alice, 4).await;
+    assert_eq!(alice_got[3].message(), Some(PushMessage::ChatMsg(line)));
+    assert_eq!(pushes.received(&carol.id).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn test_a_device_code_made_before_a_ban_lets_nobody_in() {
+    let fx = Fixture::with_args(&["--admin-token", ADMIN_TOKEN]).await;
+    let [alice, bob] = fx.members(["Alice", "Bob"]).await;
+    let pushes = fx.pushes();
+    let code: Value = fx
+        .server
+        .post_ok("/api/device-code", &json!(credentials(&alice)))
+        .await;
+    let status = as_operator(&fx, "members/remove", json!({"name": "alice", "ban": true})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(messages(&received(&pushes, &alice, 3).await)
+        .contains(&PushMessage::Removed { banned: true }));
+
+    let newcomer = fx.browser().await;
+    let mut join = join_body("", &newcomer.subscription);
+    join["deviceCode"] = code["code"].clone();
+    let (status, answer) = fx.server.post("/api/subscribe", &join).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    // Nor under the name, or one like it (Cyrillic а), nor by reloading.
+    for name in ["alice", "\u{430}lice", "ALICE"] {
+        let (status, answer) = fx
+            .server
+            .post("/api/subscribe", &join_body(name, &newcomer.subscription))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("banned"),
+            "{answer}"
+        );
+    }
+    let (status, answer) = fx
+        .server
+        .post("/api/init", &join_body("Alice", &alice.subscription))
+        .await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (StatusCode::NOT_FOUND, &json!("banned"))
+    );
+    assert_eq!(room_members(&fx).await, json!(["Bob"]));
+    // Bob heard of Alice, himself, and Alice leaving: nobody joined as Alice again.
+    let line = fx.server.chat(&bob, "alone").await;
+    let bob_got = messages(&received(&pushes, &bob, 3).await);
+    for expected in [joined("Bob"), left(&["Alice"]), PushMessage::ChatMsg(line)] {
+        assert!(bob_got.contains(&expected), "{bob_got:?}");
+    }
+}
+
+#[tokio::test]
+async fn test_a_gone_subscription_ends_the_membership_and_everyone_is_told() {
+    let fx = Fixture::new().await;
+    let [alice, bob, dave] = fx.members(["Alice", "Bob", "Dave"]).await;
+    let pushes = fx.pushes();
+    received(&pushes, &dave, 1).await;
+    pushes.expire(&dave.id).await.unwrap();
+    let line = fx.server.chat(&alice, "anyone?").await;
+    // Alice heard of three joins, Bob of two; both of the line and of Dave leaving.
+    for (member, count) in [(&alice, 5), (&bob, 4)] {
+        let got = messages(&received(&pushes, member, count).await);
+        assert!(got.contains(&PushMessage::ChatMsg(line.clone())), "{got:?}");
+        assert!(got.contains(&left(&["Dave"])), "{got:?}");
+    }
+    assert_eq!(room_members(&fx).await, json!(["Alice", "Bob"]));
+    let (status, answer) = fx
+        .server
+        .post("/api/chat", &chat_body(&dave, "hello?"))
+        .await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (StatusCode::NOT_FOUND, &json!("not_member"))
+    );
+}
+
+#[tokio::test]
+async fn test_fifty_wrong_passphrases_from_one_address_are_slowed_down() {
+    let fx = Fixture::with_args(&["--join-passphrase", "open sesame"]).await;
+    let guesser = fx.browser().await;
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut waits = Vec::new();
+    for n in 0..50 {
+        let mut join = join_body("Mallory", &guesser.subscription);
+        join["passphrase"] = json!(format!("guess {n}"));
+        let url = format!("{}/api/subscribe", fx.server.base);
+        let response = fx.server.http.post(url).json(&join).send().await.unwrap();
+        if let Some(wait) = response.headers().get("retry-after") {
+            waits.push(wait.to_str().unwrap().parse::<u64>().unwrap());
+        }
+        *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(403, 10), (429, 40)].into());
+    assert_eq!(waits.len(), 40);
+    assert!(
+        waits.iter().all(|&wait| (1..=60).contains(&wait)),
+        "{waits:?}"
+    );
+    // The right passphrase from there waits too; from elsewhere it is let in.
+    let mut join = join_body("Ann", &guesser.subscription);
+    join["passphrase"] = json!("open sesame");
+    let (status, _) = fx.server.post("/api/subscribe", &join).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn test_a_name_that_looks_like_a_members_is_refused_naming_it() {
+    let fx = Fixture::new().await;
+    let [bob] = fx.members(["bob"]).await;
+    let newcomer = fx.browser().await;
+    for look_alike in ["b\u{43e}b", "BOB", "b\u{1d698}b"] {
+        let (status, answer) = fx
+            .server
+            .post(
+                "/api/subscribe",
+                &join_body(look_alike, &newcomer.subscription),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{look_alike}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("\"bob\""),
+            "{answer}"
+        );
+    }
+    assert_eq!(room_members(&fx).await, json!(["bob"]));
+    let room = fx.server.subscribe("\u{2764}\u{fe0f} Ann", &newcomer).await;
+    assert_eq!(room.members, ["bob", "\u{2764}\u{fe0f} Ann"]);
+    received(&fx.pushes(), &bob, 2).await;
 }

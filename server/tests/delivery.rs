@@ -5,6 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use app::wire::{ChatLine, PushMessage};
@@ -13,15 +14,17 @@ use localpush::{
     Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription,
 };
 use server::{
-    delivery::{Delivery, DeliveryReport, DeliverySettings},
+    delivery::{Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
     store::{testing::TestStore, Broadcast, Device, Store},
-    subscription::{self, EndpointPolicy},
+    subscription::{self, EndpointPolicy, Subscription},
     vapid::VapidKeys,
 };
 
 /// An engine with its own store and key, and a push service of its own.
 struct Engine {
     delivery: Arc<Delivery>,
+    /// What delivery reported gone, batch by batch.
+    gone: tokio::sync::Mutex<mpsc::Receiver<Vec<Subscription>>>,
     vapid: Arc<VapidKeys>,
     store: Arc<dyn Store>,
     push: LocalPush,
@@ -36,12 +39,15 @@ impl Engine {
         let store = Arc::clone(&test_store.store);
         let vapid = VapidKeys::load_or_create(dir.path(), "mailto:ops@example.org".into(), false);
         let vapid = Arc::new(vapid.unwrap());
-        let delivery = Delivery::new(Arc::clone(&vapid), Arc::clone(&store), settings).unwrap();
+        let (gone, gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
+        let delivery =
+            Delivery::new(Arc::clone(&vapid), Arc::clone(&store), settings, gone).unwrap();
         let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         Engine {
             delivery: Arc::new(delivery),
+            gone: tokio::sync::Mutex::new(gone_heard),
             vapid,
             store,
             push,
@@ -207,7 +213,7 @@ async fn test_a_dropped_connection_is_retried() {
 }
 
 #[tokio::test]
-async fn test_410_and_404_delete_the_member_and_nothing_else() {
+async fn test_410_and_404_are_reported_gone_in_one_batch_and_nothing_is_deleted() {
     let engine = Engine::new(quick()).await;
     let healthy = engine.member("Ann", None).await;
     let expired = engine.member("Bo", None).await;
@@ -216,9 +222,25 @@ async fn test_410_and_404_delete_the_member_and_nothing_else() {
 
     let done = engine.deliver(engine.chat_line("hi").await).await;
     assert_eq!(counts(&done), report(1, 2, 0, 0));
-    assert!(engine.is_member(&healthy).await);
-    assert!(!engine.is_member(&expired).await);
-    assert!(!engine.is_member(&unknown).await);
+    let mut gone = engine.gone.lock().await;
+    let mut reported: Vec<String> = gone
+        .try_recv()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.endpoint)
+        .collect();
+    reported.sort();
+    let mut expected = vec![
+        expired.subscription.endpoint.clone(),
+        unknown.subscription.endpoint.clone(),
+    ];
+    expected.sort();
+    assert_eq!(reported, expected);
+    assert!(gone.try_recv().is_err(), "one event for the batch");
+    // Ending the memberships is the chat's rule, not delivery's.
+    for member in [&healthy, &expired, &unknown] {
+        assert!(engine.is_member(member).await);
+    }
 }
 
 #[tokio::test]

@@ -35,6 +35,8 @@ struct Cluster {
     database: TestDatabase,
     push: LocalPush,
     http: reqwest::Client,
+    /// What every instance is started with besides the database.
+    args: Vec<String>,
 }
 
 struct Instance {
@@ -45,11 +47,17 @@ struct Instance {
 impl Cluster {
     /// One instance on a new database; it makes the VAPID key the members subscribe with.
     async fn start(push: LocalPush) -> Cluster {
+        Cluster::start_with(push, &["--chat-lines-per-minute", "100000"]).await
+    }
+
+    /// One instance on a new database, started with `args`, as every later one.
+    async fn start_with(push: LocalPush, args: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             instances: Vec::new(),
             database: TestDatabase::create().await,
             push,
             http: reqwest::Client::new(),
+            args: args.iter().map(|&arg| arg.to_owned()).collect(),
         };
         cluster.add_instance().await;
         cluster
@@ -58,17 +66,14 @@ impl Cluster {
     async fn add_instance(&mut self) {
         // Each instance has a data dir of its own, for its admin socket.
         let data_dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--database-url", self.database.url.as_str()];
+        args.extend(self.args.iter().map(String::as_str));
         let process = PushchatProcess::start(
             Path::new(env!("CARGO_BIN_EXE_pushchat")),
             data_dir.path(),
             data_dir.path(),
             SUBJECT,
-            &[
-                "--database-url",
-                &self.database.url,
-                "--chat-lines-per-minute",
-                "100000",
-            ],
+            &args,
         )
         .await;
         self.instances.push(Instance {
@@ -320,4 +325,38 @@ async fn test_fan_out_throughput_to_10000_members_with_1_and_3_instances() {
         rates[1] / rates[0],
         std::thread::available_parallelism().map_or(0, |cores| cores.get())
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_three_instances_refuse_a_passphrase_guesser_as_one_would() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut cluster = Cluster::start_with(push, &["--join-passphrase", "open sesame"]).await;
+    cluster.add_instance().await;
+    cluster.add_instance().await;
+    let key: app::wire::VapidPublicKey = cluster.get("/api/vapid-public-key").await;
+    let guesser = cluster
+        .push
+        .add_subscriber(NewSubscriber {
+            application_server_key: Some(key.public_key),
+            fault: None,
+        })
+        .unwrap();
+    let mut statuses = std::collections::BTreeMap::new();
+    for n in 0..30 {
+        let instance = &cluster.instances[n % 3].process;
+        let join = app::wire::SubscribeRequest {
+            name: "Mallory".into(),
+            subscription: guesser.subscription.clone(),
+            passphrase: Some(format!("guess {n}")),
+            device_code: None,
+        };
+        let url = format!("{}/api/subscribe", instance.url);
+        let response = cluster.http.post(url).json(&join).send().await.unwrap();
+        *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+    }
+    // One instance would answer ten tries and slow the rest: so do three together.
+    assert_eq!(statuses, [(403, 10), (429, 20)].into());
 }

@@ -3,7 +3,8 @@
 //! run) and PostgreSQL (`postgres`, `--database-url`: several instances share one chat).
 //!
 //! A store keeps members' devices (a member is the devices sharing a member id, and so a
-//! name), device codes, banned names, the history, the VAPID contact, and the fan-outs not
+//! name), device codes, banned names, the browsers the operator removed, the history, the
+//! VAPID contact, the allowances of rate limits (see `allowance`), and the fan-outs not
 //! yet sent. A fan-out is queued in the store before the change that caused it answers (a
 //! chat line and its fan-out in one transaction), split in batches of at most
 //! [`FAN_OUT_BATCH`] recipients; delivery takes batches with [`Store::take_fan_out`] and
@@ -11,8 +12,15 @@
 //! A batch whose taker stops before that is taken again (by this process after a restart,
 //! or at once by another instance on PostgreSQL): at least once, never lost.
 //!
+//! What a store keeps has a format, [`FORMAT`], recorded in it and checked when it opens:
+//! an older one is brought up to date in one transaction (it either finishes or leaves the
+//! store as it was), a newer one is refused with the release that wrote it. See
+//! `format` for what each format changed.
+//!
 //! The store only stores; who may do what is decided in `chat`.
 
+mod allowance;
+pub mod format;
 mod postgres;
 mod sled;
 pub mod testing;
@@ -22,13 +30,18 @@ use std::{net::IpAddr, time::Duration};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use unicode_normalization::UnicodeNormalization;
+use unicode_security::confusable_detection::skeleton;
 
 use app::wire::{ChatLine, PushMessage};
 
 use crate::subscription::Subscription;
 
-pub use self::{postgres::PostgresStore, sled::SledStore};
+pub use self::{
+    allowance::Quota,
+    format::{NewerFormat, FORMAT},
+    postgres::PostgresStore,
+    sled::SledStore,
+};
 
 /// The most recipients one queued fan-out holds: a chat line to many members is several,
 /// which several instances deliver side by side.
@@ -78,6 +91,27 @@ pub struct Removed {
     pub device: Device,
     /// It was the member's last device: the member is gone and its name is free.
     pub member_left: bool,
+}
+
+/// The operator removed the member whose browser this was: what `init` answers a browser
+/// that comes back with it, for [`REMOVALS_KEPT`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub name: String,
+    /// The name was banned too.
+    pub banned: bool,
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// How long a removal is remembered: past it, a browser coming back is only "not a member".
+pub const REMOVALS_KEPT: Duration = Duration::from_secs(90 * 24 * 3600);
+
+impl Removal {
+    /// Whether it is still remembered at `now`.
+    fn kept_at(&self, now: u64) -> bool {
+        now.saturating_sub(self.at) < REMOVALS_KEPT.as_millis() as u64
+    }
 }
 
 /// A chat line before the store gives it its id.
@@ -165,11 +199,19 @@ pub enum StoreError {
     BadValue(&'static str),
     #[error("the store already holds a chat")]
     NotEmpty,
+    #[error(transparent)]
+    NewerFormat(#[from] NewerFormat),
 }
 
-/// Everything the store holds, at one moment: what a backup keeps.
+/// Everything the store holds, at one moment: what a backup keeps. Read one with
+/// [`format::read_contents`], which brings an older format's up to date.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreContents {
+    /// The [`FORMAT`] it was written in, and by which release (none in format 1).
+    #[serde(default)]
+    pub store_format: u32,
+    #[serde(default)]
+    pub written_by: String,
     pub devices: Vec<Device>,
     pub banned: Vec<String>,
     pub history: Vec<ChatLine>,
@@ -215,13 +257,20 @@ pub trait Store: Send + Sync {
     /// device is there (it left meanwhile).
     async fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError>;
 
-    /// Removes the device at `endpoint` if its auth secret is still `auth` (it may have
-    /// been replaced meanwhile); with the member's last device, the member and its name go.
-    async fn remove_device(
+    /// Removes, in one transaction, each device at one of `subscriptions`' endpoints whose
+    /// auth secret is still that subscription's (it may have been replaced meanwhile);
+    /// with a member's last device, the member, its name and its device codes go. With
+    /// `removal`, remembers each removed endpoint as removed by the operator. Returns what
+    /// it removed.
+    async fn remove_devices(
         &self,
-        endpoint: &str,
-        auth: &str,
-    ) -> Result<Option<Removed>, StoreError>;
+        subscriptions: &[Subscription],
+        removal: Option<&Removal>,
+    ) -> Result<Vec<Removed>, StoreError>;
+
+    /// Whether the operator removed the browser with this endpoint (within
+    /// [`REMOVALS_KEPT`] of `now`).
+    async fn removal(&self, endpoint: &str, now: u64) -> Result<Option<Removal>, StoreError>;
 
     /// Keeps `code` (by its hash) until it is taken or expires; drops expired ones.
     async fn put_device_code(
@@ -231,7 +280,8 @@ pub trait Store: Send + Sync {
         now: u64,
     ) -> Result<(), StoreError>;
 
-    /// Takes `code` once: what it grants, if it exists and has not expired.
+    /// Takes `code` once: what it grants, if it exists and has not expired. (A code whose
+    /// member left is voided then, but the caller checks that the member is still in.)
     async fn take_device_code(
         &self,
         code: &str,
@@ -273,6 +323,16 @@ pub trait Store: Send + Sync {
 
     async fn is_banned(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Counts one action of `key` against `quota`: `Ok(Err(wait))` when `key` has used its
+    /// allowance, and may act again after `wait` (the refused action is not counted).
+    /// Counted where every process serving this chat counts (PostgreSQL: in it), so
+    /// several instances do not multiply anyone's allowance.
+    async fn take_allowance(
+        &self,
+        quota: &Quota,
+        key: &str,
+    ) -> Result<Result<(), Duration>, StoreError>;
+
     /// The VAPID contact the server last ran with, for subcommands run without one.
     async fn vapid_subject(&self) -> Result<Option<String>, StoreError>;
 
@@ -288,15 +348,26 @@ pub trait Store: Send + Sync {
     async fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// The key two names collide on: names a reader cannot tell apart are the same name.
-/// Compatibility forms fold together (NFKC: full-width "Ａｎｎ" is "Ann"), and so does case.
+/// The key two names collide on: names a reader cannot tell apart are the same name,
+/// whatever their case. It folds with the Unicode confusable skeleton (UTS #39: Cyrillic
+/// "о" is Latin "o", "rn" is "m", full-width "Ａｎｎ" is "Ann", a variation selector is
+/// nothing) on both cases: the uppercase skeleton first, where "AI" (capital i) meets "AL",
+/// then the lowercase one, where "rn" meets "m". Lowercasing first would part "AI" from
+/// "Al"; a skeleton first would part "ALICE" (whose I is an l) from "Alice".
 pub fn name_key(name: &str) -> String {
-    name.nfkc().collect::<String>().to_lowercase()
+    let upper: String = skeleton(&name.to_uppercase()).collect();
+    skeleton(&upper.to_lowercase()).collect()
 }
 
 /// Codes are kept hashed: the store never holds a usable code.
 fn code_key(code: &str) -> [u8; 32] {
     Sha256::digest(code.as_bytes()).into()
+}
+
+/// Removed members' endpoints are kept hashed: the store keeps no address it would not
+/// post to any more.
+fn endpoint_key(endpoint: &str) -> [u8; 32] {
+    Sha256::digest(endpoint.as_bytes()).into()
 }
 
 #[cfg(test)]

@@ -5,9 +5,17 @@
 //! instances skip a held row, and when an instance dies its transaction ends and the row is
 //! free for the next taker. Queuing one sends `NOTIFY pushchat_fan_outs` so idle
 //! instances look at once. The VAPID private key is kept here too, so every instance signs
-//! with the same key.
+//! with the same key, and so are the allowances (rate limits), so that instances count
+//! together. The store's format is a row of `settings`, brought up to date under an
+//! advisory lock by the first instance that starts.
 
-use std::{collections::HashSet, net::IpAddr, str::FromStr, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    str::FromStr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -20,7 +28,10 @@ use sqlx::{
 use app::wire::{ChatLine, PushMessage};
 
 use super::{
-    code_key, name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removed, Store,
+    allowance::{Quota, SWEEP_EVERY},
+    code_key, endpoint_key,
+    format::{self, FORMAT, UNRECORDED, WRITTEN_BY},
+    name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removal, Removed, Store,
     StoreContents, StoreError, TakenFanOut, FAN_OUT_POLL,
 };
 use crate::{clock::now_millis, subscription::Subscription};
@@ -29,6 +40,10 @@ use crate::{clock::now_millis, subscription::Subscription};
 const FAN_OUTS_CHANNEL: &str = "pushchat_fan_outs";
 const VAPID_SUBJECT: &str = "vapid_subject";
 const VAPID_PRIVATE_KEY: &str = "vapid_private_key";
+const STORE_FORMAT: &str = "store_format";
+const WRITTEN_BY_KEY: &str = "written_by";
+/// The advisory lock an instance holds while it brings the format up to date ("pushchat").
+const FORMAT_LOCK: i64 = 0x7075_7368_6368_6174;
 /// Connections beyond those held by fan-outs being delivered: API requests, the listener.
 const CONNECTIONS_FOR_REQUESTS: u32 = 8;
 
@@ -42,6 +57,8 @@ pub struct PostgresStore {
     listener: tokio::sync::Mutex<Option<PgListener>>,
     /// Queued fan-outs this version cannot read, by id: skipped, not retried forever.
     unreadable: std::sync::Mutex<HashSet<i64>>,
+    /// Allowances taken by this instance, for sweeping the table now and then.
+    allowances_taken: AtomicU64,
 }
 
 impl PostgresStore {
@@ -59,11 +76,15 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
+        // A newer release's schema is refused before this one's migrations run.
+        refuse_a_newer_format(&pool).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        bring_format_up_to_date(&pool).await?;
         let store = PostgresStore {
             pool,
             listener: tokio::sync::Mutex::new(None),
             unreadable: std::sync::Mutex::default(),
+            allowances_taken: AtomicU64::new(0),
         };
         // Listening from the start, so no fan-out queued from now on goes unheard.
         *store.listener.lock().await = store.listen().await;
@@ -216,42 +237,92 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn remove_device(
+    async fn remove_devices(
         &self,
-        endpoint: &str,
-        auth: &str,
-    ) -> Result<Option<Removed>, StoreError> {
+        subscriptions: &[Subscription],
+        removal: Option<&Removal>,
+    ) -> Result<Vec<Removed>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // Locks the member's row too: two of its devices leaving at once must not each
-        // see the other still there and leave the name held by nobody.
-        let row: Option<DeviceRow> = sqlx::query_as(&format!(
-            "SELECT {DEVICE_COLUMNS} WHERE d.endpoint = $1 FOR UPDATE"
-        ))
-        .bind(endpoint)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(device) = row.map(Device::try_from).transpose()? else {
-            return Ok(None);
-        };
-        if !device.subscription.auth_matches(auth) {
-            return Ok(None);
-        }
-        sqlx::query("DELETE FROM devices WHERE endpoint = $1")
-            .bind(endpoint)
+        let mut removed = Vec::new();
+        for subscription in subscriptions {
+            // Locks the member's row too: two of its devices leaving at once must not each
+            // see the other still there and leave the name held by nobody.
+            let row: Option<DeviceRow> = sqlx::query_as(&format!(
+                "SELECT {DEVICE_COLUMNS} WHERE d.endpoint = $1 FOR UPDATE"
+            ))
+            .bind(&subscription.endpoint)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(device) = row.map(Device::try_from).transpose()? else {
+                continue;
+            };
+            if !device.subscription.auth_matches(&subscription.auth) {
+                continue;
+            }
+            sqlx::query("DELETE FROM devices WHERE endpoint = $1")
+                .bind(&subscription.endpoint)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(removal) = removal {
+                sqlx::query(
+                    "INSERT INTO removals (endpoint_hash, name, banned, at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (endpoint_hash) DO UPDATE SET name = EXCLUDED.name, \
+                     banned = EXCLUDED.banned, at = EXCLUDED.at",
+                )
+                .bind(&endpoint_key(&subscription.endpoint)[..])
+                .bind(&removal.name)
+                .bind(removal.banned)
+                .bind(signed(removal.at)?)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let left = sqlx::query(
+                "DELETE FROM members m WHERE member_id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.member_id = m.member_id)",
+            )
+            .bind(&device.member_id)
             .execute(&mut *tx)
             .await?;
-        let left = sqlx::query(
-            "DELETE FROM members m WHERE member_id = $1 \
-             AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.member_id = m.member_id)",
-        )
-        .bind(&device.member_id)
-        .execute(&mut *tx)
-        .await?;
+            let member_left = left.rows_affected() > 0;
+            if member_left {
+                sqlx::query("DELETE FROM device_codes WHERE member_id = $1")
+                    .bind(&device.member_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            removed.push(Removed {
+                device,
+                member_left,
+            });
+        }
+        if let Some(removal) = removal {
+            let forgotten = removal
+                .at
+                .saturating_sub(super::REMOVALS_KEPT.as_millis() as u64);
+            sqlx::query("DELETE FROM removals WHERE at < $1")
+                .bind(signed(forgotten)?)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(Some(Removed {
-            device,
-            member_left: left.rows_affected() > 0,
-        }))
+        Ok(removed)
+    }
+
+    async fn removal(&self, endpoint: &str, now: u64) -> Result<Option<Removal>, StoreError> {
+        let row: Option<(String, bool, i64)> =
+            sqlx::query_as("SELECT name, banned, at FROM removals WHERE endpoint_hash = $1")
+                .bind(&endpoint_key(endpoint)[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((name, banned, at)) = row else {
+            return Ok(None);
+        };
+        let removal = Removal {
+            name,
+            banned,
+            at: unsigned(at)?,
+        };
+        Ok(Some(removal).filter(|removal| removal.kept_at(now)))
     }
 
     async fn put_device_code(
@@ -451,20 +522,60 @@ impl Store for PostgresStore {
         )
     }
 
+    /// The generic cell rate algorithm on the database's clock, one row per quota and key:
+    /// the row lock makes instances taking the same allowance at once wait for each other.
+    async fn take_allowance(
+        &self,
+        quota: &Quota,
+        key: &str,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let key = format!("{}:{key}", quota.name);
+        let pace = millis(quota.pace());
+        let tolerance = millis(quota.tolerance());
+        let mut tx = self.pool.begin().await?;
+        let now: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&mut *tx)
+                .await?;
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO allowances AS a (key, tat) VALUES ($1, $2 + $3) \
+             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(a.tat, $2) + $3 \
+             WHERE GREATEST(a.tat, $2) - $2 <= $4 RETURNING tat",
+        )
+        .bind(&key)
+        .bind(now)
+        .bind(pace)
+        .bind(tolerance)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let answer = match taken {
+            Some(_) => Ok(()),
+            None => {
+                let tat: i64 = sqlx::query_scalar("SELECT tat FROM allowances WHERE key = $1")
+                    .bind(&key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let wait = tat.saturating_sub(tolerance).saturating_sub(now).max(0);
+                Err(Duration::from_millis(wait as u64))
+            }
+        };
+        if self.allowances_taken.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            // Keys whose next allowed time has passed have their whole allowance back.
+            sqlx::query("DELETE FROM allowances WHERE tat < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(answer)
+    }
+
     async fn vapid_subject(&self) -> Result<Option<String>, StoreError> {
         self.setting(VAPID_SUBJECT).await
     }
 
     async fn set_vapid_subject(&self, subject: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(VAPID_SUBJECT)
-        .bind(subject)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        put_setting(&mut *self.pool.acquire().await?, VAPID_SUBJECT, subject).await
     }
 
     async fn contents(&self) -> Result<StoreContents, StoreError> {
@@ -488,6 +599,8 @@ impl Store for PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(StoreContents {
+            store_format: FORMAT,
+            written_by: WRITTEN_BY.into(),
             devices,
             banned,
             history,
@@ -504,24 +617,20 @@ impl Store for PostgresStore {
 
     async fn restore(&self, contents: &StoreContents) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let holds_a_chat: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM members) OR EXISTS (SELECT 1 FROM chat_lines) \
-             OR EXISTS (SELECT 1 FROM banned_names)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if holds_a_chat {
+        if holds_a_chat(&mut tx).await? {
             return Err(StoreError::NotEmpty);
         }
         for device in &contents.devices {
             insert_device(&mut tx, device).await?;
         }
         for name in &contents.banned {
-            sqlx::query("INSERT INTO banned_names (name_key, name) VALUES ($1, $2)")
-                .bind(name_key(name))
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO banned_names (name_key, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(name_key(name))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         }
         for line in &contents.history {
             sqlx::query("INSERT INTO chat_lines (id, name, msg, time) VALUES ($1, $2, $3, $4)")
@@ -543,14 +652,7 @@ impl Store for PostgresStore {
             queue(&mut tx, fan_out).await?;
         }
         if let Some(subject) = &contents.vapid_subject {
-            sqlx::query(
-                "INSERT INTO settings (key, value) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            )
-            .bind(VAPID_SUBJECT)
-            .bind(subject)
-            .execute(&mut *tx)
-            .await?;
+            put_setting(&mut tx, VAPID_SUBJECT, subject).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -689,6 +791,152 @@ impl TryFrom<DeviceRow> for Device {
     }
 }
 
+/// The recorded format, and who wrote it, unless this database holds no pushchat yet.
+async fn recorded_format(
+    conn: &mut PgConnection,
+) -> Result<Option<(u32, Option<String>)>, StoreError> {
+    let has_settings: bool = sqlx::query_scalar("SELECT to_regclass('settings') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !has_settings {
+        return Ok(None);
+    }
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, value FROM settings WHERE key = ANY($1)")
+            .bind(&[STORE_FORMAT, WRITTEN_BY_KEY][..])
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut values: HashMap<String, String> = rows.into_iter().collect();
+    let Some(recorded) = values.remove(STORE_FORMAT) else {
+        return Ok(None);
+    };
+    let found = recorded
+        .parse()
+        .map_err(|_| StoreError::BadValue("the recorded store format is not a number"))?;
+    Ok(Some((found, values.remove(WRITTEN_BY_KEY))))
+}
+
+async fn refuse_a_newer_format(pool: &PgPool) -> Result<(), StoreError> {
+    if let Some((found, written_by)) = recorded_format(&mut *pool.acquire().await?).await? {
+        format::check(found, written_by)?;
+    }
+    Ok(())
+}
+
+/// Records this build's format in a new chat, or migrates an older one, in one
+/// transaction that instances starting together take in turn.
+async fn bring_format_up_to_date(pool: &PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(FORMAT_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let found = match recorded_format(&mut tx).await? {
+        Some((found, written_by)) => {
+            format::check(found, written_by)?;
+            found
+        }
+        None if holds_a_chat(&mut tx).await? => UNRECORDED,
+        None => FORMAT,
+    };
+    if found < FORMAT {
+        migrate_to_format_2(&mut tx).await?;
+        tracing::warn!(
+            from = found,
+            to = FORMAT,
+            "brought the store's format up to date"
+        );
+    }
+    put_setting(&mut tx, STORE_FORMAT, &FORMAT.to_string()).await?;
+    put_setting(&mut tx, WRITTEN_BY_KEY, WRITTEN_BY).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sets the single value `key` of the settings table.
+async fn put_setting(conn: &mut PgConnection, key: &str, value: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO settings (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the database holds members, lines, bans or queued fan-outs.
+async fn holds_a_chat(conn: &mut PgConnection) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM members) OR EXISTS (SELECT 1 FROM chat_lines) \
+         OR EXISTS (SELECT 1 FROM banned_names) OR EXISTS (SELECT 1 FROM fan_outs)",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Format 1 to 2 (see `format`): names and banned names keyed by their skeleton, members
+/// whose names now collide renamed, device codes void, queued "left" pushes naming their
+/// members in a list.
+async fn migrate_to_format_2(tx: &mut PgConnection) -> Result<(), StoreError> {
+    let members: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT m.member_id, m.name, COALESCE(min(d.joined), 0) FROM members m \
+         LEFT JOIN devices d USING (member_id) GROUP BY m.member_id, m.name",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let named: Vec<format::NamedMember<'_>> = members
+        .iter()
+        .map(|(member_id, name, joined)| format::NamedMember {
+            member_id,
+            name,
+            joined: (*joined).max(0) as u64,
+        })
+        .collect();
+    let renamed = format::distinct_names(&named);
+    // Out of the way first, so that no new key meets an old one on the unique index.
+    sqlx::query("UPDATE members SET name_key = 'format 1: ' || member_id")
+        .execute(&mut *tx)
+        .await?;
+    for (member_id, name, _) in &members {
+        let name = renamed.get(member_id).unwrap_or(name);
+        sqlx::query("UPDATE members SET name = $2, name_key = $3 WHERE member_id = $1")
+            .bind(member_id)
+            .bind(name)
+            .bind(name_key(name))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let banned: Vec<String> = sqlx::query_scalar("DELETE FROM banned_names RETURNING name")
+        .fetch_all(&mut *tx)
+        .await?;
+    for name in &banned {
+        sqlx::query(
+            "INSERT INTO banned_names (name_key, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name_key(name))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("DELETE FROM device_codes")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE fan_outs SET message = (message - 'name') || \
+         jsonb_build_object('names', jsonb_build_array(message -> 'name')) \
+         WHERE message ->> 'action' = 'unsubscribe' AND message ? 'name'",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// PostgreSQL has no unsigned integers: ids and times are kept as bigint.
 fn signed(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::BadValue("a number above 2^63"))
@@ -696,4 +944,99 @@ fn signed(value: u64) -> Result<i64, StoreError> {
 
 fn unsigned(value: i64) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::BadValue("a negative stored number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use localpush::postgres::TestDatabase;
+
+    use super::*;
+
+    /// A database as pushchat 0.1 (store format 1, no format recorded) left it: its one
+    /// migration, "bob" and a later "b\u{43e}b" (Cyrillic о) under their NFKC + lowercase
+    /// keys, two banned names that now look alike, a device code, and a queued "left" push
+    /// naming one member.
+    async fn format_1_database() -> TestDatabase {
+        let database = TestDatabase::create().await;
+        let mut conn = PgConnection::connect(&database.url).await.unwrap();
+        let first = tempfile::tempdir().unwrap();
+        let migration = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_chat.sql");
+        std::fs::copy(migration, first.path().join("0001_chat.sql")).unwrap();
+        let migrator = sqlx::migrate::Migrator::new(first.path()).await.unwrap();
+        migrator.run(&mut conn).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO members VALUES ('first', 'bob', 'bob'), \
+                 ('second', 'b\u{43e}b', 'b\u{43e}b'); \
+             INSERT INTO devices VALUES \
+                 ('https://p.example/1', 'first', 'key', 'BTBZMqHH6r4Tts7J_aSIgg', 10, NULL, NULL), \
+                 ('https://p.example/2', 'second', 'key', 'BTBZMqHH6r4Tts7J_aSIgg', 20, NULL, NULL); \
+             INSERT INTO banned_names VALUES ('eve', 'Eve'), ('\u{435}ve', '\u{415}ve'); \
+             INSERT INTO device_codes VALUES ('\\x00', 'first', 'bob', 9000000000000); \
+             INSERT INTO fan_outs (message, recipients, queued_at) \
+                 VALUES ('{\"action\": \"unsubscribe\", \"name\": \"Cy\"}', '[]', 5);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        database
+    }
+
+    #[tokio::test]
+    async fn test_a_format_1_database_is_brought_up_to_date_when_connected() {
+        let database = format_1_database().await;
+        let store = PostgresStore::connect(&database.url, 2).await.unwrap();
+        let first = store.devices_of("BOB").await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].member_id, "first");
+        let second = store.device("https://p.example/2").await.unwrap().unwrap();
+        assert_eq!(second.name, "b\u{43e}b (2)");
+        assert!(store.is_banned("EVE").await.unwrap());
+        assert_eq!(store.contents().await.unwrap().banned.len(), 1);
+        let codes: i64 = sqlx::query_scalar("SELECT count(*) FROM device_codes")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(codes, 0);
+        let queued = store.take_fan_out().await.unwrap().unwrap();
+        assert_eq!(
+            queued.broadcast.message,
+            PushMessage::Unsubscribe {
+                names: vec!["Cy".into()]
+            }
+        );
+        drop(queued);
+        assert_eq!(
+            store.setting(STORE_FORMAT).await.unwrap(),
+            Some(FORMAT.to_string())
+        );
+        // A second instance finds it up to date.
+        let again = PostgresStore::connect(&database.url, 2).await.unwrap();
+        assert_eq!(again.member_count().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn test_a_database_of_a_newer_format_is_refused_and_left_as_it_is() {
+        let database = TestDatabase::create().await;
+        let store = PostgresStore::connect(&database.url, 2).await.unwrap();
+        sqlx::query("UPDATE settings SET value = $1 WHERE key = $2")
+            .bind((FORMAT + 1).to_string())
+            .bind(STORE_FORMAT)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE settings SET value = 'pushchat 9.9.9' WHERE key = $1")
+            .bind(WRITTEN_BY_KEY)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let refused = PostgresStore::connect(&database.url, 2).await;
+        let Err(StoreError::NewerFormat(newer)) = refused else {
+            panic!("a newer format was opened");
+        };
+        assert!(newer.to_string().contains("pushchat 9.9.9"), "{newer}");
+        assert_eq!(
+            store.setting(STORE_FORMAT).await.unwrap(),
+            Some((FORMAT + 1).to_string())
+        );
+    }
 }

@@ -2,9 +2,11 @@
 //! their push endpoint, an index that keeps names unique (each name belongs to one member,
 //! who may have several devices), how many devices each member has, device codes, banned
 //! names, the history keyed by line id (big-endian, so it reads back in order), the
-//! queued fan-outs keyed the same way, and the server's VAPID contact. sled's byte types
-//! never leave this module, and every change that spans trees is one transaction. The
-//! VAPID private key stays a file in the data dir (see `vapid`).
+//! queued fan-outs keyed the same way, the endpoints of members the operator removed, and
+//! single values (the store's format, the server's VAPID contact). sled's byte types never
+//! leave this module, and every change that spans trees is one transaction. The VAPID
+//! private key stays a file in the data dir (see `vapid`). Allowances are counted in
+//! memory: sled lets one process open the data dir.
 
 use std::{
     collections::HashSet,
@@ -13,6 +15,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, RwLock, RwLockReadGuard,
     },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -26,7 +29,10 @@ use tokio::sync::Notify;
 use app::wire::ChatLine;
 
 use super::{
-    code_key, name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removed, Store,
+    allowance::{LocalAllowances, Quota},
+    code_key, endpoint_key,
+    format::{self, FORMAT, UNRECORDED, WRITTEN_BY},
+    name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removal, Removed, Store,
     StoreContents, StoreError, TakenFanOut, FAN_OUT_POLL,
 };
 use crate::{clock::now_millis, subscription::Subscription};
@@ -47,8 +53,13 @@ const FAN_OUTS: &str = "fan_outs";
 const OLD_OUTBOX: &str = "outbox";
 /// Banned names, by [`name_key`].
 const BANNED: &str = "banned_names";
-/// Single values: the VAPID contact the server last ran with.
+/// Members the operator removed, by the SHA-256 of each of their endpoints.
+const REMOVALS: &str = "removals";
+/// Single values: the store's format and who wrote it, the VAPID contact the server last
+/// ran with.
 const SETTINGS: &str = "settings";
+const STORE_FORMAT: &str = "store_format";
+const WRITTEN_BY_KEY: &str = "written_by";
 const VAPID_SUBJECT: &str = "vapid_subject";
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -70,7 +81,9 @@ pub struct SledStore {
     history: Tree,
     fan_outs: Tree,
     banned: Tree,
+    removals: Tree,
     settings: Tree,
+    allowances: LocalAllowances,
     /// The next chat line's id: above every stored one, restored ones included.
     next_line_id: AtomicU64,
     next_fan_out_id: AtomicU64,
@@ -102,7 +115,9 @@ impl SledStore {
             device_counts: db.open_tree(DEVICE_COUNTS)?,
             device_codes: db.open_tree(DEVICE_CODES)?,
             banned: db.open_tree(BANNED)?,
+            removals: db.open_tree(REMOVALS)?,
             settings: db.open_tree(SETTINGS)?,
+            allowances: LocalAllowances::default(),
             history,
             fan_outs,
             taken: Arc::default(),
@@ -112,7 +127,122 @@ impl SledStore {
             db,
         };
         store.queue_old_outbox()?;
+        store.bring_format_up_to_date()?;
         Ok(store)
+    }
+
+    /// Checks the recorded format: a fresh store gets this build's, an older one is
+    /// migrated (see `format`), a newer one refused.
+    fn bring_format_up_to_date(&self) -> Result<(), StoreError> {
+        let recorded = match self.settings.get(STORE_FORMAT)? {
+            Some(bytes) => Some(u32::from_be_bytes(bytes.as_ref().try_into().map_err(
+                |_| StoreError::BadValue("the recorded store format is not 4 bytes"),
+            )?)),
+            None => None,
+        };
+        let found = match recorded {
+            Some(found) => found,
+            None if self.holds_a_chat()? => UNRECORDED,
+            None => FORMAT,
+        };
+        let written_by = self
+            .settings
+            .get(WRITTEN_BY_KEY)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        format::check(found, written_by)?;
+        if found < FORMAT {
+            self.migrate_to_format_2()?;
+            tracing::warn!(
+                from = found,
+                to = FORMAT,
+                "brought the store's format up to date"
+            );
+        } else if recorded.is_none() {
+            self.settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
+            self.settings
+                .insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn holds_a_chat(&self) -> Result<bool, StoreError> {
+        Ok(!(self.devices.is_empty()
+            && self.history.is_empty()
+            && self.banned.is_empty()
+            && self.fan_outs.is_empty()))
+    }
+
+    /// Format 1 to 2, in one transaction: names keyed by their skeleton (members whose
+    /// names now collide renamed), banned names too, device codes void, queued "left"
+    /// pushes naming their members in a list.
+    fn migrate_to_format_2(&self) -> Result<(), StoreError> {
+        let devices = self.all_devices()?;
+        let renamed = format::distinct_device_names(&devices);
+        let old_names: Vec<sled::IVec> = self.names.iter().keys().collect::<Result<_, _>>()?;
+        let banned: Vec<(sled::IVec, sled::IVec)> = self.banned.iter().collect::<Result<_, _>>()?;
+        let codes: Vec<sled::IVec> = self.device_codes.iter().keys().collect::<Result<_, _>>()?;
+        let mut fan_outs = Vec::new();
+        for entry in self.fan_outs.iter() {
+            let (id, bytes) = entry?;
+            let mut record: serde_json::Value = decode(&bytes)?;
+            if record
+                .pointer_mut("/broadcast/message")
+                .is_some_and(format::upgrade_message)
+            {
+                fan_outs.push((id, serde_json::to_vec(&record)?));
+            }
+        }
+        let mut renamed_devices = Vec::new();
+        let mut names = Vec::new();
+        for mut device in devices {
+            if let Some(new_name) = renamed.get(&device.member_id) {
+                device.name.clone_from(new_name);
+                renamed_devices.push((
+                    device.subscription.endpoint.clone(),
+                    serde_json::to_vec(&device)?,
+                ));
+            }
+            names.push((name_key(&device.name), device.member_id));
+        }
+        (
+            &self.devices,
+            &self.names,
+            &self.banned,
+            &self.device_codes,
+            &self.fan_outs,
+            &self.settings,
+        )
+            .transaction(
+                |(devices, names_tree, banned_tree, codes_tree, queue, settings)| {
+                    for key in &old_names {
+                        names_tree.remove(key)?;
+                    }
+                    for (key, member_id) in &names {
+                        names_tree.insert(key.as_bytes(), member_id.as_bytes())?;
+                    }
+                    for (endpoint, record) in &renamed_devices {
+                        devices.insert(endpoint.as_bytes(), record.as_slice())?;
+                    }
+                    for (key, _) in &banned {
+                        banned_tree.remove(key)?;
+                    }
+                    for (_, name) in &banned {
+                        banned_tree
+                            .insert(name_key(&String::from_utf8_lossy(name)).as_bytes(), name)?;
+                    }
+                    for code in &codes {
+                        codes_tree.remove(code)?;
+                    }
+                    for (id, record) in &fan_outs {
+                        queue.insert(id, record.as_slice())?;
+                    }
+                    settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
+                    settings.insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                },
+            )?;
+        Ok(())
     }
 
     /// Builds before the queue kept the chat lines whose fan-out had not finished in an
@@ -198,10 +328,7 @@ impl SledStore {
     }
 
     /// The records that queue `broadcast`, under fresh ids.
-    fn fan_out_records(
-        &self,
-        broadcast: &Broadcast,
-    ) -> Result<Vec<([u8; 8], Vec<u8>)>, StoreError> {
+    fn fan_out_records(&self, broadcast: &Broadcast) -> Result<Vec<QueueRecord>, StoreError> {
         let queued_at = now_millis();
         broadcast
             .batches()
@@ -321,40 +448,76 @@ impl Store for SledStore {
         Ok(set)
     }
 
-    async fn remove_device(
+    async fn remove_devices(
         &self,
-        endpoint: &str,
-        auth: &str,
-    ) -> Result<Option<Removed>, StoreError> {
+        subscriptions: &[Subscription],
+        removal: Option<&Removal>,
+    ) -> Result<Vec<Removed>, StoreError> {
         let _change = self.change();
-        let removed = (&self.devices, &self.names, &self.device_counts).transaction(
-            |(devices, names, counts)| {
-                let Some(record) = devices.get(endpoint)? else {
-                    return Ok(None);
-                };
-                let device: Device = decode(&record).or_else(abort)?;
-                if !device.subscription.auth_matches(auth) {
-                    return Ok(None);
-                }
-                devices.remove(endpoint.as_bytes())?;
-                let member_id = device.member_id.as_bytes();
-                let left = count_of(counts.get(member_id)?.as_deref()).saturating_sub(1);
-                if left > 0 {
-                    counts.insert(member_id, &left.to_be_bytes())?;
-                } else {
-                    counts.remove(member_id)?;
-                    let key = name_key(&device.name);
-                    if names.get(&key)?.is_some_and(|holder| holder == member_id) {
-                        names.remove(key.as_bytes())?;
+        let removal = removal.map(serde_json::to_vec).transpose()?;
+        let removed = (
+            &self.devices,
+            &self.names,
+            &self.device_counts,
+            &self.removals,
+        )
+            .transaction(|(devices, names, counts, removals)| {
+                let mut removed = Vec::new();
+                for subscription in subscriptions {
+                    let endpoint = subscription.endpoint.as_bytes();
+                    let Some(record) = devices.get(endpoint)? else {
+                        continue;
+                    };
+                    let device: Device = decode(&record).or_else(abort)?;
+                    if !device.subscription.auth_matches(&subscription.auth) {
+                        continue;
                     }
+                    devices.remove(endpoint)?;
+                    if let Some(removal) = &removal {
+                        removals
+                            .insert(&endpoint_key(&subscription.endpoint), removal.as_slice())?;
+                    }
+                    let member_id = device.member_id.as_bytes();
+                    let left = count_of(counts.get(member_id)?.as_deref()).saturating_sub(1);
+                    if left > 0 {
+                        counts.insert(member_id, &left.to_be_bytes())?;
+                    } else {
+                        counts.remove(member_id)?;
+                        let key = name_key(&device.name);
+                        if names.get(&key)?.is_some_and(|holder| holder == member_id) {
+                            names.remove(key.as_bytes())?;
+                        }
+                    }
+                    removed.push(Removed {
+                        device,
+                        member_left: left == 0,
+                    });
                 }
-                Ok(Some(Removed {
-                    device,
-                    member_left: left == 0,
-                }))
-            },
-        )?;
+                Ok(removed)
+            })?;
+        let gone: HashSet<&str> = removed
+            .iter()
+            .filter(|removed| removed.member_left)
+            .map(|removed| removed.device.member_id.as_str())
+            .collect();
+        if !gone.is_empty() {
+            for entry in self.device_codes.iter() {
+                let (key, value) = entry?;
+                if decode::<DeviceCode>(&value)
+                    .is_ok_and(|code| gone.contains(code.member_id.as_str()))
+                {
+                    self.device_codes.remove(key)?;
+                }
+            }
+        }
         Ok(removed)
+    }
+
+    async fn removal(&self, endpoint: &str, now: u64) -> Result<Option<Removal>, StoreError> {
+        let Some(bytes) = self.removals.get(endpoint_key(endpoint))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode::<Removal>(&bytes)?).filter(|removal| removal.kept_at(now)))
     }
 
     async fn put_device_code(
@@ -480,6 +643,14 @@ impl Store for SledStore {
         Ok(self.banned.contains_key(name_key(name))?)
     }
 
+    async fn take_allowance(
+        &self,
+        quota: &Quota,
+        key: &str,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        Ok(self.allowances.take(quota, key))
+    }
+
     async fn vapid_subject(&self) -> Result<Option<String>, StoreError> {
         self.subject()
     }
@@ -496,6 +667,8 @@ impl Store for SledStore {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(StoreContents {
+            store_format: FORMAT,
+            written_by: WRITTEN_BY.into(),
             devices: self.all_devices()?,
             banned: self
                 .banned
@@ -510,7 +683,7 @@ impl Store for SledStore {
     }
 
     async fn restore(&self, contents: &StoreContents) -> Result<(), StoreError> {
-        if self.has_members().await? || !self.history.is_empty() || !self.banned.is_empty() {
+        if self.holds_a_chat()? {
             return Err(StoreError::NotEmpty);
         }
         for device in &contents.devices {
@@ -550,6 +723,9 @@ impl Store for SledStore {
         Ok(())
     }
 }
+
+/// A queued fan-out's key (its id, big-endian) and value (a [`QueuedFanOut`]).
+type QueueRecord = ([u8; 8], Vec<u8>);
 
 /// A queued fan-out as stored.
 #[derive(Serialize, Deserialize)]
@@ -626,6 +802,8 @@ fn abort<T>(error: StoreError) -> Result<T, ConflictableTransactionError<StoreEr
 
 #[cfg(test)]
 mod tests {
+    use app::wire::PushMessage;
+
     use super::*;
 
     #[tokio::test]
@@ -666,12 +844,138 @@ mod tests {
         let queued = store.take_fan_out().await.unwrap().unwrap();
         assert_eq!(
             queued.broadcast,
-            Broadcast::chat_line(&line, &[ann.subscription.clone()])
+            Broadcast::chat_line(&line, std::slice::from_ref(&ann.subscription))
         );
         assert!(!store
             .db
             .tree_names()
             .iter()
             .any(|name| name.as_ref() == OLD_OUTBOX.as_bytes()));
+    }
+
+    /// A data dir as pushchat 0.1 (store format 1, no format recorded) left it: "bob"
+    /// and a later "b\u{43e}b" (Cyrillic о) under their NFKC + lowercase keys, two banned
+    /// names that now look alike, a device code, and a queued "left" push naming one member.
+    fn write_format_1(dir: &Path) {
+        let db = sled::open(dir).unwrap();
+        let device = |name: &str, member_id: &str, n: u8, joined: u64| Device {
+            name: name.into(),
+            member_id: member_id.into(),
+            subscription: Subscription {
+                endpoint: format!("https://p.example/{n}"),
+                p256dh: "key".into(),
+                auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+            },
+            joined,
+            joined_from: None,
+            muted_until: None,
+        };
+        let devices = db.open_tree(DEVICES).unwrap();
+        let names = db.open_tree(NAMES).unwrap();
+        let counts = db.open_tree(DEVICE_COUNTS).unwrap();
+        for device in [
+            device("bob", "first", 1, 10),
+            device("b\u{43e}b", "second", 2, 20),
+        ] {
+            let endpoint = device.subscription.endpoint.as_bytes();
+            devices
+                .insert(endpoint, serde_json::to_vec(&device).unwrap())
+                .unwrap();
+            names
+                .insert(device.name.as_bytes(), device.member_id.as_bytes())
+                .unwrap();
+            counts
+                .insert(device.member_id.as_bytes(), &1u32.to_be_bytes())
+                .unwrap();
+        }
+        let banned = db.open_tree(BANNED).unwrap();
+        banned.insert("eve", "Eve").unwrap();
+        banned.insert("\u{435}ve", "\u{415}ve").unwrap();
+        let code = DeviceCode {
+            member_id: "first".into(),
+            name: "bob".into(),
+            expires: u64::MAX,
+        };
+        db.open_tree(DEVICE_CODES)
+            .unwrap()
+            .insert(code_key("CODE"), serde_json::to_vec(&code).unwrap())
+            .unwrap();
+        let queued = serde_json::json!({
+            "queued_at": 5,
+            "broadcast": {"message": {"action": "unsubscribe", "name": "Cy"}, "recipients": []}
+        });
+        db.open_tree(FAN_OUTS)
+            .unwrap()
+            .insert(7u64.to_be_bytes(), serde_json::to_vec(&queued).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_a_format_1_data_dir_is_brought_up_to_date_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        write_format_1(dir.path());
+        let store = crate::store::testing::open_sled_when_free(dir.path()).await;
+        let first = store.devices_of("BOB").await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].member_id, "first");
+        let second = store.device("https://p.example/2").await.unwrap().unwrap();
+        assert_eq!(second.name, "b\u{43e}b (2)");
+        assert_eq!(
+            store.devices_of("b\u{43e}b (2)").await.unwrap(),
+            vec![second]
+        );
+        assert!(store.is_banned("EVE").await.unwrap());
+        assert_eq!(store.contents().await.unwrap().banned.len(), 1);
+        assert_eq!(store.take_device_code("CODE", 0).await.unwrap(), None);
+        let queued = store.take_fan_out().await.unwrap().unwrap();
+        assert_eq!(
+            queued.broadcast.message,
+            PushMessage::Unsubscribe {
+                names: vec!["Cy".into()]
+            }
+        );
+        let recorded = store.settings.get(STORE_FORMAT).unwrap().unwrap();
+        assert_eq!(recorded.as_ref(), FORMAT.to_be_bytes());
+        drop(queued);
+        drop(store);
+        // Opened again, it is up to date already: nothing moves.
+        let again = crate::store::testing::open_sled_when_free(dir.path()).await;
+        assert_eq!(again.member_count().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn test_a_data_dir_of_a_newer_format_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = crate::store::testing::open_sled_when_free(dir.path()).await;
+            store
+                .settings
+                .insert(STORE_FORMAT, &(FORMAT + 1).to_be_bytes())
+                .unwrap();
+            store
+                .settings
+                .insert(WRITTEN_BY_KEY, "pushchat 9.9.9")
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let refused = loop {
+            match SledStore::open(dir.path(), 1 << 20) {
+                Err(StoreError::Sled(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                opened => break opened,
+            }
+        };
+        let Err(StoreError::NewerFormat(newer)) = refused else {
+            panic!("a newer format was opened");
+        };
+        assert!(newer.to_string().contains("pushchat 9.9.9"), "{newer}");
+        let db = sled::open(dir.path()).unwrap();
+        let kept = db
+            .open_tree(SETTINGS)
+            .unwrap()
+            .get(STORE_FORMAT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.as_ref(), (FORMAT + 1).to_be_bytes());
     }
 }

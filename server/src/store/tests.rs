@@ -38,6 +38,22 @@ fn line<'a>(msg: &'a str, time: u64) -> NewLine<'a> {
     }
 }
 
+/// Removes the one device at `endpoint` if `auth` is still its secret.
+async fn remove_device(
+    store: &dyn Store,
+    endpoint: &str,
+    auth: &str,
+) -> Result<Option<Removed>, StoreError> {
+    let subscription = Subscription {
+        endpoint: endpoint.into(),
+        p256dh: "key".into(),
+        auth: auth.into(),
+    };
+    let mut removed = store.remove_devices(&[subscription], None).await?;
+    assert!(removed.len() <= 1);
+    Ok(removed.pop())
+}
+
 /// What waits in the queue, oldest first.
 async fn queued(store: &dyn Store) -> Vec<Broadcast> {
     store.contents().await.unwrap().fan_outs
@@ -81,6 +97,15 @@ fn test_names_a_reader_cannot_tell_apart_collide() {
     assert_eq!(name_key("Ａｎｎ"), name_key("ann"));
     assert_eq!(name_key("ﬁona"), name_key("Fiona"));
     assert_ne!(name_key("Ann"), name_key("Anne"));
+    // Confusables (UTS #39), the skeleton taken before case is folded.
+    assert_eq!(name_key("bob"), name_key("b\u{43e}b"));
+    assert_eq!(name_key("AI"), name_key("Al"));
+    assert_eq!(name_key("ALICE"), name_key("Alice"));
+    assert_eq!(name_key("rn"), name_key("m"));
+    assert_eq!(name_key("0live"), name_key("Olive"));
+    assert_eq!(name_key("paypal"), name_key("p\u{430}yp\u{430}l"));
+    assert_eq!(name_key("\u{2764}\u{FE0F} Ann"), name_key("\u{2764} ann"));
+    assert_ne!(name_key("Ann"), name_key("Ana"));
 }
 
 #[tokio::test]
@@ -103,13 +128,11 @@ async fn test_a_members_devices_share_its_name_until_the_last_leaves() {
         Err(StoreError::EndpointTaken)
     ));
 
-    let first = store
-        .remove_device("https://p.example/1", AUTH)
+    let first = remove_device(&**store, "https://p.example/1", AUTH)
         .await
         .unwrap();
     assert!(!first.unwrap().member_left);
-    let last = store
-        .remove_device("https://p.example/2", AUTH)
+    let last = remove_device(&**store, "https://p.example/2", AUTH)
         .await
         .unwrap();
     assert!(last.unwrap().member_left);
@@ -121,12 +144,11 @@ async fn test_a_members_devices_share_its_name_until_the_last_leaves() {
 async fn test_removal_needs_the_current_secret_and_frees_the_name() {
     let test = with_ann().await;
     let store = &test.store;
-    let wrong = store.remove_device("https://p.example/1", OTHER_AUTH).await;
+    let wrong = remove_device(&**store, "https://p.example/1", OTHER_AUTH).await;
     assert_eq!(wrong.unwrap(), None);
-    let nobody = store.remove_device("https://p.example/9", AUTH).await;
+    let nobody = remove_device(&**store, "https://p.example/9", AUTH).await;
     assert_eq!(nobody.unwrap(), None);
-    let removed = store
-        .remove_device("https://p.example/1", AUTH)
+    let removed = remove_device(&**store, "https://p.example/1", AUTH)
         .await
         .unwrap();
     assert_eq!(removed.map(|r| r.device.name), Some("Ann".into()));
@@ -368,4 +390,175 @@ async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
         fresh.store.restore(&contents).await,
         Err(StoreError::NotEmpty)
     ));
+}
+
+#[tokio::test]
+async fn test_a_removal_is_remembered_for_its_browsers_until_it_expires() {
+    let test = with_ann().await;
+    let store = &test.store;
+    let ann = store.device("https://p.example/1").await.unwrap().unwrap();
+    let removal = Removal {
+        name: "Ann".into(),
+        banned: true,
+        at: 1_000,
+    };
+    let removed = store
+        .remove_devices(std::slice::from_ref(&ann.subscription), Some(&removal))
+        .await
+        .unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(removed[0].member_left);
+    let kept = REMOVALS_KEPT.as_millis() as u64;
+    assert_eq!(
+        store
+            .removal("https://p.example/1", 1_000 + kept - 1)
+            .await
+            .unwrap(),
+        Some(removal)
+    );
+    assert_eq!(
+        store
+            .removal("https://p.example/1", 1_000 + kept)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.removal("https://p.example/2", 1_000).await.unwrap(),
+        None
+    );
+    // Leaving of one's own accord leaves no removal behind.
+    store
+        .put_device(&member("Bo", "https://p.example/3", AUTH))
+        .await
+        .unwrap();
+    remove_device(&**store, "https://p.example/3", AUTH)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.removal("https://p.example/3", 1_000).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn test_a_members_device_codes_go_with_its_last_device() {
+    let test = with_ann().await;
+    let store = &test.store;
+    store
+        .put_device(&member("Ann", "https://p.example/2", AUTH))
+        .await
+        .unwrap();
+    let grant = |member_id: &str| DeviceCode {
+        member_id: member_id.into(),
+        name: "x".into(),
+        expires: 100,
+    };
+    store
+        .put_device_code("ANN1", &grant("ann"), 10)
+        .await
+        .unwrap();
+    store
+        .put_device_code("ANN2", &grant("ann"), 10)
+        .await
+        .unwrap();
+    store.put_device_code("BO", &grant("bo"), 10).await.unwrap();
+    remove_device(&**store, "https://p.example/1", AUTH)
+        .await
+        .unwrap();
+    assert!(store.take_device_code("ANN1", 50).await.unwrap().is_some());
+    remove_device(&**store, "https://p.example/2", AUTH)
+        .await
+        .unwrap();
+    assert_eq!(store.take_device_code("ANN2", 50).await.unwrap(), None);
+    assert!(store.take_device_code("BO", 50).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn test_an_allowance_is_a_burst_per_key_and_quota() {
+    let test = TestStore::new().await;
+    let store = &test.store;
+    let quota = Quota {
+        name: "tries",
+        burst: 3,
+        every: Duration::from_secs(60),
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            store.take_allowance(&quota, "203.0.113.7").await.unwrap(),
+            Ok(())
+        );
+    }
+    let wait = store
+        .take_allowance(&quota, "203.0.113.7")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        wait > Duration::from_secs(50) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    // The refusal was not counted, and other keys and quotas have their own.
+    let again = store
+        .take_allowance(&quota, "203.0.113.7")
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(again <= wait, "{again:?} after {wait:?}");
+    assert_eq!(
+        store.take_allowance(&quota, "198.51.100.1").await.unwrap(),
+        Ok(())
+    );
+    let other = Quota {
+        name: "other",
+        ..quota
+    };
+    assert_eq!(
+        store.take_allowance(&other, "203.0.113.7").await.unwrap(),
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn test_contents_carry_the_format_and_an_older_backup_is_brought_up_to_date() {
+    let test = with_ann().await;
+    let contents = test.store.contents().await.unwrap();
+    assert_eq!(contents.store_format, FORMAT);
+    assert_eq!(contents.written_by, format::WRITTEN_BY);
+    // A format 1 backup: no format, a "left" push naming one member, two look-alikes.
+    let mut older = serde_json::to_value(&contents).unwrap();
+    let fields = older.as_object_mut().unwrap();
+    fields.remove("store_format");
+    fields.remove("written_by");
+    let bob = |name: &str, endpoint: &str, joined: u64| Device {
+        joined,
+        ..member(name, endpoint, AUTH)
+    };
+    fields.insert(
+        "devices".into(),
+        serde_json::json!([
+            bob("b\u{43e}b", "https://p.example/7", 9),
+            bob("bob", "https://p.example/8", 3)
+        ]),
+    );
+    fields.insert(
+        "fan_outs".into(),
+        serde_json::json!([{"message": {"action": "unsubscribe", "name": "Cy"}, "recipients": []}]),
+    );
+    let read = format::read_contents(older).unwrap();
+    let names: Vec<&str> = read
+        .devices
+        .iter()
+        .map(|device| device.name.as_str())
+        .collect();
+    assert_eq!(names, ["b\u{43e}b (2)", "bob"]);
+    assert_eq!(
+        read.fan_outs[0].message,
+        PushMessage::Unsubscribe {
+            names: vec!["Cy".into()]
+        }
+    );
+    let fresh = TestStore::new().await;
+    fresh.store.restore(&read).await.unwrap();
+    assert_eq!(fresh.store.member_count().await.unwrap(), 2);
 }

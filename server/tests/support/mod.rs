@@ -275,6 +275,12 @@ pub fn joined(name: &str) -> PushMessage {
     PushMessage::Subscribe { name: name.into() }
 }
 
+pub fn left(names: &[&str]) -> PushMessage {
+    PushMessage::Unsubscribe {
+        names: names.iter().map(|&name| name.to_owned()).collect(),
+    }
+}
+
 /// The value of one sample line (`name{labels} value`) of a Prometheus exposition.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
