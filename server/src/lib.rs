@@ -1,36 +1,27 @@
 //! The pushchat server. `main.rs` parses the command line; [`serve`] does the rest.
 //!
-//! Modules, each with one job: `admin` (the operator's API), `admin_socket` (its local
-//! transport), `operator` (the operator's subcommands), `cli` (parsing), `client_address`
-//! (who sent a request), `clock` (time as the chat keeps it), `config` (validated
-//! settings), `config_file` (`--config`), `store` (sled or PostgreSQL, and the queue of
-//! fan-outs), `vapid` (the server's push identity), `subscription` (what an endpoint and
-//! its keys must be), `chat` (the rules: who may do what, who is told what), `delivery`
-//! (Web Push fan-out and its status policy), `routes` (thin HTTP handlers), `error` (the
-//! API's error answers), `state` (what handlers share), `metrics`
-//! (`/metrics`), `public_dns` (the delivery client's DNS, public addresses only), `tls`
-//! (HTTPS), `bench` (`pushchat bench`).
+//! One folder per concern, each with a header saying what it owns; nothing imports back
+//! up into this file:
+//! - `config`: the command line (`cli`), the `--config` file (`file`), and the validated
+//!   settings the rest of the server sees;
+//! - `model`: what the domain is made of: a push subscription and the rules its endpoint
+//!   and keys meet, and time as the chat keeps it;
+//! - `store`: the chat's durable state behind one trait, on sled or PostgreSQL, with its
+//!   format, the queue of fan-outs and the rate limits' allowances;
+//! - `chat`: the rules: who may join, speak or leave, and who is told what;
+//! - `push`: Web Push delivery (the engine and its status policy), the server's VAPID
+//!   identity, and the delivery client's public-only DNS;
+//! - `http`: the router and its thin handlers, the operator's admin API and its socket,
+//!   the API's errors, the client's address, `/metrics`, TLS, and what handlers share;
+//! - `operator`: the operator's subcommands, `pushchat bench` among them.
 
-pub mod admin;
-pub mod admin_socket;
-pub mod bench;
 pub mod chat;
-pub mod cli;
-pub mod client_address;
-pub mod clock;
 pub mod config;
-pub mod config_file;
-pub mod delivery;
-pub mod error;
-pub mod metrics;
+pub mod http;
+pub mod model;
 pub mod operator;
-pub mod public_dns;
-pub mod routes;
-pub mod state;
+pub mod push;
 pub mod store;
-pub mod subscription;
-pub mod tls;
-pub mod vapid;
 
 use std::{
     future::Future, net::SocketAddr, os::unix::fs::DirBuilderExt, path::Path, sync::Arc,
@@ -49,12 +40,17 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     chat::Chat,
     config::{Config, StoreLocation},
-    delivery::{Delivery, GONE_BATCHES_WAITING},
-    state::AppState,
+    http::{
+        admin_socket, routes,
+        state::AppState,
+        tls::{self, TlsListener},
+    },
+    model::subscription::Subscription,
+    push::{
+        delivery::{Delivery, GONE_BATCHES_WAITING},
+        vapid::VapidKeys,
+    },
     store::{PostgresStore, SledStore, Store},
-    subscription::Subscription,
-    tls::TlsListener,
-    vapid::VapidKeys,
 };
 
 /// How long shutdown waits for fan-outs in flight.

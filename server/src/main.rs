@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
-use server::{cli::Command, config::Config, config_file, operator};
+use server::{
+    config::{self, cli::Command, Config},
+    operator,
+};
 
 fn main() -> ExitCode {
     match run() {
@@ -18,7 +21,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let cli = config_file::parse(std::env::args_os().collect())?;
+    let cli = config::file::parse(std::env::args_os().collect())?;
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -34,7 +37,7 @@ fn run() -> anyhow::Result<()> {
         Command::Backup(args) => runtime.block_on(operator::backup(args)),
         Command::Restore(args) => runtime.block_on(operator::restore(args)),
         Command::Send(args) => runtime.block_on(operator::send(args)),
-        Command::Bench(args) => runtime.block_on(server::bench::run(args)),
+        Command::Bench(args) => runtime.block_on(server::operator::bench::run(args)),
     }
 }
 

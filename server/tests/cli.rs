@@ -397,7 +397,7 @@ async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg
     let ann = server::store::Device {
         name: "Ann".into(),
         member_id: "ann".into(),
-        subscription: server::subscription::Subscription {
+        subscription: server::model::subscription::Subscription {
             endpoint: "https://push.example.com/ann".into(),
             p256dh: "key".into(),
             auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),

@@ -1,7 +1,7 @@
 //! The delivery engine against the local push service's fault modes: real encryption,
 //! real VAPID, real HTTP on loopback, a real store (sled, or PostgreSQL with
 //! `PUSHCHAT_TEST_STORE=postgres`). Each fault is one the engine's
-//! status policy (see `server::delivery`) must survive.
+//! status policy (see `server::push::delivery`) must survive.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,10 +14,12 @@ use localpush::{
     Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription,
 };
 use server::{
-    delivery::{Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
+    model::subscription::{self, EndpointPolicy, Subscription},
+    push::{
+        delivery::{Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
+        vapid::VapidKeys,
+    },
     store::{testing::TestStore, Broadcast, Device, Store},
-    subscription::{self, EndpointPolicy, Subscription},
-    vapid::VapidKeys,
 };
 
 /// An engine with its own store and key, and a push service of its own.

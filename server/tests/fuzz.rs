@@ -19,9 +19,11 @@ use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
 use server::{
-    cli::{Cli, Command},
-    config::Config,
-    state::AppState,
+    config::{
+        cli::{Cli, Command},
+        Config,
+    },
+    http::state::AppState,
 };
 
 /// A real P-256 point (RFC 8291 Appendix A) and a 16-byte secret.
@@ -76,7 +78,7 @@ fn target() -> &'static Target {
             runtime.block_on(async { server::open(&Config::from_args(args).unwrap()).await });
         let state = state.unwrap();
         let client: SocketAddr = ([203, 0, 113, 1], 40000).into();
-        let router = server::routes::router(state.clone()).layer(MockConnectInfo(client));
+        let router = server::http::routes::router(state.clone()).layer(MockConnectInfo(client));
         let target = Target {
             runtime,
             router,

@@ -17,8 +17,8 @@ use localpush::{
     Fault, LocalPush, NewSubscriber, VirtualSubscription,
 };
 use server::{
+    model::subscription::{self, EndpointPolicy},
     store::{Device, PostgresStore, Store, FAN_OUT_BATCH},
-    subscription::{self, EndpointPolicy},
 };
 use sqlx::{Connection, PgConnection};
 use tokio::{sync::Mutex, task::JoinSet};

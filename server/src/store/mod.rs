@@ -34,7 +34,7 @@ use unicode_security::confusable_detection::skeleton;
 
 use app::wire::{ChatLine, PushMessage};
 
-use crate::subscription::Subscription;
+use crate::model::subscription::Subscription;
 
 pub use self::{
     allowance::Quota,

@@ -34,7 +34,7 @@ use super::{
     name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removal, Removed, Store,
     StoreContents, StoreError, TakenFanOut, FAN_OUT_POLL,
 };
-use crate::{clock::now_millis, subscription::Subscription};
+use crate::model::{clock::now_millis, subscription::Subscription};
 
 /// The channel queued fan-outs are announced on.
 const FAN_OUTS_CHANNEL: &str = "pushchat_fan_outs";

@@ -35,7 +35,7 @@ use super::{
     name_key, Broadcast, Device, DeviceCode, FanOutLease, NewLine, Removal, Removed, Store,
     StoreContents, StoreError, TakenFanOut, FAN_OUT_POLL,
 };
-use crate::{clock::now_millis, subscription::Subscription};
+use crate::model::{clock::now_millis, subscription::Subscription};
 
 /// Devices by push endpoint.
 const DEVICES: &str = "members";

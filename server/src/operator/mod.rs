@@ -1,11 +1,13 @@
-//! The operator's subcommands: `vapid`, `members`, `backup`, `restore`, `send`. sled lets
-//! one process open a data dir, so each first looks for a server running on it (its admin
-//! socket answers) and asks that server; when none runs, it opens the store itself.
-//! Either way the outcome is a sentence, never a lock error.
+//! The operator's subcommands: `vapid`, `members`, `backup`, `restore`, `send`, and
+//! `bench` (in `bench`). sled lets one process open a data dir, so each first looks for a
+//! server running on it (its admin socket answers) and asks that server; when none runs,
+//! it opens the store itself. Either way the outcome is a sentence, never a lock error.
 //!
 //! With `--database-url` (PostgreSQL), `members` works with or without a server; the
 //! others need a running instance's data dir (its socket), or, for backups and a new key,
 //! PostgreSQL's own tools: the database holds the whole chat, VAPID key included.
+
+pub mod bench;
 
 use std::{
     fs,
@@ -23,17 +25,21 @@ use tokio::sync::mpsc;
 use app::wire::ChatLine;
 
 use crate::{
-    admin::{
-        self, DeliverySummary, MemberSummary, NoticeRequest, RemoveRequest, UnbanRequest,
-        VapidIdentity,
-    },
-    admin_socket::{self, AdminClient},
     chat::{Chat, ChatRules},
-    cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
-    delivery::{Delivery, DeliverySettings, GONE_BATCHES_WAITING},
+    config::cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
+    http::{
+        admin::{
+            self, DeliverySummary, MemberSummary, NoticeRequest, RemoveRequest, UnbanRequest,
+            VapidIdentity,
+        },
+        admin_socket::{self, AdminClient},
+    },
+    model::subscription::Subscription,
+    push::{
+        delivery::{Delivery, DeliverySettings, GONE_BATCHES_WAITING},
+        vapid::{self, VapidKeys, KEY_FILE},
+    },
     store::{format, Broadcast, PostgresStore, Store, StoreContents},
-    subscription::Subscription,
-    vapid::{self, VapidKeys, KEY_FILE},
 };
 
 /// What `backup` writes and `restore` reads.

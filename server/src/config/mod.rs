@@ -1,5 +1,9 @@
 //! The server's validated configuration: built once from the command line and the
-//! environment, and the only thing the rest of the server sees.
+//! environment, and the only thing the rest of the server sees. Parsing is `cli`'s job
+//! (and `file`'s, for `--config`); checking is this module's.
+
+pub mod cli;
+pub mod file;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -7,10 +11,10 @@ use url::Url;
 
 use crate::{
     chat::ChatRules,
-    cli::{DataDirArg, ServeArgs},
-    client_address::TrustedProxies,
-    delivery::DeliverySettings,
-    subscription::EndpointPolicy,
+    config::cli::{DataDirArg, ServeArgs},
+    http::client_address::TrustedProxies,
+    model::subscription::EndpointPolicy,
+    push::delivery::DeliverySettings,
 };
 
 /// The most history lines a server keeps; each arriving member receives them all.
@@ -292,8 +296,8 @@ mod tests {
             "mailto:ops@example.org",
         ];
         all.extend(flags);
-        match crate::cli::Cli::parse_from(all).command {
-            crate::cli::Command::Serve(args) => Config::from_args(args),
+        match crate::config::cli::Cli::parse_from(all).command {
+            crate::config::cli::Command::Serve(args) => Config::from_args(args),
             _ => unreachable!("parsed a serve command"),
         }
     }
@@ -364,8 +368,8 @@ mod tests {
         let args = ["pushchat", "serve", "--config"].map(std::ffi::OsString::from);
         let mut args = args.to_vec();
         args.push(file.into_os_string());
-        let config = match crate::config_file::parse(args).unwrap().command {
-            crate::cli::Command::Serve(args) => Config::from_args(args).unwrap(),
+        let config = match crate::config::file::parse(args).unwrap().command {
+            crate::config::cli::Command::Serve(args) => Config::from_args(args).unwrap(),
             _ => unreachable!("parsed a serve command"),
         };
         assert_eq!(

@@ -6,7 +6,7 @@
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::subscription::is_public_ip;
+use crate::model::subscription::is_public_ip;
 
 pub struct PublicOnly {
     pub allow_loopback: bool,

@@ -39,9 +39,11 @@ use app::{
 use subtle::ConstantTimeEq;
 
 use crate::{
-    clock::now_millis,
+    model::{
+        clock::now_millis,
+        subscription::{self, EndpointPolicy, Subscription, SubscriptionError},
+    },
     store::{Broadcast, Device, DeviceCode, NewLine, Quota, Removal, Store, StoreError},
-    subscription::{self, EndpointPolicy, Subscription, SubscriptionError},
 };
 
 /// How long a mute lasts: the notification's button says "Mute 1 hour".

@@ -26,12 +26,14 @@ use app::{
 };
 
 use crate::{
-    admin::{self, Exposure},
     chat::ChatError,
-    client_address::ClientAddress,
-    error::{ApiError, ApiJson},
-    metrics,
-    state::AppState,
+    http::{
+        admin::{self, Exposure},
+        client_address::ClientAddress,
+        error::{ApiError, ApiJson},
+        metrics,
+        state::AppState,
+    },
 };
 
 /// API request bodies are small: a subscription, or one message within the push budget.

@@ -15,7 +15,7 @@ use axum::{
     response::Response,
 };
 
-use crate::delivery::{DeliveryTotals, LATENCY_BUCKETS};
+use crate::push::delivery::{DeliveryTotals, LATENCY_BUCKETS};
 
 /// Requests answered, by route (the route's pattern, never the raw path, so the number of
 /// series stays bounded) and status.

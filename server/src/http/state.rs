@@ -6,8 +6,10 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use crate::{
-    chat::Chat, client_address::TrustedProxies, delivery::Delivery, metrics::HttpCounts,
-    store::Store, vapid::VapidKeys,
+    chat::Chat,
+    http::{client_address::TrustedProxies, metrics::HttpCounts},
+    push::{delivery::Delivery, vapid::VapidKeys},
+    store::Store,
 };
 
 #[derive(Clone)]

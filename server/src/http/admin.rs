@@ -22,9 +22,11 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     chat::ChatError,
-    delivery::{DeliveryReport, Outcome},
-    error::{ApiError, ApiJson},
-    state::AppState,
+    http::{
+        error::{ApiError, ApiJson},
+        state::AppState,
+    },
+    push::delivery::{DeliveryReport, Outcome},
     store::{Device, StoreContents},
 };
 

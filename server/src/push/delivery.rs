@@ -50,11 +50,9 @@ use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder
 use app::wire::PushMessage;
 
 use crate::{
-    clock::now_millis,
-    public_dns::PublicOnly,
+    model::{clock::now_millis, subscription::Subscription},
+    push::{public_dns::PublicOnly, vapid::VapidKeys},
     store::{Broadcast, Store, TakenFanOut, FAN_OUT_POLL},
-    subscription::Subscription,
-    vapid::VapidKeys,
 };
 
 /// The engine's limits and retry policy.

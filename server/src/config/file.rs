@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use clap::{Command, CommandFactory, FromArgMatches};
 use toml::{Table, Value};
 
-use crate::cli::Cli;
+use crate::config::cli::Cli;
 
 /// Parses the command line, with the defaults of the config file it names if any.
 /// Exits with clap's message when the command line is wrong.

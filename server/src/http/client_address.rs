@@ -10,7 +10,7 @@ use axum::{
     http::{request::Parts, HeaderMap, StatusCode},
 };
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The reverse proxies whose `X-Forwarded-For` is believed.
 #[derive(Clone, Debug, Default)]

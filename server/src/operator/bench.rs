@@ -39,13 +39,17 @@ use app::wire::{self, ChatRequest, MemberCredentials, PushMessage};
 
 use crate::{
     chat::ChatRules,
-    cli::BenchArgs,
-    client_address::TrustedProxies,
-    config::{Config, StoreLocation},
-    delivery::{DeliveryReport, DeliverySettings},
+    config::{
+        cli::BenchArgs,
+        {Config, StoreLocation},
+    },
+    http::client_address::TrustedProxies,
+    model::subscription::{self, EndpointPolicy},
+    push::{
+        delivery::{DeliveryReport, DeliverySettings},
+        vapid::VapidKeys,
+    },
     store::{Device, Store},
-    subscription::{self, EndpointPolicy},
-    vapid::VapidKeys,
 };
 
 /// The chat line every run fans out.
