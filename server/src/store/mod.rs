@@ -23,6 +23,8 @@ mod allowance;
 pub mod format;
 mod postgres;
 mod sled;
+/// Stores for tests; never in the release binary.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::{net::IpAddr, time::Duration};
