@@ -19,16 +19,18 @@
 //! Every way in has an allowance per client address, and every member action one per
 //! member (see [`Limits`]); on PostgreSQL the store counts them for all instances at once.
 //!
+//! Beside the joins, lines and mutes here: `error` (why a request is refused), `limits`
+//! (the allowances), `device_codes` (what a code looks like) and `departure` (the one
+//! way out).
+//!
 //! A member may mute chat lines for an hour. Every push must end in a visible
 //! notification, so its service worker cannot drop them: the fan-out skips the member
 //! instead. Joins and leaves still reach it.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use rand::Rng;
-
 use app::{
-    names::{clean_name, NameError},
+    names::clean_name,
     wire::{
         self, chat_payload_excess, ChatLine, ChatRequest, JoinRules, MemberCredentials,
         MuteRequest, NotMember, PushMessage, ResubscribeRequest, RoomState, SubscribeRequest,
@@ -41,94 +43,24 @@ use subtle::ConstantTimeEq;
 use crate::{
     model::{
         clock::now_millis,
-        subscription::{self, EndpointPolicy, Subscription, SubscriptionError},
+        subscription::{self, EndpointPolicy, Subscription},
     },
-    store::{Broadcast, Device, DeviceCode, NewLine, Quota, Removal, Store, StoreError},
+    store::{Broadcast, Device, DeviceCode, NewLine, Quota, Store, StoreError},
+};
+
+mod departure;
+mod device_codes;
+mod error;
+mod limits;
+
+pub use self::{departure::Departure, error::ChatError, limits::Limits};
+use self::{
+    device_codes::{new_device_code, normal_code, DEVICE_CODE_LIFETIME},
+    limits::{address_key, minutely},
 };
 
 /// How long a mute lasts: the notification's button says "Mute 1 hour".
 pub const MUTE_FOR: Duration = Duration::from_secs(60 * 60);
-
-/// Why a request was refused. Every variant but `Store` is the client's to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ChatError {
-    #[error("{0}")]
-    InvalidName(#[from] NameError),
-    #[error("{0}")]
-    InvalidSubscription(#[from] SubscriptionError),
-    #[error("{}", name_taken(wanted, holder))]
-    NameTaken { wanted: String, holder: String },
-    #[error("This browser is already a member as {0:?}; unsubscribe first to change the name.")]
-    AlreadyMember(String),
-    #[error("{}", not_member(*.0))]
-    NotMember(NotMember),
-    #[error("No member is called {0:?}.")]
-    NoSuchMember(String),
-    #[error("The name {0:?} is banned from this chat.")]
-    Banned(String),
-    #[error("The name {0:?} is not banned.")]
-    NotBanned(String),
-    #[error(
-        "That device code is unknown, used or expired; ask for a new one on your other device."
-    )]
-    UnknownDeviceCode,
-    #[error("This chat needs the passphrase its operator shared; it is missing or wrong.")]
-    WrongPassphrase,
-    #[error("This chat is for its members only: it has a join passphrase.")]
-    MembersOnly,
-    #[error("That push subscription belongs to another member.")]
-    SubscriptionTaken,
-    #[error("The auth secret does not match this member's subscription.")]
-    WrongSecret,
-    #[error("The message is empty.")]
-    EmptyMessage,
-    #[error("The message contains a NUL character (U+0000); remove it and send again.")]
-    NulInMessage,
-    #[error("The message is {0} bytes too long to fit in a push.")]
-    MessageTooLong(usize),
-    #[error(
-        "{0} members have already joined from your network address; one of them must leave \
-         before another can join."
-    )]
-    TooManyFromAddress(usize),
-    #[error("Too many {what} in a short time; try again in {} seconds.", wait.as_secs().max(1))]
-    TooMany { what: &'static str, wait: Duration },
-    #[error("the store failed")]
-    Store(#[source] StoreError),
-}
-
-fn name_taken(wanted: &str, holder: &str) -> String {
-    if wanted == holder {
-        format!("The name {wanted:?} is taken; please choose another.")
-    } else {
-        format!(
-            "The name {wanted:?} looks like {holder:?}, a member's name; please choose another."
-        )
-    }
-}
-
-fn not_member(why: NotMember) -> &'static str {
-    match why {
-        NotMember::NotMember => {
-            "This browser is not a member of the chat (any more); press Subscribe to join."
-        }
-        NotMember::Removed => "The chat's operator removed you from the chat.",
-        NotMember::Banned => "The chat's operator removed you from the chat and banned your name.",
-    }
-}
-
-impl From<StoreError> for ChatError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::NameTaken(name) => ChatError::NameTaken {
-                holder: name.clone(),
-                wanted: name,
-            },
-            StoreError::EndpointTaken => ChatError::SubscriptionTaken,
-            other => ChatError::Store(other),
-        }
-    }
-}
 
 /// Settings the rules depend on.
 #[derive(Clone, Debug)]
@@ -160,61 +92,6 @@ impl Default for ChatRules {
 pub const DEFAULT_HISTORY_LIMIT: usize = 200;
 pub const DEFAULT_CHAT_LINES_PER_MINUTE: u32 = 30;
 pub const DEFAULT_MEMBERS_PER_ADDRESS: usize = 20;
-
-/// The allowances on every way in, per client address (an IPv6 client by its /64, the
-/// block one household or office gets), and on members' actions, per member. Sized so an
-/// office behind one address, everyone reloading at once, is not refused; a guesser is
-/// slowed to one try a minute after a short burst. Two more follow the rules: chat lines
-/// (`chat_lines_per_minute`, per member) and joins (twice as many at once as an address
-/// may hold members, `members_per_address`, so that it can fill its share and replace
-/// each once; then one a minute).
-pub struct Limits;
-
-impl Limits {
-    /// Tries at the join passphrase, right or wrong: counted before the passphrase is
-    /// compared, so a guesser learns nothing from the answers past the allowance.
-    pub const PASSPHRASE_TRIES: Quota = minutely("passphrase tries from your network address", 10);
-    /// Tries at a device code, right or wrong.
-    pub const DEVICE_CODE_TRIES: Quota =
-        minutely("device code tries from your network address", 10);
-    /// Device codes one member makes.
-    pub const DEVICE_CODES: Quota = minutely("new device codes", 5);
-    /// Page loads of members and visitors alike.
-    pub const INITS: Quota = Quota {
-        name: "page loads from your network address",
-        burst: 120,
-        every: Duration::from_millis(500),
-    };
-    /// Browsers replacing their push subscription.
-    pub const RESUBSCRIBES: Quota = Quota {
-        name: "subscription renewals from your network address",
-        burst: 60,
-        every: Duration::from_secs(1),
-    };
-    /// Mute presses of one member.
-    pub const MUTES: Quota = minutely("mutes", 10);
-}
-
-/// `burst` at once, then one a minute.
-const fn minutely(name: &'static str, burst: u32) -> Quota {
-    Quota {
-        name,
-        burst,
-        every: Duration::from_secs(60),
-    }
-}
-
-/// Why a membership, or one browser of it, ends (see [`Chat::end`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Departure {
-    /// The member left from this browser.
-    Left,
-    /// The operator removed the member, and may have banned its name.
-    Removed(Removal),
-    /// Its push service no longer knows the subscription (404 or 410), or the server's
-    /// VAPID key, to which every subscription is bound, was replaced.
-    Gone,
-}
 
 pub struct Chat {
     store: Arc<dyn Store>,
@@ -448,99 +325,6 @@ impl Chat {
             recipients,
         };
         Ok((line, broadcast))
-    }
-
-    /// The operator removes the member called `name` (or one whose name looks like it),
-    /// and may ban the name: its browsers are told, then the others.
-    pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Vec<Broadcast>, ChatError> {
-        let devices = self.store.devices_of(name).await?;
-        let Some(first) = devices.first() else {
-            return Err(ChatError::NoSuchMember(name.to_owned()));
-        };
-        let name = first.name.clone();
-        if ban {
-            // First, so that nobody slips in under the name while its browsers go.
-            self.store.ban(&name).await?;
-        }
-        tracing::info!(%name, ban, "member removed by the operator");
-        let subscriptions: Vec<Subscription> = devices
-            .into_iter()
-            .map(|device| device.subscription)
-            .collect();
-        let removal = Removal {
-            name,
-            banned: ban,
-            at: now_millis(),
-        };
-        self.end(&subscriptions, Departure::Removed(removal)).await
-    }
-
-    /// Push services said these subscriptions are gone (404 or 410): their browsers leave.
-    pub async fn subscriptions_gone(
-        &self,
-        gone: &[Subscription],
-    ) -> Result<Vec<Broadcast>, ChatError> {
-        self.end(gone, Departure::Gone).await
-    }
-
-    /// The server's VAPID key was replaced: every subscription was bound to the old one,
-    /// so every browser leaves. Returns how many members there were.
-    pub async fn every_subscription_voided(&self) -> Result<usize, ChatError> {
-        let devices = self.store.devices().await?;
-        let subscriptions: Vec<Subscription> = devices
-            .into_iter()
-            .map(|device| device.subscription)
-            .collect();
-        let removed = self.store.member_count().await?;
-        self.end(&subscriptions, Departure::Gone).await?;
-        Ok(removed)
-    }
-
-    /// The one way out (see the module's header). Returns what it queued.
-    pub async fn end(
-        &self,
-        subscriptions: &[Subscription],
-        departure: Departure,
-    ) -> Result<Vec<Broadcast>, ChatError> {
-        let removal = match &departure {
-            Departure::Removed(removal) => Some(removal),
-            Departure::Left | Departure::Gone => None,
-        };
-        let removed = self.store.remove_devices(subscriptions, removal).await?;
-        let mut queued = Vec::new();
-        if let Some(removal) = removal {
-            let own = Broadcast {
-                message: PushMessage::Removed {
-                    banned: removal.banned,
-                },
-                recipients: removed
-                    .iter()
-                    .map(|removed| removed.device.subscription.clone())
-                    .collect(),
-            };
-            self.store.queue_fan_out(&own).await?;
-            queued.push(own);
-        }
-        let mut left: Vec<String> = removed
-            .into_iter()
-            .filter(|removed| removed.member_left)
-            .map(|removed| removed.device.name)
-            .collect();
-        if !left.is_empty() {
-            tracing::info!(names = ?left, ?departure, "members left");
-        }
-        left.sort_by_key(|name| name.to_lowercase());
-        left.dedup();
-        for names in in_pushes(left) {
-            let told = self
-                .tell_everyone(PushMessage::Unsubscribe { names })
-                .await?;
-            if !told.recipients.is_empty() {
-                queued.push(told);
-            }
-        }
-        self.store.flush().await?;
-        Ok(queued)
     }
 
     /// The operator lets a banned name join again.
@@ -806,39 +590,6 @@ impl PushKind {
     }
 }
 
-/// The names of members who left, in as few "left" pushes as fit the push budget.
-fn in_pushes(names: Vec<String>) -> Vec<Vec<String>> {
-    let fits = |names: &[String]| {
-        let message = PushMessage::Unsubscribe {
-            names: names.to_vec(),
-        };
-        message.to_payload().len() <= PUSH_PAYLOAD_LIMIT
-    };
-    let mut pushes = vec![Vec::new()];
-    for name in names {
-        let last = pushes.last_mut().expect("there is always a last push");
-        last.push(name);
-        if last.len() > 1 && !fits(last) {
-            let name = last.pop().expect("a name was just pushed");
-            pushes.push(vec![name]);
-        }
-    }
-    pushes.retain(|names| !names.is_empty());
-    pushes
-}
-
-/// The key of a client address's allowances: an IPv4 address, or an IPv6 address's /64
-/// (one household's or office's block: its hosts pick the rest freely).
-fn address_key(address: IpAddr) -> String {
-    match address.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let [a, b, c, d, ..] = v6.segments();
-            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
-        }
-    }
-}
-
 /// Refuses a message or notice with nothing to read, or with a NUL (which PostgreSQL
 /// cannot store, and no person types).
 fn check_text(text: &str) -> Result<(), ChatError> {
@@ -849,38 +600,6 @@ fn check_text(text: &str) -> Result<(), ChatError> {
         return Err(ChatError::NulInMessage);
     }
     Ok(())
-}
-
-/// How long a device code can be used.
-const DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(15 * 60);
-/// Crockford's base32: no I, L, O or U, so a code read aloud or retyped survives.
-const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-/// Twelve random symbols (60 bits) in groups of four.
-fn new_device_code() -> String {
-    let mut rng = rand::thread_rng();
-    let symbols: Vec<char> = (0..12)
-        .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
-        .collect();
-    symbols
-        .chunks(4)
-        .map(|group| group.iter().collect::<String>())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-/// A code as typed, in the form it was stored: case, dashes and spaces do not matter, and
-/// the letters people mistake for digits are read as those digits.
-fn normal_code(typed: &str) -> String {
-    typed
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            other => other,
-        })
-        .collect()
 }
 
 /// A member id: 128 random bits, hex.
@@ -1427,17 +1146,6 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn test_codes_survive_the_ways_people_retype_them() {
-        assert_eq!(normal_code("k7qx-m2pd r9tb"), "K7QXM2PDR9TB");
-        assert_eq!(normal_code("OIL0"), "0110");
-        let code = new_device_code();
-        assert_eq!(normal_code(&code), code.replace('-', ""));
-        assert!(code
-            .chars()
-            .all(|c| c == '-' || CODE_ALPHABET.contains(&(c as u8))));
-    }
-
     #[tokio::test]
     async fn test_muting_from_one_browser_mutes_the_member_on_all_of_them() {
         let (_store, chat) = chat().await;
@@ -1581,25 +1289,6 @@ mod tests {
         subscription::validate(&request.subscription, &EndpointPolicy::default()).unwrap()
     }
 
-    #[test]
-    fn test_many_names_that_left_are_told_in_as_few_pushes_as_fit() {
-        let names: Vec<String> = (0..300).map(|n| format!("member number {n:03}")).collect();
-        let pushes = in_pushes(names.clone());
-        assert!(
-            pushes.len() > 1 && pushes.len() < 10,
-            "{} pushes",
-            pushes.len()
-        );
-        for names in &pushes {
-            let message = PushMessage::Unsubscribe {
-                names: names.clone(),
-            };
-            assert!(message.to_payload().len() <= PUSH_PAYLOAD_LIMIT);
-        }
-        assert_eq!(pushes.concat(), names);
-        assert!(in_pushes(Vec::new()).is_empty());
-    }
-
     #[tokio::test]
     async fn test_a_look_alike_name_is_refused_naming_the_member_it_looks_like() {
         let (_store, chat) = chat().await;
@@ -1673,16 +1362,5 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn test_an_ipv6_client_is_counted_by_its_64_block() {
-        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let same_block: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        let other_block: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(address_key(one), address_key(same_block));
-        assert_ne!(address_key(one), address_key(other_block));
-        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
-        assert_eq!(address_key(mapped), "203.0.113.7");
     }
 }

@@ -1,0 +1,165 @@
+//! The one way out: whatever ends a membership (leaving, the operator's remove or ban, a
+//! push service's 404/410, a new VAPID key) goes through [`Chat::end`], which removes the
+//! browsers (the store voids the device codes of members left without one), tells the
+//! others who left, one push per batch of names that fits the budget, and gives a member
+//! the operator removed one last push on each of its browsers.
+
+use app::wire::{PushMessage, PUSH_PAYLOAD_LIMIT};
+
+use super::{Chat, ChatError};
+use crate::{
+    model::{clock::now_millis, subscription::Subscription},
+    store::{Broadcast, Removal},
+};
+
+/// Why a membership, or one browser of it, ends (see [`Chat::end`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// The member left from this browser.
+    Left,
+    /// The operator removed the member, and may have banned its name.
+    Removed(Removal),
+    /// Its push service no longer knows the subscription (404 or 410), or the server's
+    /// VAPID key, to which every subscription is bound, was replaced.
+    Gone,
+}
+
+impl Chat {
+    /// The operator removes the member called `name` (or one whose name looks like it),
+    /// and may ban the name: its browsers are told, then the others.
+    pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Vec<Broadcast>, ChatError> {
+        let devices = self.store.devices_of(name).await?;
+        let Some(first) = devices.first() else {
+            return Err(ChatError::NoSuchMember(name.to_owned()));
+        };
+        let name = first.name.clone();
+        if ban {
+            // First, so that nobody slips in under the name while its browsers go.
+            self.store.ban(&name).await?;
+        }
+        tracing::info!(%name, ban, "member removed by the operator");
+        let subscriptions: Vec<Subscription> = devices
+            .into_iter()
+            .map(|device| device.subscription)
+            .collect();
+        let removal = Removal {
+            name,
+            banned: ban,
+            at: now_millis(),
+        };
+        self.end(&subscriptions, Departure::Removed(removal)).await
+    }
+
+    /// Push services said these subscriptions are gone (404 or 410): their browsers leave.
+    pub async fn subscriptions_gone(
+        &self,
+        gone: &[Subscription],
+    ) -> Result<Vec<Broadcast>, ChatError> {
+        self.end(gone, Departure::Gone).await
+    }
+
+    /// The server's VAPID key was replaced: every subscription was bound to the old one,
+    /// so every browser leaves. Returns how many members there were.
+    pub async fn every_subscription_voided(&self) -> Result<usize, ChatError> {
+        let devices = self.store.devices().await?;
+        let subscriptions: Vec<Subscription> = devices
+            .into_iter()
+            .map(|device| device.subscription)
+            .collect();
+        let removed = self.store.member_count().await?;
+        self.end(&subscriptions, Departure::Gone).await?;
+        Ok(removed)
+    }
+
+    /// The one way out (see the module's header). Returns what it queued.
+    pub async fn end(
+        &self,
+        subscriptions: &[Subscription],
+        departure: Departure,
+    ) -> Result<Vec<Broadcast>, ChatError> {
+        let removal = match &departure {
+            Departure::Removed(removal) => Some(removal),
+            Departure::Left | Departure::Gone => None,
+        };
+        let removed = self.store.remove_devices(subscriptions, removal).await?;
+        let mut queued = Vec::new();
+        if let Some(removal) = removal {
+            let own = Broadcast {
+                message: PushMessage::Removed {
+                    banned: removal.banned,
+                },
+                recipients: removed
+                    .iter()
+                    .map(|removed| removed.device.subscription.clone())
+                    .collect(),
+            };
+            self.store.queue_fan_out(&own).await?;
+            queued.push(own);
+        }
+        let mut left: Vec<String> = removed
+            .into_iter()
+            .filter(|removed| removed.member_left)
+            .map(|removed| removed.device.name)
+            .collect();
+        if !left.is_empty() {
+            tracing::info!(names = ?left, ?departure, "members left");
+        }
+        left.sort_by_key(|name| name.to_lowercase());
+        left.dedup();
+        for names in in_pushes(left) {
+            let told = self
+                .tell_everyone(PushMessage::Unsubscribe { names })
+                .await?;
+            if !told.recipients.is_empty() {
+                queued.push(told);
+            }
+        }
+        self.store.flush().await?;
+        Ok(queued)
+    }
+}
+
+/// The names of members who left, in as few "left" pushes as fit the push budget.
+pub(super) fn in_pushes(names: Vec<String>) -> Vec<Vec<String>> {
+    let fits = |names: &[String]| {
+        let message = PushMessage::Unsubscribe {
+            names: names.to_vec(),
+        };
+        message.to_payload().len() <= PUSH_PAYLOAD_LIMIT
+    };
+    let mut pushes = vec![Vec::new()];
+    for name in names {
+        let last = pushes.last_mut().expect("there is always a last push");
+        last.push(name);
+        if last.len() > 1 && !fits(last) {
+            let name = last.pop().expect("a name was just pushed");
+            pushes.push(vec![name]);
+        }
+    }
+    pushes.retain(|names| !names.is_empty());
+    pushes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_many_names_that_left_are_told_in_as_few_pushes_as_fit() {
+        let names: Vec<String> = (0..300).map(|n| format!("member number {n:03}")).collect();
+        let pushes = in_pushes(names.clone());
+        assert!(
+            pushes.len() > 1 && pushes.len() < 10,
+            "{} pushes",
+            pushes.len()
+        );
+        for names in &pushes {
+            let message = PushMessage::Unsubscribe {
+                names: names.clone(),
+            };
+            assert!(message.to_payload().len() <= PUSH_PAYLOAD_LIMIT);
+        }
+        assert_eq!(pushes.concat(), names);
+        assert!(in_pushes(Vec::new()).is_empty());
+    }
+}
