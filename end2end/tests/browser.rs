@@ -127,16 +127,18 @@ impl Stack {
         self.push.client()
     }
 
-    /// `POST /api/admin/{path}` with the operator's token, as the operator's tools send it.
-    async fn admin_post(&self, path: &str, body: Value) -> reqwest::StatusCode {
-        reqwest::Client::new()
-            .post(format!("{}/api/admin/{path}", self.server.url))
+    /// The operator removes the member called `name` (and bans the name with `ban`)
+    /// through the admin API, which answers 204.
+    async fn remove_member(&self, name: &str, ban: bool) {
+        let status = reqwest::Client::new()
+            .post(format!("{}/api/admin/members/remove", self.server.url))
             .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
+            .json(&json!({ "name": name, "ban": ban }))
             .send()
             .await
             .unwrap()
-            .status()
+            .status();
+        assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "removing {name}");
     }
 
     /// The names the admin API lists as members (one line per browser).
@@ -1261,10 +1263,7 @@ async fn test_the_operator_removes_a_member_while_its_page_is_open() {
     let pushes = stack.pushes();
     let bob_endpoint = bob.endpoint().await.unwrap();
 
-    let removed = stack
-        .admin_post("members/remove", json!({ "name": "Bob" }))
-        .await;
-    assert_eq!(removed, reqwest::StatusCode::NO_CONTENT);
+    stack.remove_member("Bob", false).await;
 
     // The last push to Bob reaches his worker, which relays it to his open page: the page
     // says why he is out and offers Subscribe, under the name he had.
@@ -1329,10 +1328,7 @@ async fn test_a_page_that_loads_after_its_member_was_banned_says_so_and_drops_it
         .set_fault(bob_channel, Some(Fault::ServerError { times: u32::MAX }))
         .await
         .unwrap();
-    let banned = stack
-        .admin_post("members/remove", json!({ "name": "Bob", "ban": true }))
-        .await;
-    assert_eq!(banned, reqwest::StatusCode::NO_CONTENT);
+    stack.remove_member("Bob", true).await;
     eventually_members(alice, &["Alice"]).await;
     assert_eq!(bob.button_label().await, "Unsubscribe");
 
@@ -1372,10 +1368,7 @@ async fn test_a_member_banned_while_its_page_is_closed_is_told_and_its_worker_un
     bob.client.close_window().await.unwrap();
     bob.client.switch_to_window(blank.handle).await.unwrap();
 
-    let banned = stack
-        .admin_post("members/remove", json!({ "name": "Bob", "ban": true }))
-        .await;
-    assert_eq!(banned, reqwest::StatusCode::NO_CONTENT);
+    stack.remove_member("Bob", true).await;
     eventually_members(alice, &["Alice"]).await;
 
     // With no page open, Bob's worker alone handles the last push: it drops the
