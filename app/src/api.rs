@@ -10,7 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
 
 use crate::wire::{
-    ApiError, ChatLine, ChatRequest, DeviceCode, JoinRules, MemberCredentials, NotMember,
+    ApiError, ChatLine, DeviceCode, JoinRules, MemberCredentials, NotMember, PostLineRequest,
     RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
 };
 
@@ -80,7 +80,7 @@ pub async fn unsubscribe(request: &UnsubscribeRequest) -> Result<(), Error> {
         .map(drop)
 }
 
-pub async fn chat(request: &ChatRequest) -> Result<ChatLine, Error> {
+pub async fn chat(request: &PostLineRequest) -> Result<ChatLine, Error> {
     post("/api/chat", request).await
 }
 

@@ -15,7 +15,7 @@ use crate::{
     offline,
     unread::Unread,
     wire::{
-        chat_payload_excess, ChatLine, ChatRequest, DeviceCode, MemberCredentials, NotMember,
+        chat_payload_excess, ChatLine, DeviceCode, MemberCredentials, NotMember, PostLineRequest,
         PushMessage, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
     },
 };
@@ -220,7 +220,7 @@ pub fn ChatPage() -> impl IntoView {
         spawn_local(async move {
             let sent = async {
                 let member = browser::member_credentials().await?;
-                api::chat(&ChatRequest { member, msg }).await
+                api::chat(&PostLineRequest { member, msg }).await
             };
             match sent.await {
                 Ok(line) => {

@@ -72,7 +72,7 @@ pub type UnsubscribeRequest = MemberCredentials;
 
 /// `POST /api/chat`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatRequest {
+pub struct PostLineRequest {
     #[serde(flatten)]
     pub member: MemberCredentials,
     pub msg: String,
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn chat_request_is_flat() {
-        let req: ChatRequest =
+        let req: PostLineRequest =
             serde_json::from_str(r#"{"endpoint":"https://p/1","auth":"a","msg":"m"}"#).unwrap();
         assert_eq!(req.member.endpoint, "https://p/1");
         assert_eq!(req.msg, "m");

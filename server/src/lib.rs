@@ -24,8 +24,7 @@ pub mod push;
 pub mod store;
 
 use std::{
-    future::Future, net::SocketAddr, os::unix::fs::DirBuilderExt, path::Path, sync::Arc,
-    time::Duration,
+    future::Future, net::SocketAddr, os::unix::fs::DirBuilderExt, sync::Arc, time::Duration,
 };
 
 use anyhow::Context;
@@ -39,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     chat::Chat,
-    config::{Config, StoreLocation},
+    config::Config,
     http::{
         admin_socket, routes,
         state::AppState,
@@ -50,14 +49,12 @@ use crate::{
         delivery::{Delivery, GONE_BATCHES_WAITING},
         vapid::VapidKeys,
     },
-    store::{PostgresStore, SledStore, Store},
 };
 
 /// How long shutdown waits for fan-outs in flight.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Opens the store, serves until `shutdown` resolves, then lets pushes in flight finish
-/// and flushes the store. Prints `pushchat listening on http://ADDR` once it accepts
+/// Opens the store, serves until `shutdown` resolves, then lets pushes in flight finish. Prints `pushchat listening on http://ADDR` once it accepts
 /// connections (with port 0, ADDR has the port the system chose).
 pub async fn serve(
     config: Config,
@@ -109,12 +106,14 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         .mode(0o700)
         .create(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    let (store, vapid) = open_store(config).await?;
-    let vapid = Arc::new(vapid);
+    let store = store::open(&config.store, data_dir, config.delivery.max_fan_outs)
+        .await
+        .with_context(|| format!("cannot open {}", config.store))?;
+    let vapid = Arc::new(VapidKeys::load_or_create(&*store, config.vapid_subject.clone()).await?);
     let (gone, gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
     let delivery = Delivery::new(
         Arc::clone(&vapid),
-        Arc::clone(&store),
+        store.clone(),
         config.delivery.clone(),
         gone,
     )?;
@@ -145,38 +144,6 @@ pub async fn end_gone_memberships(chat: Arc<Chat>, mut gone: mpsc::Receiver<Vec<
     }
 }
 
-/// Opens the store `config` names and the VAPID keys that go with it: on sled, the key
-/// file in the data dir; on PostgreSQL, the key in the database every instance shares.
-async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, VapidKeys)> {
-    let subject = config.vapid_subject.clone();
-    match &config.store {
-        StoreLocation::Sled { cache_bytes } => {
-            let store = open_sled(&config.data_dir, *cache_bytes)?;
-            let has_members = store.has_members().await?;
-            let vapid = VapidKeys::load_or_create(&config.data_dir, subject, has_members)?;
-            Ok((Arc::new(store), vapid))
-        }
-        StoreLocation::Postgres { url } => {
-            let store = PostgresStore::connect(url, config.delivery.max_fan_outs)
-                .await
-                .context("cannot open the PostgreSQL database given by --database-url")?;
-            let vapid = VapidKeys::load_or_create_shared(&store, subject).await?;
-            Ok((Arc::new(store), vapid))
-        }
-    }
-}
-
-/// Opens the sled store in `data_dir`.
-pub fn open_sled(data_dir: &Path, cache_bytes: u64) -> anyhow::Result<SledStore> {
-    let db_dir = data_dir.join("db");
-    SledStore::open(&db_dir, cache_bytes).with_context(|| {
-        format!(
-            "cannot open the database in {} (is another pushchat using it?)",
-            db_dir.display()
-        )
-    })
-}
-
 /// A connection of the public listener, plain or TLS: both sit on a TCP stream.
 pub trait OverTcp {
     fn tcp(&self) -> &TcpStream;
@@ -195,7 +162,7 @@ impl OverTcp for tokio_rustls::server::TlsStream<TcpStream> {
 }
 
 /// Serves `state` on `listener` (and the admin API on `admin`) until `shutdown`
-/// resolves, then lets pushes in flight finish and flushes the store.
+/// resolves, then lets pushes in flight finish.
 pub async fn serve_until<L>(
     listener: L,
     admin: Option<UnixListener>,
@@ -240,10 +207,5 @@ where
     if !state.delivery.drain(DRAIN_DEADLINE).await {
         tracing::warn!("shut down with pushes still in flight");
     }
-    state
-        .store
-        .flush()
-        .await
-        .context("cannot flush the database")?;
     Ok(())
 }

@@ -6,7 +6,7 @@ mod support;
 
 use support::*;
 
-use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
+use app::wire::{ChatLine, Muted, PostLineRequest, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
 use localpush::{
     harness::{eventually, DEADLINE},
     Fault, ReceivedPush, VirtualSubscription,
@@ -112,7 +112,7 @@ async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
         .server
         .post(
             "/api/chat",
-            &json!(ChatRequest {
+            &json!(PostLineRequest {
                 member: forged.clone(),
                 msg: "I am Ann".into()
             }),

@@ -391,10 +391,13 @@ async fn test_a_config_file_gives_defaults_that_flags_override() {
 #[tokio::test]
 async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg_dump() {
     let database = localpush::postgres::TestDatabase::create().await;
-    let store = server::store::PostgresStore::connect(&database.url, 1)
+    let location = server::store::StoreLocation::Postgres {
+        url: database.url.clone(),
+    };
+    let store = server::store::open(&location, Path::new("/nonexistent"), 1)
         .await
         .unwrap();
-    let ann = server::store::Device {
+    let ann = server::model::member::Device {
         name: "Ann".into(),
         member_id: "ann".into(),
         subscription: server::model::subscription::Subscription {
@@ -406,9 +409,7 @@ async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg
         joined_from: None,
         muted_until: None,
     };
-    server::store::Store::put_device(&store, &ann)
-        .await
-        .unwrap();
+    store.put_device(&ann).await.unwrap();
     // No server runs on this (empty) data dir: the subcommand opens the database.
     let dir = tempfile::tempdir().unwrap();
     let url = ["--database-url", database.url.as_str()];

@@ -15,11 +15,12 @@ use localpush::{
 };
 use server::{
     model::subscription::{self, EndpointPolicy, Subscription},
+    model::{fan_out::FanOut, member::Device},
     push::{
         delivery::{Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
         vapid::VapidKeys,
     },
-    store::{testing::TestStore, Broadcast, Device, Store},
+    store::{testing::TestStore, Store},
 };
 
 /// An engine with its own store and key, and a push service of its own.
@@ -31,19 +32,16 @@ struct Engine {
     store: Arc<dyn Store>,
     push: LocalPush,
     _store: TestStore,
-    _dir: tempfile::TempDir,
 }
 
 impl Engine {
     async fn new(settings: DeliverySettings) -> Engine {
-        let dir = tempfile::tempdir().unwrap();
         let test_store = TestStore::new().await;
         let store = Arc::clone(&test_store.store);
-        let vapid = VapidKeys::load_or_create(dir.path(), "mailto:ops@example.org".into(), false);
+        let vapid = VapidKeys::load_or_create(&*store, "mailto:ops@example.org".into()).await;
         let vapid = Arc::new(vapid.unwrap());
         let (gone, gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
-        let delivery =
-            Delivery::new(Arc::clone(&vapid), Arc::clone(&store), settings, gone).unwrap();
+        let delivery = Delivery::new(Arc::clone(&vapid), store.clone(), settings, gone).unwrap();
         let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -54,7 +52,6 @@ impl Engine {
             store,
             push,
             _store: test_store,
-            _dir: dir,
         }
     }
 
@@ -97,14 +94,14 @@ impl Engine {
     }
 
     /// A chat line to every stored member.
-    async fn chat_line(&self, msg: &str) -> Broadcast {
+    async fn chat_line(&self, msg: &str) -> FanOut {
         let line = ChatLine {
             id: 1,
             name: "Ann".into(),
             msg: msg.into(),
             time: 0,
         };
-        let recipients = self
+        let recipients: Vec<Subscription> = self
             .store
             .devices()
             .await
@@ -112,14 +109,11 @@ impl Engine {
             .into_iter()
             .map(|member| member.subscription)
             .collect();
-        Broadcast {
-            message: PushMessage::ChatMsg(line),
-            recipients,
-        }
+        FanOut::chat_line(&line, &recipients)
     }
 
-    async fn deliver(&self, broadcast: Broadcast) -> DeliveryReport {
-        tokio::time::timeout(DEADLINE, self.delivery.deliver(broadcast))
+    async fn deliver(&self, fan_out: FanOut) -> DeliveryReport {
+        tokio::time::timeout(DEADLINE, self.delivery.send(fan_out))
             .await
             .expect("the fan-out finishes")
     }
@@ -318,26 +312,32 @@ async fn test_queued_fan_outs_are_taken_no_more_at_once_than_allowed() {
 
 #[tokio::test]
 async fn test_a_stopping_engine_sends_what_is_queued_unless_other_instances_will() {
-    let engine = Engine::new(quick()).await;
-    let ann = engine.member("Ann", None).await;
-    for msg in ["one", "two"] {
-        let fan_out = engine.chat_line(msg).await;
-        engine.store.queue_fan_out(&fan_out).await.unwrap();
-    }
-    // Stopped before it took anything, as when the last requests queue fan-outs.
-    let stop = CancellationToken::new();
-    stop.cancel();
-    engine.delivery.start(stop);
-    assert!(engine.delivery.drain(DEADLINE).await);
+    for finish_queue_on_stop in [true, false] {
+        let engine = Engine::new(DeliverySettings {
+            finish_queue_on_stop,
+            ..quick()
+        })
+        .await;
+        let ann = engine.member("Ann", None).await;
+        for msg in ["one", "two"] {
+            let fan_out = engine.chat_line(msg).await;
+            engine.store.queue_fan_out(&fan_out).await.unwrap();
+        }
+        // Stopped before it took anything, as when the last requests queue fan-outs.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        engine.delivery.start(stop);
+        assert!(engine.delivery.drain(DEADLINE).await);
 
-    let got = engine.pushes().received(&ann.id).await.unwrap().len();
-    let left = engine.store.contents().await.unwrap().fan_outs.len();
-    if engine.store.is_shared() {
-        // PostgreSQL: the other instances take them; this one takes no more.
-        assert_eq!((got, left), (0, 2));
-    } else {
-        // sled: nobody else would send them.
-        assert_eq!((got, left), (2, 0));
+        let got = engine.pushes().received(&ann.id).await.unwrap().len();
+        let left = engine.store.contents().await.unwrap().fan_outs.len();
+        if finish_queue_on_stop {
+            // One process per store (sled): nobody else would send them.
+            assert_eq!((got, left), (2, 0));
+        } else {
+            // Other instances (PostgreSQL) take them; this one takes no more.
+            assert_eq!((got, left), (0, 2));
+        }
     }
 }
 

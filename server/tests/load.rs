@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::wire::{ChatRequest, MemberCredentials, SubscribeRequest};
+use app::wire::{MemberCredentials, PostLineRequest, SubscribeRequest};
 use localpush::{
     harness::{eventually, PushchatProcess},
     LocalPush, NewSubscriber, VirtualSubscription,
@@ -114,7 +114,7 @@ async fn test_200_members_chatting_for_30_s_lose_nothing_and_hold_their_memory()
             let mut at = first;
             while at < start + DURATION {
                 tokio::time::sleep_until(at).await;
-                let line = ChatRequest {
+                let line = PostLineRequest {
                     member: credentials.clone(),
                     msg: format!("line {} from member {n}", latencies.len() + failures.len()),
                 };

@@ -10,15 +10,16 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc, time::Instant};
 
-use app::wire::{ChatRequest, MemberCredentials, PushMessage};
+use app::wire::{MemberCredentials, PostLineRequest, PushMessage};
 use localpush::{
     harness::{eventually, PushchatProcess},
     postgres::TestDatabase,
     Fault, LocalPush, NewSubscriber, VirtualSubscription,
 };
 use server::{
+    model::member::Device,
     model::subscription::{self, EndpointPolicy},
-    store::{Device, PostgresStore, Store, FAN_OUT_BATCH},
+    store::{self, StoreLocation, FAN_OUT_BATCH},
 };
 use sqlx::{Connection, PgConnection};
 use tokio::{sync::Mutex, task::JoinSet};
@@ -95,7 +96,11 @@ impl Cluster {
                 self.push.add_subscriber(request).unwrap()
             })
             .collect();
-        let store = Arc::new(PostgresStore::connect(&self.database.url, 8).await.unwrap());
+        let location = StoreLocation::Postgres {
+            url: self.database.url.clone(),
+        };
+        let data_dir = tempfile::tempdir().unwrap();
+        let store = store::open(&location, data_dir.path(), 8).await.unwrap();
         let mut inserts = JoinSet::new();
         for (part, chunk) in members.chunks(count.div_ceil(8)).enumerate() {
             let (store, chunk) = (Arc::clone(&store), chunk.to_vec());
@@ -136,7 +141,7 @@ impl Cluster {
         for n in 0..lines {
             let instance = &self.instances[n % self.instances.len()].process;
             let speaker = &speakers[n % speakers.len()];
-            let request = ChatRequest {
+            let request = PostLineRequest {
                 member: MemberCredentials {
                     endpoint: speaker.subscription.endpoint.clone(),
                     auth: speaker.subscription.keys.auth.clone(),

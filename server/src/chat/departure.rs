@@ -6,11 +6,9 @@
 
 use app::wire::{PushMessage, PUSH_PAYLOAD_LIMIT};
 
+use super::PushKind;
 use super::{Chat, ChatError};
-use crate::{
-    model::{clock::now_millis, subscription::Subscription},
-    store::{Broadcast, Removal},
-};
+use crate::model::{fan_out::FanOut, member::Removal, subscription::Subscription};
 
 /// Why a membership, or one browser of it, ends (see [`Chat::end`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +25,7 @@ pub enum Departure {
 impl Chat {
     /// The operator removes the member called `name` (or one whose name looks like it),
     /// and may ban the name: its browsers are told, then the others.
-    pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Vec<Broadcast>, ChatError> {
+    pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Vec<FanOut>, ChatError> {
         let devices = self.store.devices_of(name).await?;
         let Some(first) = devices.first() else {
             return Err(ChatError::NoSuchMember(name.to_owned()));
@@ -45,7 +43,7 @@ impl Chat {
         let removal = Removal {
             name,
             banned: ban,
-            at: now_millis(),
+            at: self.now(),
         };
         self.end(&subscriptions, Departure::Removed(removal)).await
     }
@@ -54,7 +52,7 @@ impl Chat {
     pub async fn subscriptions_gone(
         &self,
         gone: &[Subscription],
-    ) -> Result<Vec<Broadcast>, ChatError> {
+    ) -> Result<Vec<FanOut>, ChatError> {
         self.end(gone, Departure::Gone).await
     }
 
@@ -76,7 +74,7 @@ impl Chat {
         &self,
         subscriptions: &[Subscription],
         departure: Departure,
-    ) -> Result<Vec<Broadcast>, ChatError> {
+    ) -> Result<Vec<FanOut>, ChatError> {
         let removal = match &departure {
             Departure::Removed(removal) => Some(removal),
             Departure::Left | Departure::Gone => None,
@@ -84,17 +82,11 @@ impl Chat {
         let removed = self.store.remove_devices(subscriptions, removal).await?;
         let mut queued = Vec::new();
         if let Some(removal) = removal {
-            let own = Broadcast {
-                message: PushMessage::Removed {
-                    banned: removal.banned,
-                },
-                recipients: removed
-                    .iter()
-                    .map(|removed| removed.device.subscription.clone())
-                    .collect(),
-            };
-            self.store.queue_fan_out(&own).await?;
-            queued.push(own);
+            let own = removed
+                .iter()
+                .map(|removed| removed.device.subscription.clone())
+                .collect();
+            queued.push(self.queue(FanOut::removed(removal.banned, own)).await?);
         }
         let mut left: Vec<String> = removed
             .into_iter()
@@ -107,14 +99,12 @@ impl Chat {
         left.sort_by_key(|name| name.to_lowercase());
         left.dedup();
         for names in in_pushes(left) {
-            let told = self
-                .tell_everyone(PushMessage::Unsubscribe { names })
-                .await?;
+            let remaining = self.recipients(PushKind::Other).await?;
+            let told = self.queue(FanOut::left(names, remaining)).await?;
             if !told.recipients.is_empty() {
                 queued.push(told);
             }
         }
-        self.store.flush().await?;
         Ok(queued)
     }
 }

@@ -1,8 +1,8 @@
 //! The chat's rules: who may join under which name, who may speak or leave, and who is
-//! told what. Each operation checks its input, changes the store, queues in it the
-//! [`Broadcast`] that tells members (delivery takes it from there), and flushes it before it
-//! answers: a success and its fan-out are on disk. It returns what it queued. Nothing here
-//! touches the network, so the rules are tested without one.
+//! told what. Each operation checks its input, changes the store and queues in it the
+//! [`FanOut`] that tells members (delivery takes it from there): when it answers, a success
+//! and its fan-out are durable. It returns what it queued. Nothing here touches the
+//! network, and time comes from a [`Clock`], so the rules are tested without either.
 //!
 //! A member is its push endpoint, proven by its `auth` secret (which push services never
 //! see). Names come from the store, never from the request of a member who speaks; two
@@ -32,9 +32,8 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use app::{
     names::clean_name,
     wire::{
-        self, chat_payload_excess, ChatLine, ChatRequest, JoinRules, MemberCredentials,
-        MuteRequest, NotMember, PushMessage, ResubscribeRequest, RoomState, SubscribeRequest,
-        PUSH_PAYLOAD_LIMIT,
+        self, chat_payload_excess, ChatLine, JoinRules, MemberCredentials, MuteRequest, NotMember,
+        PostLineRequest, ResubscribeRequest, RoomState, SubscribeRequest, PUSH_PAYLOAD_LIMIT,
     },
 };
 
@@ -42,10 +41,12 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     model::{
-        clock::now_millis,
+        clock::{Clock, SystemClock},
+        fan_out::FanOut,
+        member::{Device, DeviceCode},
         subscription::{self, EndpointPolicy, Subscription},
     },
-    store::{Broadcast, Device, DeviceCode, NewLine, Quota, Store, StoreError},
+    store::{NewLine, Quota, Store, StoreError},
 };
 
 mod departure;
@@ -100,10 +101,16 @@ pub struct Chat {
     /// Newcomers joining (with a name, not a device code) from one address.
     joins: Quota,
     rules: ChatRules,
+    clock: Arc<dyn Clock>,
 }
 
 impl Chat {
     pub fn new(store: Arc<dyn Store>, rules: ChatRules) -> Self {
+        Self::with_clock(store, rules, Arc::new(SystemClock))
+    }
+
+    /// The rules on `store`, reading the time from `clock`.
+    pub fn with_clock(store: Arc<dyn Store>, rules: ChatRules, clock: Arc<dyn Clock>) -> Self {
         // Capped so that the burst's minutes still fit the allowance's arithmetic.
         let joins_at_once = rules.members_per_address.saturating_mul(2).min(1_000_000) as u32;
         Chat {
@@ -111,7 +118,12 @@ impl Chat {
             lines: Quota::per_minute("messages", rules.chat_lines_per_minute),
             joins: minutely("joins from your network address", joins_at_once),
             rules,
+            clock,
         }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_millis()
     }
 
     /// A browser joins: everyone, the newcomer included, is told. Subscribing again with
@@ -121,7 +133,7 @@ impl Chat {
         &self,
         request: SubscribeRequest,
         from: IpAddr,
-    ) -> Result<(RoomState, Option<Broadcast>), ChatError> {
+    ) -> Result<(RoomState, Option<FanOut>), ChatError> {
         if let Some(code) = &request.device_code {
             return self
                 .add_device(&request, code, from)
@@ -151,13 +163,9 @@ impl Chat {
             return Err(self.name_taken_by(error, &device.name).await);
         }
         tracing::info!(name = %device.name, %from, "member joined");
-        let broadcast = self
-            .tell_everyone(PushMessage::Subscribe {
-                name: device.name.clone(),
-            })
-            .await?;
-        self.store.flush().await?;
-        Ok((self.room_for(&device).await?, Some(broadcast)))
+        let everyone = self.recipients(PushKind::Other).await?;
+        let joined = self.queue(FanOut::joined(&device.name, everyone)).await?;
+        Ok((self.room_for(&device).await?, Some(joined)))
     }
 
     /// `error` from storing a member called `wanted`; a taken name says whose it looks like.
@@ -185,7 +193,7 @@ impl Chat {
         let device = self.authenticate(&credentials).await?;
         self.allow(&Limits::DEVICE_CODES, &device.member_id).await?;
         let code = new_device_code();
-        let now = now_millis();
+        let now = self.now();
         let grant = DeviceCode {
             member_id: device.member_id,
             name: device.name,
@@ -194,7 +202,6 @@ impl Chat {
         self.store
             .put_device_code(&normal_code(&code), &grant, now)
             .await?;
-        self.store.flush().await?;
         Ok(wire::DeviceCode {
             code,
             expires: grant.expires,
@@ -218,7 +225,7 @@ impl Chat {
         self.check_room_at(from).await?;
         let grant = self
             .store
-            .take_device_code(&normal_code(code), now_millis())
+            .take_device_code(&normal_code(code), self.now())
             .await?
             .ok_or(ChatError::UnknownDeviceCode)?;
         let member_is_in = (self.store.devices_of(&grant.name).await?)
@@ -234,12 +241,11 @@ impl Chat {
             name: grant.name,
             member_id: grant.member_id,
             subscription,
-            joined: now_millis(),
+            joined: self.now(),
             joined_from: Some(from),
             muted_until: None,
         };
         self.store.put_device(&device).await?;
-        self.store.flush().await?;
         tracing::info!(name = %device.name, %from, "member added a device");
         self.room_for(&device).await
     }
@@ -281,7 +287,6 @@ impl Chat {
             .store
             .replace_subscription(&member.subscription.endpoint, &subscription)
             .await?;
-        self.store.flush().await?;
         if !moved {
             // It left (or its push service said it was gone) since it was read above.
             return Err(ChatError::NotMember(NotMember::NotMember));
@@ -291,40 +296,33 @@ impl Chat {
 
     /// A browser leaves: it is deleted. When it was the member's last, the others are
     /// told the member left; the member's other browsers stay in.
-    pub async fn unsubscribe(
-        &self,
-        request: MemberCredentials,
-    ) -> Result<Vec<Broadcast>, ChatError> {
+    pub async fn unsubscribe(&self, request: MemberCredentials) -> Result<Vec<FanOut>, ChatError> {
         let device = self.authenticate(&request).await?;
         self.end(&[device.subscription], Departure::Left).await
     }
 
     /// A member speaks: the line is stored under the member's stored name and goes to
     /// everyone, the sender's other open pages included.
-    pub async fn chat(&self, request: ChatRequest) -> Result<(ChatLine, Broadcast), ChatError> {
+    pub async fn post_line(
+        &self,
+        request: PostLineRequest,
+    ) -> Result<(ChatLine, FanOut), ChatError> {
         let member = self.authenticate(&request.member).await?;
         check_text(&request.msg)?;
         if let Some(excess) = chat_payload_excess(&member.name, &request.msg) {
             return Err(ChatError::MessageTooLong(excess));
         }
         self.allow(&self.lines, &member.member_id).await?;
-        let now = now_millis();
-        let recipients = self.recipients(PushKind::ChatLine, now).await?;
+        let recipients = self.recipients(PushKind::ChatLine).await?;
         let line = NewLine {
             name: &member.name,
             msg: &request.msg,
-            time: now,
+            time: self.now(),
         };
-        let line = self
+        Ok(self
             .store
             .append_line(line, self.rules.history_limit, &recipients)
-            .await?;
-        self.store.flush().await?;
-        let broadcast = Broadcast {
-            message: PushMessage::ChatMsg(line.clone()),
-            recipients,
-        };
-        Ok((line, broadcast))
+            .await?)
     }
 
     /// The operator lets a banned name join again.
@@ -332,42 +330,33 @@ impl Chat {
         if !self.store.unban(name).await? {
             return Err(ChatError::NotBanned(name.to_owned()));
         }
-        self.store.flush().await?;
         Ok(())
     }
 
     /// A notice from the operator, to the member called `to` or to everyone. It is not
     /// part of the history.
-    pub async fn notice(&self, to: Option<&str>, text: &str) -> Result<Broadcast, ChatError> {
+    pub async fn notice(&self, to: Option<&str>, text: &str) -> Result<FanOut, ChatError> {
         let text = text.trim();
         check_text(text)?;
-        let message = PushMessage::Notice { text: text.into() };
-        let excess = message
+        let excess = FanOut::notice(text, Vec::new())
+            .message
             .to_payload()
             .len()
             .saturating_sub(PUSH_PAYLOAD_LIMIT);
         if excess > 0 {
             return Err(ChatError::MessageTooLong(excess));
         }
-        match to {
-            None => {
-                let recipients = self.recipients(PushKind::Other, now_millis()).await?;
-                Ok(Broadcast {
-                    message,
-                    recipients,
-                })
-            }
+        let recipients = match to {
+            None => self.recipients(PushKind::Other).await?,
             Some(name) => {
                 let devices = self.store.devices_of(name).await?;
                 if devices.is_empty() {
                     return Err(ChatError::NoSuchMember(name.to_owned()));
                 }
-                Ok(Broadcast {
-                    message,
-                    recipients: devices.into_iter().map(|d| d.subscription).collect(),
-                })
+                devices.into_iter().map(|d| d.subscription).collect()
             }
-        }
+        };
+        Ok(FanOut::notice(text, recipients))
     }
 
     /// A member mutes chat lines for [`MUTE_FOR`] from now, on every one of its browsers
@@ -376,13 +365,12 @@ impl Chat {
     pub async fn mute(&self, request: MuteRequest) -> Result<u64, ChatError> {
         let pressed = self.authenticate(&request).await?;
         self.allow(&Limits::MUTES, &pressed.member_id).await?;
-        let until = now_millis() + MUTE_FOR.as_millis() as u64;
+        let until = self.now() + MUTE_FOR.as_millis() as u64;
         for device in self.store.devices_of(&pressed.name).await? {
             self.store
                 .set_muted_until(&device.subscription.endpoint, until)
                 .await?;
         }
-        self.store.flush().await?;
         Ok(until)
     }
 
@@ -421,7 +409,7 @@ impl Chat {
             name,
             member_id: random_id(),
             subscription,
-            joined: now_millis(),
+            joined: self.now(),
             joined_from: Some(from),
             muted_until: None,
         })
@@ -526,7 +514,7 @@ impl Chat {
         endpoint: &str,
         name: Option<&str>,
     ) -> Result<NotMember, ChatError> {
-        let removal = self.store.removal(endpoint, now_millis()).await?;
+        let removal = self.store.removal(endpoint, self.now()).await?;
         let name = removal
             .as_ref()
             .map(|removal| removal.name.as_str())
@@ -542,22 +530,15 @@ impl Chat {
         })
     }
 
-    /// Queues `message` to every member and returns what it queued.
-    async fn tell_everyone(&self, message: PushMessage) -> Result<Broadcast, ChatError> {
-        let recipients = self
-            .recipients(PushKind::of(&message), now_millis())
-            .await?;
-        let broadcast = Broadcast {
-            message,
-            recipients,
-        };
-        self.store.queue_fan_out(&broadcast).await?;
-        Ok(broadcast)
+    /// Queues `fan_out` and returns it.
+    async fn queue(&self, fan_out: FanOut) -> Result<FanOut, ChatError> {
+        self.store.queue_fan_out(&fan_out).await?;
+        Ok(fan_out)
     }
 
-    /// Every member's devices, but a chat line skips members who muted chat lines past
-    /// `now`.
-    async fn recipients(&self, kind: PushKind, now: u64) -> Result<Vec<Subscription>, ChatError> {
+    /// Every member's devices, but a chat line skips members whose mute lasts past now.
+    async fn recipients(&self, kind: PushKind) -> Result<Vec<Subscription>, ChatError> {
+        let now = self.now();
         let devices = self.store.devices().await?;
         Ok(devices
             .into_iter()
@@ -576,18 +557,6 @@ enum PushKind {
     ChatLine,
     /// Joins, leaves and notices reach everyone.
     Other,
-}
-
-impl PushKind {
-    fn of(message: &PushMessage) -> Self {
-        match message {
-            PushMessage::ChatMsg(_) => PushKind::ChatLine,
-            PushMessage::Subscribe { .. }
-            | PushMessage::Unsubscribe { .. }
-            | PushMessage::Notice { .. }
-            | PushMessage::Removed { .. } => PushKind::Other,
-        }
-    }
 }
 
 /// Refuses a message or notice with nothing to read, or with a NUL (which PostgreSQL
@@ -610,10 +579,10 @@ fn random_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use app::wire::{PushSubscription, SubscriptionKeys, PUSH_PAYLOAD_LIMIT};
+    use app::wire::{PushMessage, PushSubscription, SubscriptionKeys, PUSH_PAYLOAD_LIMIT};
 
     use super::*;
-    use crate::store::testing::TestStore;
+    use crate::{model::clock::ManualClock, store::testing::TestStore};
 
     const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
 
@@ -623,21 +592,31 @@ mod tests {
     const KEY_B: &str =
         "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
 
-    async fn chat() -> (TestStore, Chat) {
-        chat_with(ChatRules {
+    fn rules() -> ChatRules {
+        ChatRules {
             endpoints: EndpointPolicy::default(),
             history_limit: 50,
             chat_lines_per_minute: 3,
             members_per_address: 3,
             join_passphrase: None,
-        })
-        .await
+        }
+    }
+
+    async fn chat() -> (TestStore, Chat) {
+        chat_with(rules()).await
     }
 
     /// A chat on a fresh store of the kind this run tests (see `store::tests`).
     async fn chat_with(rules: ChatRules) -> (TestStore, Chat) {
         let test = TestStore::new().await;
         let chat = Chat::new(Arc::clone(&test.store), rules);
+        (test, chat)
+    }
+
+    /// A chat whose time is `clock`'s.
+    async fn chat_at(clock: Arc<ManualClock>) -> (TestStore, Chat) {
+        let test = TestStore::new().await;
+        let chat = Chat::with_clock(Arc::clone(&test.store), rules(), clock);
         (test, chat)
     }
 
@@ -674,7 +653,7 @@ mod tests {
         }
     }
 
-    fn endpoints(broadcast: &Broadcast) -> Vec<String> {
+    fn endpoints(broadcast: &FanOut) -> Vec<String> {
         broadcast
             .recipients
             .iter()
@@ -757,11 +736,11 @@ mod tests {
         let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
-        let request = ChatRequest {
+        let request = PostLineRequest {
             member: credentials(2),
             msg: "hello".into(),
         };
-        let (line, broadcast) = chat.chat(request).await.unwrap();
+        let (line, broadcast) = chat.post_line(request).await.unwrap();
         assert_eq!(line.name, "Bo");
         assert_eq!(broadcast.message, PushMessage::ChatMsg(line.clone()));
         assert_eq!(endpoints(&broadcast).len(), 2);
@@ -776,11 +755,14 @@ mod tests {
             endpoint: credentials(1).endpoint,
             auth: auth(9),
         };
-        let post = ChatRequest {
+        let post = PostLineRequest {
             member: forged.clone(),
             msg: "hi".into(),
         };
-        assert!(matches!(chat.chat(post).await, Err(ChatError::WrongSecret)));
+        assert!(matches!(
+            chat.post_line(post).await,
+            Err(ChatError::WrongSecret)
+        ));
         assert!(matches!(
             chat.unsubscribe(forged).await,
             Err(ChatError::WrongSecret)
@@ -810,11 +792,11 @@ mod tests {
             chat.resubscribe(request, HOME).await,
             Err(ChatError::NotMember(NotMember::NotMember))
         ));
-        let line = ChatRequest {
+        let line = PostLineRequest {
             member: credentials(3),
             msg: "still me".into(),
         };
-        assert_eq!(chat.chat(line).await.unwrap().0.name, "Ann");
+        assert_eq!(chat.post_line(line).await.unwrap().0.name, "Ann");
         // Nobody can move onto another member's subscription.
         let stolen = ResubscribeRequest {
             member: credentials(3),
@@ -853,18 +835,19 @@ mod tests {
 
     #[tokio::test]
     async fn test_a_muted_member_gets_no_chat_lines_for_an_hour_but_still_hears_of_joins() {
-        let (store, chat) = chat().await;
+        let clock = Arc::new(ManualClock::new());
+        let (store, chat) = chat_at(Arc::clone(&clock)).await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
-        let before = now_millis();
+        let before = clock.now_millis();
         let until = chat.mute(credentials(1)).await.unwrap();
         assert!(until >= before + MUTE_FOR.as_millis() as u64);
 
-        let line = ChatRequest {
+        let line = PostLineRequest {
             member: credentials(2),
             msg: "anyone?".into(),
         };
-        let (line, broadcast) = chat.chat(line).await.unwrap();
+        let (line, broadcast) = chat.post_line(line).await.unwrap();
         assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
         let (_, join) = chat.subscribe(join_request("Cy", 3), HOME).await.unwrap();
         assert_eq!(join.unwrap().recipients.len(), 3);
@@ -877,13 +860,16 @@ mod tests {
         assert_eq!(endpoints(queued), [credentials(2).endpoint]);
 
         // The mute ends when the hour does.
-        let later = chat
-            .recipients(PushKind::ChatLine, until - 1)
-            .await
-            .unwrap();
-        assert_eq!(later.len(), 2);
-        let after = chat.recipients(PushKind::ChatLine, until).await.unwrap();
-        assert_eq!(after.len(), 3);
+        let say = |msg: &str| PostLineRequest {
+            member: credentials(2),
+            msg: msg.into(),
+        };
+        clock.set(until - 1);
+        let (_, later) = chat.post_line(say("still there?")).await.unwrap();
+        assert_eq!(later.recipients.len(), 2);
+        clock.set(until);
+        let (_, after) = chat.post_line(say("and now?")).await.unwrap();
+        assert_eq!(after.recipients.len(), 3);
     }
 
     #[tokio::test]
@@ -902,11 +888,11 @@ mod tests {
             chat.mute(credentials(5)).await,
             Err(ChatError::NotMember(NotMember::NotMember))
         ));
-        let line = ChatRequest {
+        let line = PostLineRequest {
             member: credentials(1),
             msg: "still hearing".into(),
         };
-        assert_eq!(endpoints(&chat.chat(line).await.unwrap().1).len(), 1);
+        assert_eq!(endpoints(&chat.post_line(line).await.unwrap().1).len(), 1);
     }
 
     #[tokio::test]
@@ -914,17 +900,17 @@ mod tests {
         let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
         for n in 0..3 {
-            let line = ChatRequest {
+            let line = PostLineRequest {
                 member: credentials(1),
                 msg: format!("line {n}"),
             };
-            chat.chat(line).await.unwrap();
+            chat.post_line(line).await.unwrap();
         }
-        let one_more = ChatRequest {
+        let one_more = PostLineRequest {
             member: credentials(1),
             msg: "one more".into(),
         };
-        let refused = chat.chat(one_more).await;
+        let refused = chat.post_line(one_more).await;
         assert!(
             matches!(refused, Err(ChatError::TooMany { wait, .. }) if wait <= Duration::from_secs(60))
         );
@@ -935,27 +921,30 @@ mod tests {
     async fn test_messages_must_fit_the_push_budget() {
         let (_store, chat) = chat().await;
         chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
-        let empty = ChatRequest {
+        let empty = PostLineRequest {
             member: credentials(1),
             msg: "  ".into(),
         };
         assert!(matches!(
-            chat.chat(empty).await,
+            chat.post_line(empty).await,
             Err(ChatError::EmptyMessage)
         ));
-        let huge = ChatRequest {
+        let huge = PostLineRequest {
             member: credentials(1),
             msg: "x".repeat(PUSH_PAYLOAD_LIMIT),
         };
         assert!(matches!(
-            chat.chat(huge).await,
+            chat.post_line(huge).await,
             Err(ChatError::MessageTooLong(_))
         ));
-        let nul = ChatRequest {
+        let nul = PostLineRequest {
             member: credentials(1),
             msg: "a\0b".into(),
         };
-        assert!(matches!(chat.chat(nul).await, Err(ChatError::NulInMessage)));
+        assert!(matches!(
+            chat.post_line(nul).await,
+            Err(ChatError::NulInMessage)
+        ));
         assert!(matches!(
             chat.notice(None, "a\0b").await,
             Err(ChatError::NulInMessage)
@@ -1118,11 +1107,11 @@ mod tests {
         ));
 
         // Both of Ann's browsers get what is said, and notices to her.
-        let request = ChatRequest {
+        let request = PostLineRequest {
             member: credentials(3),
             msg: "from my phone".into(),
         };
-        let (line, to_all) = chat.chat(request).await.unwrap();
+        let (line, to_all) = chat.post_line(request).await.unwrap();
         assert_eq!(line.name, "Ann");
         assert_eq!(to_all.recipients.len(), 3);
         assert_eq!(
@@ -1158,11 +1147,11 @@ mod tests {
         };
         chat.subscribe(phone, HOME).await.unwrap();
         chat.mute(credentials(3)).await.unwrap();
-        let line = ChatRequest {
+        let line = PostLineRequest {
             member: credentials(2),
             msg: "anyone?".into(),
         };
-        let (_, broadcast) = chat.chat(line).await.unwrap();
+        let (_, broadcast) = chat.post_line(line).await.unwrap();
         assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
     }
 
@@ -1348,15 +1337,15 @@ mod tests {
             ..join_request("", 2)
         };
         chat.subscribe(second, HOME).await.unwrap();
-        let line = |n: u8| ChatRequest {
+        let line = |n: u8| PostLineRequest {
             member: credentials(n),
             msg: "hi".into(),
         };
         for n in [1, 2, 1] {
-            chat.chat(line(n)).await.unwrap();
+            chat.post_line(line(n)).await.unwrap();
         }
         assert!(matches!(
-            chat.chat(line(2)).await,
+            chat.post_line(line(2)).await,
             Err(ChatError::TooMany {
                 what: "messages",
                 ..

@@ -15,6 +15,7 @@ use crate::{
     http::client_address::TrustedProxies,
     model::subscription::EndpointPolicy,
     push::delivery::DeliverySettings,
+    store::StoreLocation,
 };
 
 /// The most history lines a server keeps; each arriving member receives them all.
@@ -34,30 +35,19 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
 }
 
-/// Where the chat is kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// sled in the data dir, with a page cache of at most this many bytes.
-    Sled { cache_bytes: u64 },
-    /// PostgreSQL at this URL, shared with other instances.
-    Postgres { url: String },
-}
-
-impl StoreLocation {
-    /// The store `data` names: PostgreSQL with --database-url, else sled in the data dir.
-    pub fn of(data: &DataDirArg, cache_mib: u64) -> Result<Self, ConfigError> {
-        if cache_mib == 0 {
-            return Err(ConfigError::CacheSize);
+/// The store `data` names: PostgreSQL with --database-url, else sled in the data dir.
+pub fn store_location(data: &DataDirArg, cache_mib: u64) -> Result<StoreLocation, ConfigError> {
+    if cache_mib == 0 {
+        return Err(ConfigError::CacheSize);
+    }
+    match &data.database_url {
+        None => Ok(StoreLocation::Sled {
+            cache_bytes: cache_mib * 1024 * 1024,
+        }),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(StoreLocation::Postgres { url: url.clone() })
         }
-        match &data.database_url {
-            None => Ok(StoreLocation::Sled {
-                cache_bytes: cache_mib * 1024 * 1024,
-            }),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(StoreLocation::Postgres { url: url.clone() })
-            }
-            Some(_) => Err(ConfigError::DatabaseUrl),
-        }
+        Some(_) => Err(ConfigError::DatabaseUrl),
     }
 }
 
@@ -104,7 +94,7 @@ impl Config {
         if !(1..=MAX_HISTORY_LIMIT).contains(&args.history_limit) {
             return Err(ConfigError::HistoryLimit);
         }
-        let store = StoreLocation::of(&args.data, args.cache_mib)?;
+        let store = store_location(&args.data, args.cache_mib)?;
         let max_fan_outs = match (args.fan_outs_at_once, &store) {
             (Some(0), _) => return Err(ConfigError::FanOutsAtOnce),
             (Some(count), _) => count,
@@ -151,6 +141,7 @@ impl Config {
             delivery: DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 max_fan_outs,
+                finish_queue_on_stop: !store.is_shared(),
                 ..DeliverySettings::default()
             },
             store,

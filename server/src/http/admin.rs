@@ -26,8 +26,9 @@ use crate::{
         error::{ApiError, ApiJson},
         state::AppState,
     },
+    model::member::Device,
     push::delivery::{DeliveryReport, Outcome},
-    store::{Device, StoreContents},
+    store::StoreContents,
 };
 
 /// `POST /api/admin/push`: a notice to the member called `to`, or to everyone.
@@ -118,7 +119,9 @@ pub fn router(state: &AppState, exposure: Exposure) -> Router<AppState> {
         .route("/members/unban", post(unban))
         .route("/vapid", get(vapid));
     match exposure {
-        Exposure::Socket => routes.route("/contents", get(contents)),
+        Exposure::Socket => routes
+            .route("/contents", get(contents))
+            .route("/vapid-private-key", get(vapid_private_key)),
         Exposure::Public => {
             routes.layer(middleware::from_fn_with_state(state.clone(), require_token))
         }
@@ -157,12 +160,12 @@ async fn push(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<NoticeRequest>,
 ) -> Result<Json<DeliverySummary>, ApiError> {
-    let broadcast = state
+    let notice = state
         .chat
         .notice(request.to.as_deref(), &request.text)
         .await?;
     // Sent by this instance rather than queued, so the operator gets its report.
-    let report = state.delivery.deliver(broadcast).await;
+    let report = state.delivery.send(notice).await;
     Ok(Json(DeliverySummary::from(&report)))
 }
 
@@ -240,4 +243,16 @@ async fn vapid(State(state): State<AppState>) -> Json<VapidIdentity> {
 async fn contents(State(state): State<AppState>) -> Result<Json<StoreContents>, ApiError> {
     let contents = state.store.contents().await.map_err(ChatError::from)?;
     Ok(Json(contents))
+}
+
+/// For a backup: the private key (PEM), which only the data dir's owner may read.
+async fn vapid_private_key(
+    State(state): State<AppState>,
+) -> Result<Json<Option<String>>, ApiError> {
+    let pem = state
+        .store
+        .vapid_private_key()
+        .await
+        .map_err(ChatError::from)?;
+    Ok(Json(pem))
 }

@@ -19,7 +19,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        ChatLine, ChatRequest, DeviceCode, JoinRules, MemberCredentials, MuteRequest, Muted,
+        ChatLine, DeviceCode, JoinRules, MemberCredentials, MuteRequest, Muted, PostLineRequest,
         ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
     },
     App,
@@ -176,9 +176,9 @@ async fn device_code(
 
 async fn chat(
     State(state): State<AppState>,
-    ApiJson(request): ApiJson<ChatRequest>,
+    ApiJson(request): ApiJson<PostLineRequest>,
 ) -> Result<Json<ChatLine>, ApiError> {
-    let (line, _queued) = state.chat.chat(request).await?;
+    let (line, _queued) = state.chat.post_line(request).await?;
     Ok(Json(line))
 }
 

@@ -35,21 +35,19 @@ use tokio::{
 };
 use web_push::{ContentEncoding, SubscriptionInfo, WebPushMessageBuilder};
 
-use app::wire::{self, ChatRequest, MemberCredentials, PushMessage};
+use app::wire::{self, MemberCredentials, PostLineRequest, PushMessage};
 
 use crate::{
     chat::ChatRules,
-    config::{
-        cli::BenchArgs,
-        {Config, StoreLocation},
-    },
+    config::{cli::BenchArgs, Config},
     http::client_address::TrustedProxies,
+    model::member::Device,
     model::subscription::{self, EndpointPolicy},
     push::{
         delivery::{DeliveryReport, DeliverySettings},
         vapid::VapidKeys,
     },
-    store::{Device, Store},
+    store::{self, StoreContents, StoreLocation},
 };
 
 /// The chat line every run fans out.
@@ -295,7 +293,7 @@ async fn run_once(
     }));
 
     let http = reqwest::Client::new();
-    let request = ChatRequest {
+    let request = PostLineRequest {
         member: sender,
         msg: LINE.into(),
     };
@@ -333,7 +331,7 @@ async fn run_once(
 async fn post_and_wait(
     http: &reqwest::Client,
     url: &str,
-    request: &ChatRequest,
+    request: &PostLineRequest,
     reports: &mut broadcast::Receiver<DeliveryReport>,
     members: usize,
 ) -> anyhow::Result<(Duration, DeliveryReport)> {
@@ -375,10 +373,11 @@ async fn seed(
     count: usize,
     scenario: Scenario,
 ) -> anyhow::Result<(MemberCredentials, Vec<String>)> {
+    let store = store::open(&config.store, &config.data_dir, 1).await?;
     // Members are bound to the key, so it must exist before they do.
-    VapidKeys::load_or_create(&config.data_dir, config.vapid_subject.clone(), false)?;
-    let store = crate::open_sled(&config.data_dir, 16 << 20)?;
+    VapidKeys::load_or_create(&*store, config.vapid_subject.clone()).await?;
     let mut ids = Vec::with_capacity(count);
+    let mut devices = Vec::with_capacity(count);
     let mut sender = None;
     for n in 0..count {
         let virtual_member = match receiver {
@@ -403,18 +402,22 @@ async fn seed(
             endpoint: subscription.endpoint.clone(),
             auth: subscription.auth.clone(),
         });
-        store
-            .put_device(&Device {
-                name: format!("member {n}"),
-                member_id: format!("member {n}"),
-                subscription,
-                joined: 0,
-                joined_from: None,
-                muted_until: None,
-            })
-            .await?;
+        devices.push(Device {
+            name: format!("member {n}"),
+            member_id: format!("member {n}"),
+            subscription,
+            joined: 0,
+            joined_from: None,
+            muted_until: None,
+        });
         ids.push(virtual_member.id);
     }
+    // In one change: one write to disk, not one per member.
+    let members = StoreContents {
+        devices,
+        ..StoreContents::default()
+    };
+    store.restore(&members).await?;
     Ok((sender.context("no members")?, ids))
 }
 

@@ -1,11 +1,12 @@
 //! The operator's subcommands: `vapid`, `members`, `backup`, `restore`, `send`, and
-//! `bench` (in `bench`). sled lets one process open a data dir, so each first looks for a
-//! server running on it (its admin socket answers) and asks that server; when none runs,
-//! it opens the store itself. Either way the outcome is a sentence, never a lock error.
+//! `bench` (in `bench`). A data dir's store is open in one process at a time, so each
+//! first looks for a server running on it (its admin socket answers) and asks that
+//! server; when none runs, it opens the store itself. Either way the outcome is a
+//! sentence, never a lock error.
 //!
-//! With `--database-url` (PostgreSQL), `members` works with or without a server; the
-//! others need a running instance's data dir (its socket), or, for backups and a new key,
-//! PostgreSQL's own tools: the database holds the whole chat, VAPID key included.
+//! A chat several instances may serve (`--database-url`, PostgreSQL) is backed up,
+//! restored and given a new key with PostgreSQL's own tools, every instance stopped: the
+//! database holds the whole chat, VAPID key included.
 
 pub mod bench;
 
@@ -26,7 +27,10 @@ use app::wire::ChatLine;
 
 use crate::{
     chat::{Chat, ChatRules},
-    config::cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
+    config::{
+        self,
+        cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
+    },
     http::{
         admin::{
             self, DeliverySummary, MemberSummary, NoticeRequest, RemoveRequest, UnbanRequest,
@@ -34,12 +38,12 @@ use crate::{
         },
         admin_socket::{self, AdminClient},
     },
-    model::subscription::Subscription,
+    model::{fan_out::FanOut, subscription::Subscription},
     push::{
         delivery::{Delivery, DeliverySettings, GONE_BATCHES_WAITING},
-        vapid::{self, VapidKeys, KEY_FILE},
+        vapid::VapidKeys,
     },
-    store::{format, Broadcast, PostgresStore, Store, StoreContents},
+    store::{self, format, Store, StoreContents, StoreError, StoreLocation},
 };
 
 /// What `backup` writes and `restore` reads.
@@ -59,11 +63,10 @@ struct BackupFile {
 
 const BACKUP_FORMAT: &str = "pushchat backup 1";
 
-/// What to do instead, for a chat in PostgreSQL.
-const POSTGRES_BACKUP: &str =
-    "back it up and restore it with pg_dump and pg_restore (the VAPID key is in its settings table)";
-const POSTGRES_VAPID: &str = "the key is in the database's settings table; `pushchat vapid show` \
-     through a running instance's --data-dir shows it";
+/// What to do instead of `backup`, `restore` or `vapid generate`, for a chat several
+/// instances may be serving.
+const SHARED_INSTEAD: &str = "back it up and restore it with pg_dump and pg_restore (the \
+     VAPID key is in its settings table), and change its key only with every instance stopped";
 
 /// The chat behind a data dir: a running server, or the store opened here.
 enum Reached {
@@ -75,43 +78,49 @@ async fn reach(data: &DataDirArg) -> anyhow::Result<Reached> {
     if let Some(server) = AdminClient::connect(&data.data_dir).await {
         return Ok(Reached::Server(server));
     }
-    match &data.database_url {
-        Some(url) => {
-            let store = PostgresStore::connect(url, 1)
-                .await
-                .context("cannot open the PostgreSQL database given by --database-url")?;
-            Ok(Reached::Store(Arc::new(store)))
-        }
-        None => Ok(Reached::Store(open_stopped(&data.data_dir)?)),
-    }
+    Ok(Reached::Store(open_stopped(data).await?))
 }
 
-/// Refuses what only the data dir's own files can do, on a chat kept in PostgreSQL.
-fn sled_only(data: &DataDirArg, what: &str, instead: &str) -> anyhow::Result<()> {
-    if data.database_url.is_some() {
-        bail!("{what} works on a data dir's own store; this chat is in PostgreSQL: {instead}");
+/// Refuses what only a chat no other instance may be serving allows: a running instance
+/// elsewhere would go on with what it loaded (PostgreSQL is shared; its own tools back it
+/// up).
+fn unshared_only(data: &DataDirArg, what: &str) -> anyhow::Result<()> {
+    if location(data)?.is_shared() {
+        bail!(
+            "{what} works on a chat one server keeps; this chat is in PostgreSQL: {SHARED_INSTEAD}"
+        );
     }
     Ok(())
 }
 
-/// Opens the sled store of a data dir no server runs on.
-fn open_stopped(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    let db = data_dir.join("db");
-    if !db.exists() {
+fn location(data: &DataDirArg) -> anyhow::Result<StoreLocation> {
+    Ok(config::store_location(data, STOPPED_CACHE_MIB)?)
+}
+
+/// The page cache of a store opened for one subcommand.
+const STOPPED_CACHE_MIB: u64 = 16;
+
+/// Opens the store of a chat no server runs on (here); refuses a data dir that holds none.
+async fn open_stopped(data: &DataDirArg) -> anyhow::Result<Arc<dyn Store>> {
+    let data_dir = &data.data_dir;
+    let location = location(data)?;
+    if !store::exists(&location, data_dir) {
         bail!(
             "{} holds no pushchat data; pass --data-dir, or start `pushchat serve --data-dir {}` once to create it",
             data_dir.display(),
             data_dir.display()
         );
     }
-    let store = crate::store::SledStore::open(&db, 16 << 20).with_context(|| {
-        format!(
-            "cannot open {}: another process has it open, and no pushchat server answers on {}",
-            db.display(),
-            admin_socket::socket_path(data_dir).display()
-        )
-    })?;
-    Ok(Arc::new(store))
+    store::open(&location, data_dir, 1)
+        .await
+        .map_err(|error| match error {
+            StoreError::InUse => anyhow::anyhow!(
+                "cannot open {}: another process has it open, and no pushchat server answers on {}",
+                data_dir.display(),
+                admin_socket::socket_path(data_dir).display()
+            ),
+            error => anyhow::Error::new(error).context(format!("cannot open {location}")),
+        })
 }
 
 fn stop_the_server_first(data_dir: &Path, why: &str) -> anyhow::Error {
@@ -128,7 +137,6 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
             let identity = match reach(&data).await? {
                 Reached::Server(server) => server.get::<VapidIdentity>("/vapid").await?,
                 Reached::Store(store) => {
-                    sled_only(&data, "showing the key without a server", POSTGRES_VAPID)?;
                     let missing = || {
                         format!(
                             "{} has no VAPID key yet; `pushchat serve` makes one on first start",
@@ -136,7 +144,9 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
                         )
                     };
                     let subject = store.vapid_subject().await?.unwrap_or_default();
-                    let keys = VapidKeys::load(data_dir, subject)?.with_context(missing)?;
+                    let keys = VapidKeys::load(&*store, subject)
+                        .await?
+                        .with_context(missing)?;
                     VapidIdentity {
                         public_key: keys.public_key_base64(),
                         subject: keys.subject().to_owned(),
@@ -148,7 +158,7 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
             Ok(())
         }
         VapidCommand::Generate { data, force } => {
-            sled_only(&data, "vapid generate", POSTGRES_VAPID)?;
+            unshared_only(&data, "vapid generate")?;
             let data_dir = &data.data_dir;
             let store = match reach(&data).await? {
                 Reached::Server(_) => {
@@ -167,8 +177,10 @@ pub async fn vapid(command: VapidCommand) -> anyhow::Result<()> {
                      subscribe again. Run again with --force to do it anyway."
                 );
             }
-            stopped_chat(store).every_subscription_voided().await?;
-            let keys = VapidKeys::generate(data_dir, String::new())?;
+            stopped_chat(Arc::clone(&store))
+                .every_subscription_voided()
+                .await?;
+            let keys = VapidKeys::generate(&*store, String::new()).await?;
             println!("new public key: {}", keys.public_key_base64());
             if members > 0 {
                 println!("removed {members} members; their browsers must subscribe again");
@@ -266,19 +278,30 @@ fn date(millis: u64) -> String {
 }
 
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    sled_only(&args.data, "pushchat backup", POSTGRES_BACKUP)?;
-    let data_dir = &args.data.data_dir;
-    let contents = match reach(&args.data).await? {
-        Reached::Server(server) => server.get::<StoreContents>("/contents").await?,
-        Reached::Store(store) => store.contents().await?,
+    unshared_only(&args.data, "pushchat backup")?;
+    let (contents, vapid_private_key_pem) = match reach(&args.data).await? {
+        Reached::Server(server) => (
+            server.get::<StoreContents>("/contents").await?,
+            server.get::<Option<String>>("/vapid-private-key").await?,
+        ),
+        Reached::Store(store) => {
+            let kept = store.vapid_private_key().await?;
+            (store.contents().await?, kept)
+        }
     };
+    let vapid_private_key_pem = vapid_private_key_pem.with_context(|| {
+        format!(
+            "{} has no VAPID key to back up",
+            args.data.data_dir.display()
+        )
+    })?;
     let summary = tally(&contents);
     let serde_json::Value::Object(contents) = serde_json::to_value(contents)? else {
         bail!("the store's contents are not a JSON object");
     };
     let backup = BackupFile {
         format: BACKUP_FORMAT.into(),
-        vapid_private_key_pem: vapid::private_key_pem(data_dir)?,
+        vapid_private_key_pem,
         contents,
         unsent: Vec::new(),
     };
@@ -320,7 +343,7 @@ fn tally(contents: &StoreContents) -> String {
 }
 
 pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
-    sled_only(&args.data, "pushchat restore", POSTGRES_BACKUP)?;
+    unshared_only(&args.data, "pushchat restore")?;
     let data_dir = &args.data.data_dir;
     let text = fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -334,9 +357,7 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
         .map(|device| device.subscription.clone())
         .collect();
     for line in &backup.unsent {
-        contents
-            .fan_outs
-            .push(Broadcast::chat_line(line, &everyone));
+        contents.fan_outs.push(FanOut::chat_line(line, &everyone));
     }
     if AdminClient::connect(data_dir).await.is_some() {
         return Err(stop_the_server_first(
@@ -344,23 +365,25 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
             "restore fills a data dir no server uses",
         ));
     }
-    if data_dir.join(KEY_FILE).exists() {
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let location = location(&args.data)?;
+    let store = store::open(&location, data_dir, 1)
+        .await
+        .with_context(|| format!("cannot open {location}"))?;
+    if store.vapid_private_key().await?.is_some() {
         bail!(
             "{} already holds a chat; restore into a new data dir (--data-dir), or move this one aside",
             data_dir.display()
         );
     }
-    fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let store = crate::open_sled(data_dir, 16 << 20)?;
     store.restore(&contents).await.with_context(|| {
         format!(
             "{} already holds a chat; restore into a new data dir",
             data_dir.display()
         )
     })?;
-    store.flush().await?;
-    vapid::install_private_key(data_dir, &backup.vapid_private_key_pem)?;
+    VapidKeys::install(&*store, &backup.vapid_private_key_pem).await?;
     println!(
         "restored {} and the VAPID key pair into {}",
         tally(&contents),
@@ -377,11 +400,6 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let summary = match reach(&args.data).await? {
         Reached::Server(server) => server.post::<DeliverySummary>("/push", &request).await?,
         Reached::Store(store) => {
-            sled_only(
-                &args.data,
-                "sending without a server",
-                "pass the --data-dir of a running instance, whose socket sends it",
-            )?;
             let data_dir: PathBuf = args.data.data_dir;
             let subject = store.vapid_subject().await?.with_context(|| {
                 format!(
@@ -389,17 +407,18 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                     data_dir.display()
                 )
             })?;
-            let keys = VapidKeys::load(&data_dir, subject)?
+            let keys = VapidKeys::load(&*store, subject)
+                .await?
                 .with_context(|| format!("{} has no VAPID key", data_dir.display()))?;
             let settings = DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 ..DeliverySettings::default()
             };
             let (gone, mut gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
-            let delivery = Delivery::new(Arc::new(keys), Arc::clone(&store), settings, gone)?;
+            let delivery = Delivery::new(Arc::new(keys), store.clone(), settings, gone)?;
             let chat = stopped_chat(store);
-            let broadcast = chat.notice(request.to.as_deref(), &request.text).await?;
-            let report = Arc::new(delivery).deliver(broadcast).await;
+            let notice = chat.notice(request.to.as_deref(), &request.text).await?;
+            let report = Arc::new(delivery).send(notice).await;
             while let Ok(gone) = gone_heard.try_recv() {
                 chat.subscriptions_gone(&gone).await?;
             }

@@ -50,9 +50,10 @@ use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder
 use app::wire::PushMessage;
 
 use crate::{
+    model::fan_out::FanOut,
     model::{clock::now_millis, subscription::Subscription},
     push::{public_dns::PublicOnly, vapid::VapidKeys},
-    store::{Broadcast, Store, TakenFanOut, FAN_OUT_POLL},
+    store::{FanOutQueue, TakenFanOut, FAN_OUT_POLL},
 };
 
 /// The engine's limits and retry policy.
@@ -73,6 +74,10 @@ pub struct DeliverySettings {
     pub request_timeout: Duration,
     /// Let push service names resolve to loopback addresses (local testing only).
     pub allow_loopback_endpoints: bool,
+    /// Once stopped, send every fan-out still queued before returning: nobody else would
+    /// (one process per store, as on sled). Where other instances take from the same
+    /// queue (PostgreSQL), a stopping one leaves what is queued to them.
+    pub finish_queue_on_stop: bool,
 }
 
 impl Default for DeliverySettings {
@@ -89,6 +94,7 @@ impl Default for DeliverySettings {
             max_backoff: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             allow_loopback_endpoints: false,
+            finish_queue_on_stop: true,
         }
     }
 }
@@ -264,7 +270,7 @@ enum Attempt {
 pub struct Delivery {
     http: reqwest::Client,
     vapid: Arc<VapidKeys>,
-    store: Arc<dyn Store>,
+    queue: Arc<dyn FanOutQueue>,
     gone: GoneSubscriptions,
     settings: DeliverySettings,
     in_flight: Arc<Semaphore>,
@@ -278,10 +284,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// An engine that takes fan-outs from `store` and reports gone subscriptions to `gone`.
+    /// An engine that takes fan-outs from `queue` and reports gone subscriptions to `gone`.
     pub fn new(
         vapid: Arc<VapidKeys>,
-        store: Arc<dyn Store>,
+        queue: Arc<dyn FanOutQueue>,
         settings: DeliverySettings,
         gone: GoneSubscriptions,
     ) -> reqwest::Result<Self> {
@@ -299,7 +305,7 @@ impl Delivery {
         Ok(Delivery {
             http,
             vapid,
-            store,
+            queue,
             gone,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
@@ -317,14 +323,14 @@ impl Delivery {
         self.running.spawn(delivery.take_fan_outs(stop));
     }
 
-    /// Once `stop` is cancelled, a store no other process takes from (sled) is emptied
-    /// first, since nobody else would send what the last requests queued; on a shared one
-    /// (PostgreSQL) the other instances take what is left, and this one takes no more.
+    /// Once `stop` is cancelled, the queue is emptied first when `finish_queue_on_stop`
+    /// (nobody else would send what the last requests queued); else the other instances
+    /// take what is left, and this one takes no more.
     async fn take_fan_outs(self: Arc<Self>, stop: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.settings.max_fan_outs));
         let stopped = || stop.is_cancelled();
         loop {
-            let draining = stopped() && !self.store.is_shared();
+            let draining = stopped() && self.settings.finish_queue_on_stop;
             if stopped() && !draining {
                 return;
             }
@@ -337,19 +343,19 @@ impl Delivery {
             };
             let taken = tokio::select! {
                 _ = stop.cancelled(), if !draining => continue,
-                taken = self.store.take_fan_out() => taken,
+                taken = self.queue.take_fan_out() => taken,
             };
             let idle: Pin<Box<dyn Future<Output = ()> + Send + '_>> = match taken {
                 Ok(Some(fan_out)) => {
                     let delivery = Arc::clone(&self);
                     self.running.spawn(async move {
-                        delivery.deliver_taken(fan_out).await;
+                        delivery.send_taken(fan_out).await;
                         drop(slot);
                     });
                     continue;
                 }
                 Ok(None) if draining => return,
-                Ok(None) => self.store.fan_out_queued(),
+                Ok(None) => self.queue.fan_out_queued(),
                 Err(error) if draining => {
                     tracing::error!(error = %error, "cannot take a queued fan-out; it waits for the next start");
                     return;
@@ -367,13 +373,13 @@ impl Delivery {
         }
     }
 
-    async fn deliver_taken(self: &Arc<Self>, fan_out: TakenFanOut) {
-        let waited = now_millis().saturating_sub(fan_out.queued_at);
+    async fn send_taken(self: &Arc<Self>, taken: TakenFanOut) {
+        let waited = now_millis().saturating_sub(taken.queued_at);
         let queued = Instant::now()
             .checked_sub(Duration::from_millis(waited))
             .unwrap_or_else(Instant::now);
-        let report = self.push_all(fan_out.broadcast.clone(), queued).await;
-        if let Err(error) = fan_out.done().await {
+        let report = self.push_to_all(taken.fan_out.clone(), queued).await;
+        if let Err(error) = taken.done().await {
             tracing::error!(error = %error, "could not mark a fan-out as sent; it will go again");
         }
         // Counted once it left the queue: a fan-out `/metrics` counts is not sent again.
@@ -409,21 +415,22 @@ impl Delivery {
             .is_ok()
     }
 
-    /// Pushes `broadcast` to every recipient and says how it went (gone subscriptions are
-    /// reported as an event, see [`GoneSubscriptions`]).
-    pub async fn deliver(self: &Arc<Self>, broadcast: Broadcast) -> DeliveryReport {
-        let report = self.push_all(broadcast, Instant::now()).await;
+    /// Sends `fan_out` now, without the queue (`pushchat send` on a stopped server), and
+    /// says how it went (gone subscriptions are reported as an event, see
+    /// [`GoneSubscriptions`]).
+    pub async fn send(self: &Arc<Self>, fan_out: FanOut) -> DeliveryReport {
+        let report = self.push_to_all(fan_out, Instant::now()).await;
         self.record(&report);
         report
     }
 
-    /// Pushes `broadcast`, a fan-out that started (was queued) at `started`, to every
-    /// recipient and says how it went; its gone subscriptions go out as one event.
-    async fn push_all(self: &Arc<Self>, broadcast: Broadcast, started: Instant) -> DeliveryReport {
-        let payload: Arc<[u8]> = broadcast.message.to_payload().into();
-        let options = Arc::new(PushOptions::for_message(&broadcast.message));
+    /// Pushes `fan_out`, which started (was queued) at `started`, to every recipient and
+    /// says how it went; its gone subscriptions go out as one event.
+    async fn push_to_all(self: &Arc<Self>, fan_out: FanOut, started: Instant) -> DeliveryReport {
+        let payload: Arc<[u8]> = fan_out.message.to_payload().into();
+        let options = Arc::new(PushOptions::for_message(&fan_out.message));
         let mut pushes = JoinSet::new();
-        for recipient in broadcast.recipients {
+        for recipient in fan_out.recipients {
             let (delivery, payload, options) =
                 (Arc::clone(self), Arc::clone(&payload), Arc::clone(&options));
             pushes.spawn(async move {

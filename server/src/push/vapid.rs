@@ -1,19 +1,16 @@
 //! The server's VAPID identity (RFC 8292): a P-256 key pair made on first start and kept
-//! in the data dir (or, on PostgreSQL, in the database every instance shares), and the
-//! signed JWTs that prove each push comes from this server.
+//! by the store (see `store::ServerIdentity`: on sled a private file in the data dir, on
+//! PostgreSQL a row every instance shares), and the signed JWTs that prove each push
+//! comes from this server.
 //!
-//! Promises: the private key file is created with mode 0600 and is never served or
-//! logged; a key is never replaced silently (every browser subscription is bound to it);
-//! a JWT's `aud` is the endpoint's origin, port included when not the default (`web-push`
-//! leaves the port out, which strict push services reject); one JWT per push-service origin
-//! is reused until an hour before it expires, instead of one signature per message.
+//! Promises: the private key is never served or logged; a key is never replaced silently
+//! (every browser subscription is bound to it); a JWT's `aud` is the endpoint's origin,
+//! port included when not the default (`web-push` leaves the port out, which strict push
+//! services reject); one JWT per push-service origin is reused until an hour before it
+//! expires, instead of one signature per message.
 
 use std::{
     collections::HashMap,
-    fs,
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Mutex,
@@ -30,10 +27,8 @@ use p256::{
 use url::Url;
 use web_push::VapidSignature;
 
-use crate::store::{PostgresStore, Store, StoreError};
+use crate::store::{MemberStore, ServerIdentity, StoreError};
 
-/// The private key's file name inside the data dir.
-pub const KEY_FILE: &str = "vapid_private_key.pem";
 /// How long a JWT is valid; RFC 8292 allows at most 24 hours.
 const TOKEN_LIFETIME_SECS: u64 = 12 * 3600;
 /// A cached JWT is replaced when less than this is left of it.
@@ -41,29 +36,16 @@ const TOKEN_RENEW_MARGIN_SECS: u64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VapidError {
-    #[error("cannot read or write the VAPID key file {path}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the VAPID key file {path} is not a PKCS#8 PEM P-256 private key")]
-    Unreadable { path: PathBuf },
+    #[error("the VAPID private key in {place} is not a PKCS#8 PEM P-256 private key")]
+    Unreadable { place: String },
     #[error(
-        "the VAPID key file {path} is missing, but the store has members whose subscriptions \
-         are bound to that key; restore the file from a backup (a new key would silently \
-         cut every member off)"
+        "the VAPID private key is missing from {place}, but the store has members whose \
+         subscriptions are bound to that key; restore it from a backup (a new key would \
+         silently cut every member off)"
     )]
-    MissingWithMembers { path: PathBuf },
-    #[error("the VAPID private key kept in the database is not a PKCS#8 PEM P-256 private key")]
-    UnreadableInDatabase,
-    #[error(
-        "the database has members but no VAPID private key; their subscriptions are bound to \
-         the lost key: restore the database from a backup (a new key would silently cut every \
-         member off)"
-    )]
-    MissingFromDatabase,
-    #[error("cannot read or keep the VAPID key in the database")]
-    Database(#[from] StoreError),
+    MissingWithMembers { place: String },
+    #[error("cannot read or keep the VAPID key")]
+    Store(#[from] StoreError),
 }
 
 struct Token {
@@ -82,71 +64,63 @@ pub struct VapidKeys {
 }
 
 impl VapidKeys {
-    /// Loads the key pair from `data_dir`, or makes and saves one if there is none and
-    /// the store has no members yet.
-    pub fn load_or_create(
-        data_dir: &Path,
-        subject: String,
-        store_has_members: bool,
-    ) -> Result<Self, VapidError> {
-        if let Some(keys) = Self::load(data_dir, subject.clone())? {
+    /// The key pair `store` keeps, or a new one kept there if it has none and the chat has
+    /// no members yet.
+    pub async fn load_or_create<S>(store: &S, subject: String) -> Result<Self, VapidError>
+    where
+        S: ServerIdentity + MemberStore + ?Sized,
+    {
+        if let Some(keys) = Self::load(store, subject.clone()).await? {
             return Ok(keys);
         }
-        let path = data_dir.join(KEY_FILE);
-        if store_has_members {
-            return Err(VapidError::MissingWithMembers { path });
+        if store.has_members().await? {
+            return Err(VapidError::MissingWithMembers {
+                place: store.vapid_key_place(),
+            });
         }
-        let keys = Self::generate(data_dir, subject)?;
-        tracing::info!(path = %path.display(), "created a new VAPID key pair");
-        Ok(keys)
+        // Another instance may have kept its own key meanwhile: use the kept one.
+        let kept = store.offer_vapid_private_key(&new_private_key()?).await?;
+        tracing::info!(place = %store.vapid_key_place(), "created a new VAPID key pair");
+        Self::from_pem(&kept, subject, store)
     }
 
-    /// Loads the key pair from `data_dir`, if it has one.
-    pub fn load(data_dir: &Path, subject: String) -> Result<Option<Self>, VapidError> {
-        let path = data_dir.join(KEY_FILE);
-        if !path.exists() {
-            return Ok(None);
+    /// The key pair `store` keeps, if it keeps one.
+    pub async fn load<S>(store: &S, subject: String) -> Result<Option<Self>, VapidError>
+    where
+        S: ServerIdentity + ?Sized,
+    {
+        match store.vapid_private_key().await? {
+            Some(pem) => Self::from_pem(&pem, subject, store).map(Some),
+            None => Ok(None),
         }
-        tighten_permissions(&path).map_err(|source| VapidError::Io {
-            path: path.clone(),
-            source,
+    }
+
+    /// Makes a new key pair and keeps it in `store` in place of any other.
+    pub async fn generate<S>(store: &S, subject: String) -> Result<Self, VapidError>
+    where
+        S: ServerIdentity + ?Sized,
+    {
+        let pem = new_private_key()?;
+        store.replace_vapid_private_key(&pem).await?;
+        Self::from_pem(&pem, subject, store)
+    }
+
+    /// Keeps `pem` (a backup's key, checked to be a P-256 private key) in `store`.
+    pub async fn install<S>(store: &S, pem: &str) -> Result<(), VapidError>
+    where
+        S: ServerIdentity + ?Sized,
+    {
+        Self::from_pem(pem, String::new(), store)?;
+        Ok(store.replace_vapid_private_key(pem).await?)
+    }
+
+    fn from_pem<S>(pem: &str, subject: String, store: &S) -> Result<Self, VapidError>
+    where
+        S: ServerIdentity + ?Sized,
+    {
+        let secret = SecretKey::from_pkcs8_pem(pem).map_err(|_| VapidError::Unreadable {
+            place: store.vapid_key_place(),
         })?;
-        let secret = parse_pem(&private_key_pem(data_dir)?, &path)?;
-        Ok(Some(Self::from_secret(secret, subject)))
-    }
-
-    /// Makes a new key pair and saves it in `data_dir`, replacing any key there in one
-    /// step (a crash leaves the old key or the new one, never neither).
-    pub fn generate(data_dir: &Path, subject: String) -> Result<Self, VapidError> {
-        let secret = SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-        let path = data_dir.join(KEY_FILE);
-        let pem = secret
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|_| VapidError::Unreadable { path: path.clone() })?;
-        install_private_key(data_dir, &pem)?;
-        Ok(Self::from_secret(secret, subject))
-    }
-
-    /// The key pair kept in PostgreSQL, which every instance on that database signs with:
-    /// made and kept by the first instance that finds none, while the chat has no members.
-    pub async fn load_or_create_shared(
-        store: &PostgresStore,
-        subject: String,
-    ) -> Result<Self, VapidError> {
-        let pem = match store.vapid_private_key().await? {
-            Some(pem) => pem,
-            None if store.has_members().await? => return Err(VapidError::MissingFromDatabase),
-            None => {
-                let secret = SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-                let pem = secret
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|_| VapidError::UnreadableInDatabase)?;
-                // Another instance may have kept its own key meanwhile: use the kept one.
-                store.offer_vapid_private_key(&pem).await?
-            }
-        };
-        let secret =
-            SecretKey::from_pkcs8_pem(&pem).map_err(|_| VapidError::UnreadableInDatabase)?;
         Ok(Self::from_secret(secret, subject))
     }
 
@@ -209,54 +183,15 @@ impl VapidKeys {
     }
 }
 
-/// The private key file's text (PKCS#8 PEM), for a backup.
-pub fn private_key_pem(data_dir: &Path) -> Result<String, VapidError> {
-    let path = data_dir.join(KEY_FILE);
-    fs::read_to_string(&path).map_err(|source| VapidError::Io { path, source })
-}
-
-/// Saves `pem` (checked to be a P-256 private key) as the key file of `data_dir`, mode
-/// 0600, replacing any key there in one step.
-pub fn install_private_key(data_dir: &Path, pem: &str) -> Result<(), VapidError> {
-    let path = data_dir.join(KEY_FILE);
-    parse_pem(pem, &path)?;
-    let staged = data_dir.join(format!("{KEY_FILE}.new"));
-    let io = |source| VapidError::Io {
-        path: path.clone(),
-        source,
-    };
-    let _ = fs::remove_file(&staged);
-    write_private(&staged, pem.as_bytes()).map_err(io)?;
-    fs::rename(&staged, &path).map_err(io)
-}
-
-fn parse_pem(pem: &str, path: &Path) -> Result<SecretKey, VapidError> {
-    SecretKey::from_pkcs8_pem(pem).map_err(|_| VapidError::Unreadable {
-        path: path.to_owned(),
-    })
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-/// A key file others can read (copied by hand, say) is made private again, with a warning.
-fn tighten_permissions(path: &Path) -> std::io::Result<()> {
-    let mode = fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "VAPID key file was readable by others; setting mode 0600");
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
+/// A new P-256 private key, as PKCS#8 PEM.
+fn new_private_key() -> Result<String, VapidError> {
+    let secret = SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let pem = secret
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|_| VapidError::Unreadable {
+            place: "a new key".into(),
+        })?;
+    Ok(pem.to_string())
 }
 
 fn unix_now() -> u64 {
@@ -271,45 +206,50 @@ mod tests {
 
     use super::*;
 
-    fn keys(dir: &Path) -> VapidKeys {
-        VapidKeys::load_or_create(dir, "mailto:ops@example.org".into(), false).unwrap()
-    }
+    use crate::store::testing::{ann, TestStore};
 
-    #[test]
-    fn test_key_file_is_private_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = keys(dir.path()).public_key_base64();
-        let mode = fs::metadata(dir.path().join(KEY_FILE))
+    async fn keys(store: &TestStore) -> VapidKeys {
+        VapidKeys::load_or_create(&*store.store, "mailto:ops@example.org".into())
+            .await
             .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(keys(dir.path()).public_key_base64(), first);
     }
 
-    #[test]
-    fn test_a_lost_key_is_not_replaced_while_members_exist() {
-        let dir = tempfile::tempdir().unwrap();
-        let refused = VapidKeys::load_or_create(dir.path(), "mailto:a@example.org".into(), true);
+    #[tokio::test]
+    async fn test_the_key_is_kept_and_reused() {
+        let store = TestStore::new().await;
+        let first = keys(&store).await.public_key_base64();
+        let store = store.reopen().await;
+        assert_eq!(keys(&store).await.public_key_base64(), first);
+    }
+
+    #[tokio::test]
+    async fn test_a_lost_key_is_not_replaced_while_members_exist() {
+        let store = TestStore::new().await;
+        store.store.put_device(&ann()).await.unwrap();
+        let refused = VapidKeys::load_or_create(&*store.store, "mailto:a@example.org".into()).await;
         assert!(matches!(
             refused,
             Err(VapidError::MissingWithMembers { .. })
         ));
-        assert!(!dir.path().join(KEY_FILE).exists());
+        assert_eq!(store.store.vapid_private_key().await.unwrap(), None);
     }
 
-    #[test]
-    fn test_a_corrupt_key_file_is_an_error_not_a_new_key() {
-        let dir = tempfile::tempdir().unwrap();
-        write_private(&dir.path().join(KEY_FILE), b"garbage").unwrap();
-        let refused = VapidKeys::load_or_create(dir.path(), "mailto:a@example.org".into(), false);
+    #[tokio::test]
+    async fn test_a_corrupt_key_is_an_error_not_a_new_key() {
+        let store = TestStore::new().await;
+        store
+            .store
+            .replace_vapid_private_key("garbage")
+            .await
+            .unwrap();
+        let refused = VapidKeys::load_or_create(&*store.store, "mailto:a@example.org".into()).await;
         assert!(matches!(refused, Err(VapidError::Unreadable { .. })));
     }
 
-    #[test]
-    fn test_jwt_names_the_endpoint_origin_with_its_port_and_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = keys(dir.path());
+    #[tokio::test]
+    async fn test_jwt_names_the_endpoint_origin_with_its_port_and_verifies() {
+        let store = TestStore::new().await;
+        let keys = keys(&store).await;
         let endpoint = Url::parse("http://127.0.0.1:8790/push/abc").unwrap();
         let signature = keys.signature_for(&endpoint);
         let parts: Vec<&str> = signature.auth_t.split('.').collect();
@@ -326,10 +266,10 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn test_one_jwt_per_origin_is_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = keys(dir.path());
+    #[tokio::test]
+    async fn test_one_jwt_per_origin_is_reused() {
+        let store = TestStore::new().await;
+        let keys = keys(&store).await;
         let a1 = keys.signature_for(&Url::parse("https://push.example/a").unwrap());
         let a2 = keys.signature_for(&Url::parse("https://push.example/b").unwrap());
         let other = keys.signature_for(&Url::parse("https://push.example:8443/a").unwrap());

@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::{name_key, Device, StoreContents, StoreError};
+use super::{name_key, StoreContents, StoreError};
+use crate::model::member::Device;
 
 /// The format this build writes.
 pub const FORMAT: u32 = 2;

@@ -1,16 +1,20 @@
-//! The chat's durable state behind one trait, [`Store`], with two homes chosen by
-//! configuration: sled in the data dir (`sled`, the default: one process, nothing else to
-//! run) and PostgreSQL (`postgres`, `--database-url`: several instances share one chat).
+//! The chat's durable state, with two homes chosen by configuration: sled in the data dir
+//! (`sled`, the default: one process, nothing else to run) and PostgreSQL (`postgres`,
+//! `--database-url`: several instances share one chat). Its parts are traits, one per
+//! concern ([`MemberStore`], [`ChatHistory`], [`FanOutQueue`], [`Allowances`],
+//! [`ServerIdentity`], [`Backups`]), and [`Store`] is all of them; [`open`] gives one.
+//! Nothing outside this folder names a backend: each backend's files implement every part.
 //!
-//! A store keeps members' devices (a member is the devices sharing a member id, and so a
-//! name), device codes, banned names, the browsers the operator removed, the history, the
-//! VAPID contact, the allowances of rate limits (see `allowance`), and the fan-outs not
-//! yet sent. A fan-out is queued in the store before the change that caused it answers (a
-//! chat line and its fan-out in one transaction), split in batches of at most
-//! [`FAN_OUT_BATCH`] recipients; delivery takes batches with [`Store::take_fan_out`] and
-//! gives each back with [`TakenFanOut::done`] once every recipient's push service answered.
-//! A batch whose taker stops before that is taken again (by this process after a restart,
-//! or at once by another instance on PostgreSQL): at least once, never lost.
+//! A store keeps members' devices (see `model::member`), device codes, banned names, the
+//! browsers the operator removed, the history, the VAPID identity, the allowances of rate
+//! limits (see `allowance`), and the fan-outs not yet sent. A fan-out is queued in the
+//! store before the change that caused it answers (a chat line and its fan-out in one
+//! transaction), split in batches of at most [`FAN_OUT_BATCH`] recipients; the queue
+//! announces it once it is durable, delivery takes batches with
+//! [`FanOutQueue::take_fan_out`] and gives each back with [`TakenFanOut::done`] once every
+//! recipient's push service answered. A batch whose taker stops before that is taken again
+//! (by this process after a restart, or at once by another instance on PostgreSQL): at
+//! least once, never lost. Every change is durable when its call returns.
 //!
 //! What a store keeps has a format, [`FORMAT`], recorded in it and checked when it opens:
 //! an older one is brought up to date in one transaction (it either finishes or leaves the
@@ -27,94 +31,35 @@ mod sled;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use unicode_security::confusable_detection::skeleton;
 
-use app::wire::{ChatLine, PushMessage};
+use app::wire::ChatLine;
 
-use crate::model::subscription::Subscription;
+use crate::model::{
+    fan_out::FanOut,
+    member::{Device, DeviceCode, Removal, Removed},
+    subscription::Subscription,
+};
 
 pub use self::{
     allowance::Quota,
     format::{NewerFormat, FORMAT},
-    postgres::PostgresStore,
-    sled::SledStore,
 };
-
-/// The most recipients one queued fan-out holds: a chat line to many members is several,
-/// which several instances deliver side by side.
-pub const FAN_OUT_BATCH: usize = 200;
+use self::{postgres::PostgresStore, sled::SledStore};
+pub use crate::model::fan_out::FAN_OUT_BATCH;
 
 /// How long an idle delivery worker waits before it looks for fan-outs again without
 /// being told of one (another instance's crash frees fan-outs silently).
 pub const FAN_OUT_POLL: Duration = Duration::from_secs(1);
-
-/// One browser of a member, as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    pub name: String,
-    /// Random, made when the member first joined; shared by all its devices.
-    pub member_id: String,
-    pub subscription: Subscription,
-    /// When this device joined, in milliseconds since the Unix epoch.
-    pub joined: u64,
-    /// The address it joined from, for the members-per-address limit.
-    #[serde(default)]
-    pub joined_from: Option<IpAddr>,
-    /// Until when the member gets no chat lines (ms since the Unix epoch), if it muted
-    /// them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub muted_until: Option<u64>,
-}
-
-/// What a device code stands for until it is used or expires.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceCode {
-    pub member_id: String,
-    pub name: String,
-    /// Milliseconds since the Unix epoch.
-    pub expires: u64,
-}
-
-impl DeviceCode {
-    /// The grant, unless it expired by `now`.
-    fn unexpired(self, now: u64) -> Option<DeviceCode> {
-        (self.expires > now).then_some(self)
-    }
-}
-
-/// What removing a device did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Removed {
-    pub device: Device,
-    /// It was the member's last device: the member is gone and its name is free.
-    pub member_left: bool,
-}
-
-/// The operator removed the member whose browser this was: what `init` answers a browser
-/// that comes back with it, for [`REMOVALS_KEPT`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Removal {
-    pub name: String,
-    /// The name was banned too.
-    pub banned: bool,
-    /// Milliseconds since the Unix epoch.
-    pub at: u64,
-}
-
-/// How long a removal is remembered: past it, a browser coming back is only "not a member".
-pub const REMOVALS_KEPT: Duration = Duration::from_secs(90 * 24 * 3600);
-
-impl Removal {
-    /// Whether it is still remembered at `now`.
-    fn kept_at(&self, now: u64) -> bool {
-        now.saturating_sub(self.at) < REMOVALS_KEPT.as_millis() as u64
-    }
-}
 
 /// A chat line before the store gives it its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,37 +70,10 @@ pub struct NewLine<'a> {
     pub time: u64,
 }
 
-/// One status update and the members' devices it goes to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Broadcast {
-    pub message: PushMessage,
-    pub recipients: Vec<Subscription>,
-}
-
-impl Broadcast {
-    /// A chat line to `recipients`.
-    pub fn chat_line(line: &ChatLine, recipients: &[Subscription]) -> Self {
-        Broadcast {
-            message: PushMessage::ChatMsg(line.clone()),
-            recipients: recipients.to_vec(),
-        }
-    }
-
-    /// The same update in batches of at most [`FAN_OUT_BATCH`] recipients; none for none.
-    pub fn batches(&self) -> impl Iterator<Item = Broadcast> + '_ {
-        self.recipients
-            .chunks(FAN_OUT_BATCH)
-            .map(|recipients| Broadcast {
-                message: self.message.clone(),
-                recipients: recipients.to_vec(),
-            })
-    }
-}
-
 /// A queued fan-out taken by this process: nobody else takes it until it is
 /// [`done`](TakenFanOut::done) or this process stops.
 pub struct TakenFanOut {
-    pub broadcast: Broadcast,
+    pub fan_out: FanOut,
     /// When it was queued, in milliseconds since the Unix epoch: its pushes' latency
     /// counts from then.
     pub queued_at: u64,
@@ -163,9 +81,9 @@ pub struct TakenFanOut {
 }
 
 impl TakenFanOut {
-    fn new(broadcast: Broadcast, queued_at: u64, lease: impl FanOutLease + 'static) -> Self {
+    fn new(fan_out: FanOut, queued_at: u64, lease: impl FanOutLease + 'static) -> Self {
         TakenFanOut {
-            broadcast,
+            fan_out,
             queued_at,
             lease: Box::new(lease),
         }
@@ -183,18 +101,23 @@ trait FanOutLease: Send {
     async fn done(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// Why the store could not do what it was asked. The database's own errors are kept as
+/// the source, whichever database it is.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the name {0:?} belongs to another member")]
     NameTaken(String),
     #[error("the endpoint belongs to another member")]
     EndpointTaken,
-    #[error("the sled database failed")]
-    Sled(#[from] ::sled::Error),
-    #[error("the PostgreSQL database failed")]
-    Postgres(#[from] sqlx::Error),
-    #[error("the PostgreSQL schema could not be brought up to date")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("another pushchat (or another program) has the store open")]
+    InUse,
+    #[error("the database failed")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the VAPID key file {path} cannot be read or written")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("a stored record is unreadable")]
     Corrupt(#[from] serde_json::Error),
     #[error("a stored value is out of range: {0}")]
@@ -203,6 +126,13 @@ pub enum StoreError {
     NotEmpty,
     #[error(transparent)]
     NewerFormat(#[from] NewerFormat),
+}
+
+impl StoreError {
+    /// The database's own error, whichever database it is.
+    fn database(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Database(Box::new(error))
+    }
 }
 
 /// Everything the store holds, at one moment: what a backup keeps. Read one with
@@ -219,14 +149,13 @@ pub struct StoreContents {
     pub history: Vec<ChatLine>,
     /// Fan-outs not yet sent, oldest first.
     #[serde(default)]
-    pub fan_outs: Vec<Broadcast>,
+    pub fan_outs: Vec<FanOut>,
     pub vapid_subject: Option<String>,
 }
 
-/// Members, history and queued fan-outs, wherever they are kept. Shared as
-/// `Arc<dyn Store>`; every method is safe to call from many tasks at once.
+/// Members, their devices, device codes, bans and removals.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait MemberStore: Send + Sync {
     async fn device(&self, endpoint: &str) -> Result<Option<Device>, StoreError>;
 
     /// Every member's devices, in no particular order.
@@ -271,7 +200,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Removed>, StoreError>;
 
     /// Whether the operator removed the browser with this endpoint (within
-    /// [`REMOVALS_KEPT`] of `now`).
+    /// [`REMOVALS_KEPT`](crate::model::member::REMOVALS_KEPT) of `now`).
     async fn removal(&self, endpoint: &str, now: u64) -> Result<Option<Removal>, StoreError>;
 
     /// Keeps `code` (by its hash) until it is taken or expires; drops expired ones.
@@ -290,33 +219,6 @@ pub trait Store: Send + Sync {
         now: u64,
     ) -> Result<Option<DeviceCode>, StoreError>;
 
-    /// Appends a line to the history and queues its fan-out to `recipients`, in one
-    /// transaction; then drops the oldest lines beyond `keep`.
-    async fn append_line(
-        &self,
-        line: NewLine<'_>,
-        keep: usize,
-        recipients: &[Subscription],
-    ) -> Result<ChatLine, StoreError>;
-
-    /// Queues a fan-out (in batches); nothing for a broadcast without recipients. Like
-    /// every change, it is durable, and so taken, after [`Store::flush`].
-    async fn queue_fan_out(&self, broadcast: &Broadcast) -> Result<(), StoreError>;
-
-    /// The oldest queued fan-out nobody has taken, taken by this process.
-    async fn take_fan_out(&self) -> Result<Option<TakenFanOut>, StoreError>;
-
-    /// Resolves when a fan-out may have been queued since the last call, or after
-    /// [`FAN_OUT_POLL`] at the latest.
-    async fn fan_out_queued(&self);
-
-    /// Whether other processes take fan-outs from this store too (PostgreSQL), so that
-    /// one that stops may leave queued fan-outs to them.
-    fn is_shared(&self) -> bool;
-
-    /// The newest `limit` lines, oldest first.
-    async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError>;
-
     /// Bans `name` (compared by [`name_key`]) from joining.
     async fn ban(&self, name: &str) -> Result<(), StoreError>;
 
@@ -324,7 +226,44 @@ pub trait Store: Send + Sync {
     async fn unban(&self, name: &str) -> Result<bool, StoreError>;
 
     async fn is_banned(&self, name: &str) -> Result<bool, StoreError>;
+}
 
+/// The history of chat lines.
+#[async_trait]
+pub trait ChatHistory: Send + Sync {
+    /// Appends a line to the history and queues its fan-out to `recipients`, in one
+    /// transaction; then drops the oldest lines beyond `keep`. Returns the line, with its
+    /// id, and the fan-out it queued.
+    async fn append_line(
+        &self,
+        line: NewLine<'_>,
+        keep: usize,
+        recipients: &[Subscription],
+    ) -> Result<(ChatLine, FanOut), StoreError>;
+
+    /// The newest `limit` lines, oldest first.
+    async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError>;
+}
+
+/// The fan-outs not yet sent. A queued fan-out is announced to the workers waiting in
+/// [`FanOutQueue::fan_out_queued`] once the change that queued it is durable, never
+/// before: a crash must not push what the store then forgets.
+#[async_trait]
+pub trait FanOutQueue: Send + Sync {
+    /// Queues a fan-out (in batches); nothing for one without recipients.
+    async fn queue_fan_out(&self, fan_out: &FanOut) -> Result<(), StoreError>;
+
+    /// The oldest queued fan-out nobody has taken, taken by this process.
+    async fn take_fan_out(&self) -> Result<Option<TakenFanOut>, StoreError>;
+
+    /// Resolves when a fan-out may have been queued since the last call, or after
+    /// [`FAN_OUT_POLL`] at the latest.
+    async fn fan_out_queued(&self);
+}
+
+/// The rate limits' counts.
+#[async_trait]
+pub trait Allowances: Send + Sync {
     /// Counts one action of `key` against `quota`: `Ok(Err(wait))` when `key` has used its
     /// allowance, and may act again after `wait` (the refused action is not counted).
     /// Counted where every process serving this chat counts (PostgreSQL: in it), so
@@ -334,20 +273,109 @@ pub trait Store: Send + Sync {
         quota: &Quota,
         key: &str,
     ) -> Result<Result<(), Duration>, StoreError>;
+}
 
+/// The server's VAPID identity: its contact and its private key, which every instance
+/// serving the chat signs with (sled: the key file in the data dir, mode 0600;
+/// PostgreSQL: a row every instance reads). The store keeps the key's text; `push::vapid`
+/// makes and reads keys.
+#[async_trait]
+pub trait ServerIdentity: Send + Sync {
     /// The VAPID contact the server last ran with, for subcommands run without one.
     async fn vapid_subject(&self) -> Result<Option<String>, StoreError>;
 
     async fn set_vapid_subject(&self, subject: &str) -> Result<(), StoreError>;
 
+    /// The VAPID private key (PKCS#8 PEM), once one is kept.
+    async fn vapid_private_key(&self) -> Result<Option<String>, StoreError>;
+
+    /// Keeps `pem` as the VAPID private key unless one is kept already, and returns the
+    /// kept one: instances starting together agree on the first.
+    async fn offer_vapid_private_key(&self, pem: &str) -> Result<String, StoreError>;
+
+    /// Keeps `pem` as the VAPID private key in place of any other, in one step (a crash
+    /// leaves the old key or the new one, never neither).
+    async fn replace_vapid_private_key(&self, pem: &str) -> Result<(), StoreError>;
+
+    /// Where the key is kept, for a person reading an error.
+    fn vapid_key_place(&self) -> String;
+}
+
+/// Whole-store copies: what `pushchat backup` and `restore` read and write.
+#[async_trait]
+pub trait Backups: Send + Sync {
     /// Everything, as of one moment: no change is half in it.
     async fn contents(&self) -> Result<StoreContents, StoreError>;
 
     /// Fills an empty store with `contents` (a backup); refuses a store that holds a chat.
     async fn restore(&self, contents: &StoreContents) -> Result<(), StoreError>;
+}
 
-    /// Waits until every change so far is durable.
-    async fn flush(&self) -> Result<(), StoreError>;
+/// Everything the chat keeps, wherever it is kept: one store per chat, shared as
+/// `Arc<dyn Store>`; every method is safe to call from many tasks at once, and every
+/// change is durable when its call returns. Each part of the server asks for the part it
+/// uses (delivery: [`FanOutQueue`]).
+pub trait Store:
+    MemberStore + ChatHistory + FanOutQueue + Allowances + ServerIdentity + Backups
+{
+}
+
+impl<T> Store for T where
+    T: MemberStore + ChatHistory + FanOutQueue + Allowances + ServerIdentity + Backups
+{
+}
+
+/// Where the chat is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled, in the data dir, with a page cache of `cache_bytes`.
+    Sled { cache_bytes: u64 },
+    /// PostgreSQL at `url`, which other instances may share.
+    Postgres { url: String },
+}
+
+impl StoreLocation {
+    /// Whether other processes may serve the same chat (and take its fan-outs).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreLocation::Postgres { .. })
+    }
+}
+
+/// What a person reads in an error: where the chat is kept.
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sled { .. } => f.write_str("the data dir's store"),
+            StoreLocation::Postgres { .. } => {
+                f.write_str("the PostgreSQL database given by --database-url")
+            }
+        }
+    }
+}
+
+/// Opens the store at `location` for the chat whose data dir is `data_dir`, creating it
+/// if it does not exist. `max_fan_outs` is how many fan-outs this process delivers at once
+/// (on PostgreSQL each holds a connection while it does).
+pub async fn open(
+    location: &StoreLocation,
+    data_dir: &Path,
+    max_fan_outs: usize,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        StoreLocation::Sled { cache_bytes } => Arc::new(SledStore::open(data_dir, *cache_bytes)?),
+        StoreLocation::Postgres { url } => {
+            Arc::new(PostgresStore::connect(url, max_fan_outs).await?)
+        }
+    })
+}
+
+/// Whether `data_dir` has a chat's store at `location` (PostgreSQL: always; it is opened to
+/// find out).
+pub fn exists(location: &StoreLocation, data_dir: &Path) -> bool {
+    match location {
+        StoreLocation::Sled { .. } => SledStore::exists(data_dir),
+        StoreLocation::Postgres { .. } => true,
+    }
 }
 
 /// The key two names collide on: names a reader cannot tell apart are the same name,

@@ -1,12 +1,37 @@
 //! Stores for tests: a fresh one of the kind this test run covers, sled by default or
 //! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `localpush::postgres`), which the
-//! unit tests and the integration tests share.
+//! unit tests and the integration tests share; and the members they store.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use localpush::postgres::{suites_use_postgres, TestDatabase};
 
 use super::{PostgresStore, SledStore, Store, StoreError};
+use crate::model::{member::Device, subscription::Subscription};
+
+/// The auth secret of RFC 8291's example subscription.
+pub const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+
+/// A device of the member called `name`, whose id is its lowercase name, at `endpoint`.
+pub fn member(name: &str, endpoint: &str) -> Device {
+    Device {
+        name: name.into(),
+        member_id: name.to_lowercase(),
+        subscription: Subscription {
+            endpoint: endpoint.into(),
+            p256dh: "key".into(),
+            auth: AUTH.into(),
+        },
+        joined: 1,
+        joined_from: None,
+        muted_until: None,
+    }
+}
+
+/// Ann's one device, at https://p.example/1.
+pub fn ann() -> Device {
+    member("Ann", "https://p.example/1")
+}
 
 /// A store of the kind under test, on a home of its own that lives as long as it does.
 pub struct TestStore {
@@ -60,9 +85,7 @@ pub async fn open_sled_when_free(dir: &Path) -> SledStore {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match SledStore::open(dir, 1 << 20) {
-            Err(StoreError::Sled(::sled::Error::Io(error)))
-                if error.to_string().contains("lock") && std::time::Instant::now() < deadline =>
-            {
+            Err(StoreError::InUse) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             opened => return opened.unwrap(),

@@ -1,33 +1,21 @@
 //! The store's promises, checked against the store this run tests: sled by default,
 //! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `localpush::postgres`).
 
-use super::{testing::TestStore, *};
+use app::wire::PushMessage;
 
-/// A device of the member whose id is its lowercase name.
-fn member(name: &str, endpoint: &str, auth: &str) -> Device {
-    Device {
-        name: name.into(),
-        member_id: name.to_lowercase(),
-        subscription: Subscription {
-            endpoint: endpoint.into(),
-            p256dh: "key".into(),
-            auth: auth.into(),
-        },
-        joined: 1,
-        joined_from: None,
-        muted_until: None,
-    }
-}
+use super::{
+    testing::{ann, member, TestStore, AUTH},
+    *,
+};
+use crate::model::member::REMOVALS_KEPT;
 
 /// A store whose one member is Ann, at https://p.example/1.
 async fn with_ann() -> TestStore {
     let test = TestStore::new().await;
-    let ann = member("Ann", "https://p.example/1", AUTH);
-    test.store.put_device(&ann).await.unwrap();
+    test.store.put_device(&ann()).await.unwrap();
     test
 }
 
-const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
 const OTHER_AUTH: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
 fn line<'a>(msg: &'a str, time: u64) -> NewLine<'a> {
@@ -55,7 +43,7 @@ async fn remove_device(
 }
 
 /// What waits in the queue, oldest first.
-async fn queued(store: &dyn Store) -> Vec<Broadcast> {
+async fn queued(store: &dyn Store) -> Vec<FanOut> {
     store.contents().await.unwrap().fan_outs
 }
 
@@ -67,7 +55,7 @@ async fn test_members_are_stored_and_read_back() {
     let ann = Device {
         joined_from: Some("203.0.113.7".parse().unwrap()),
         muted_until: Some(5),
-        ..member("Ann", "https://p.example/1", AUTH)
+        ..member("Ann", "https://p.example/1")
     };
     store.put_device(&ann).await.unwrap();
     assert_eq!(
@@ -84,7 +72,7 @@ async fn test_a_name_cannot_be_held_by_two_members_whatever_its_case() {
     let store = &test.store;
     let impostor = Device {
         member_id: "someone else".into(),
-        ..member("ＡＮＮ", "https://p.example/2", AUTH)
+        ..member("ＡＮＮ", "https://p.example/2")
     };
     let clash = store.put_device(&impostor).await;
     assert!(matches!(clash, Err(StoreError::NameTaken(name)) if name == "ＡＮＮ"));
@@ -112,8 +100,8 @@ fn test_names_a_reader_cannot_tell_apart_collide() {
 async fn test_a_members_devices_share_its_name_until_the_last_leaves() {
     let test = TestStore::new().await;
     let store = &test.store;
-    let phone = member("Ann", "https://p.example/1", AUTH);
-    let laptop = member("Ann", "https://p.example/2", AUTH);
+    let phone = member("Ann", "https://p.example/1");
+    let laptop = member("Ann", "https://p.example/2");
     store.put_device(&phone).await.unwrap();
     store.put_device(&laptop).await.unwrap();
     store.put_device(&laptop).await.unwrap(); // the same device again counts once
@@ -121,7 +109,7 @@ async fn test_a_members_devices_share_its_name_until_the_last_leaves() {
     assert_eq!(store.devices_of("ann").await.unwrap().len(), 2);
     let stolen = Device {
         member_id: "bo".into(),
-        ..member("Bo", "https://p.example/1", AUTH)
+        ..member("Bo", "https://p.example/1")
     };
     assert!(matches!(
         store.put_device(&stolen).await,
@@ -154,7 +142,7 @@ async fn test_removal_needs_the_current_secret_and_frees_the_name() {
     assert_eq!(removed.map(|r| r.device.name), Some("Ann".into()));
     assert!(!store.has_members().await.unwrap());
     store
-        .put_device(&member("Ann", "https://p.example/2", AUTH))
+        .put_device(&member("Ann", "https://p.example/2"))
         .await
         .unwrap();
 }
@@ -164,7 +152,7 @@ async fn test_a_moved_subscription_keeps_the_device_and_refuses_a_taken_or_gone_
     let test = with_ann().await;
     let store = &test.store;
     store
-        .put_device(&member("Bo", "https://p.example/2", AUTH))
+        .put_device(&member("Bo", "https://p.example/2"))
         .await
         .unwrap();
     store
@@ -173,7 +161,7 @@ async fn test_a_moved_subscription_keeps_the_device_and_refuses_a_taken_or_gone_
         .unwrap();
     let mut moved = Device {
         muted_until: Some(42),
-        ..member("Ann", "https://p.example/3", AUTH)
+        ..member("Ann", "https://p.example/3")
     };
     moved.subscription.auth = OTHER_AUTH.into();
     let replaced = store
@@ -185,7 +173,7 @@ async fn test_a_moved_subscription_keeps_the_device_and_refuses_a_taken_or_gone_
         store.device("https://p.example/3").await.unwrap(),
         Some(moved.clone())
     );
-    let onto_bo = member("Ann", "https://p.example/2", AUTH).subscription;
+    let onto_bo = member("Ann", "https://p.example/2").subscription;
     assert!(matches!(
         store
             .replace_subscription("https://p.example/3", &onto_bo)
@@ -194,7 +182,7 @@ async fn test_a_moved_subscription_keeps_the_device_and_refuses_a_taken_or_gone_
     ));
     assert_eq!(store.devices_of("bo").await.unwrap().len(), 1);
     // A device that left meanwhile is not brought back.
-    let elsewhere = member("Ann", "https://p.example/4", AUTH).subscription;
+    let elsewhere = member("Ann", "https://p.example/4").subscription;
     let gone = store
         .replace_subscription("https://p.example/1", &elsewhere)
         .await;
@@ -246,7 +234,7 @@ async fn test_history_keeps_the_newest_lines_in_order() {
     let store = &test.store;
     for n in 0..5 {
         let msg = format!("line {n}");
-        store.append_line(line(&msg, n), 3, &[]).await.unwrap();
+        store.append_line(line(&msg, n), 3, &[]).await.unwrap().0;
     }
     let lines = store.recent_lines(10).await.unwrap();
     let texts: Vec<_> = lines.iter().map(|l| l.msg.as_str()).collect();
@@ -260,12 +248,13 @@ async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
     let test = TestStore::new().await;
     let store = &test.store;
     let recipients: Vec<Subscription> = (0..FAN_OUT_BATCH + 1)
-        .map(|n| member("Ann", &format!("https://p.example/{n}"), AUTH).subscription)
+        .map(|n| member("Ann", &format!("https://p.example/{n}")).subscription)
         .collect();
     let line = store
         .append_line(line("hello", 1), 10, &recipients)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let queue = queued(store.as_ref()).await;
     assert_eq!(queue.len(), 2);
     assert!(queue
@@ -286,37 +275,33 @@ async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
 #[tokio::test]
 async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_restart() {
     let test = TestStore::new().await;
-    let to_ann = vec![member("Ann", "https://p.example/1", AUTH).subscription];
+    let to_ann = vec![member("Ann", "https://p.example/1").subscription];
     let first = test
         .store
         .append_line(line("one", 1), 10, &to_ann)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let second = test
         .store
         .append_line(line("two", 2), 10, &to_ann)
         .await
-        .unwrap();
-    let nothing = Broadcast {
-        message: PushMessage::Notice { text: "hi".into() },
-        recipients: Vec::new(),
-    };
+        .unwrap()
+        .0;
+    let nothing = FanOut::notice("hi", Vec::new());
     test.store.queue_fan_out(&nothing).await.unwrap();
 
     let taken = test.store.take_fan_out().await.unwrap().unwrap();
-    assert_eq!(taken.broadcast.message, PushMessage::ChatMsg(first.clone()));
+    assert_eq!(taken.fan_out.message, PushMessage::ChatMsg(first.clone()));
     let next = test.store.take_fan_out().await.unwrap().unwrap();
-    assert_eq!(next.broadcast.message, PushMessage::ChatMsg(second.clone()));
+    assert_eq!(next.fan_out.message, PushMessage::ChatMsg(second.clone()));
     assert!(test.store.take_fan_out().await.unwrap().is_none());
     taken.done().await.unwrap();
     drop(next); // its taker stopped before it was done
 
     let test = test.reopen().await;
     let again = test.store.take_fan_out().await.unwrap().unwrap();
-    assert_eq!(
-        again.broadcast.message,
-        PushMessage::ChatMsg(second.clone())
-    );
+    assert_eq!(again.fan_out.message, PushMessage::ChatMsg(second.clone()));
     again.done().await.unwrap();
     assert!(test.store.take_fan_out().await.unwrap().is_none());
     assert_eq!(
@@ -338,6 +323,7 @@ async fn test_everything_survives_reopening() {
         .append_line(line("hello", 7), 10, &[])
         .await
         .unwrap()
+        .0
         .id;
     let test = test.reopen().await;
     let store = &test.store;
@@ -348,7 +334,11 @@ async fn test_everything_survives_reopening() {
         Some("mailto:a@b.example")
     );
     assert_eq!(store.recent_lines(10).await.unwrap()[0].msg, "hello");
-    let next = store.append_line(line("again", 8), 10, &[]).await.unwrap();
+    let next = store
+        .append_line(line("again", 8), 10, &[])
+        .await
+        .unwrap()
+        .0;
     assert!(next.id > first_id);
 }
 
@@ -362,17 +352,19 @@ async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
         .set_vapid_subject("mailto:ops@example.org")
         .await
         .unwrap();
-    let to_ann = vec![member("Ann", "https://p.example/1", AUTH).subscription];
+    let to_ann = vec![member("Ann", "https://p.example/1").subscription];
     store
         .append_line(line("one", 1), 10, &to_ann)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let sent = store.take_fan_out().await.unwrap().unwrap();
     sent.done().await.unwrap();
     store
         .append_line(line("two", 2), 10, &to_ann)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let contents = store.contents().await.unwrap();
     assert_eq!(contents.fan_outs.len(), 1);
 
@@ -384,7 +376,8 @@ async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
         .store
         .append_line(line("three", 3), 10, &[])
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert!(next.id > contents.history[1].id);
     assert!(matches!(
         fresh.store.restore(&contents).await,
@@ -429,7 +422,7 @@ async fn test_a_removal_is_remembered_for_its_browsers_until_it_expires() {
     );
     // Leaving of one's own accord leaves no removal behind.
     store
-        .put_device(&member("Bo", "https://p.example/3", AUTH))
+        .put_device(&member("Bo", "https://p.example/3"))
         .await
         .unwrap();
     remove_device(&**store, "https://p.example/3", AUTH)
@@ -446,7 +439,7 @@ async fn test_a_members_device_codes_go_with_its_last_device() {
     let test = with_ann().await;
     let store = &test.store;
     store
-        .put_device(&member("Ann", "https://p.example/2", AUTH))
+        .put_device(&member("Ann", "https://p.example/2"))
         .await
         .unwrap();
     let grant = |member_id: &str| DeviceCode {
@@ -532,7 +525,7 @@ async fn test_contents_carry_the_format_and_an_older_backup_is_brought_up_to_dat
     fields.remove("written_by");
     let bob = |name: &str, endpoint: &str, joined: u64| Device {
         joined,
-        ..member(name, endpoint, AUTH)
+        ..member(name, endpoint)
     };
     fields.insert(
         "devices".into(),

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use app::wire::{
-    ChatLine, ChatRequest, MemberCredentials, PushMessage, PushSubscription, RoomState,
+    ChatLine, MemberCredentials, PostLineRequest, PushMessage, PushSubscription, RoomState,
     SubscribeRequest, VapidPublicKey,
 };
 use localpush::{
@@ -122,7 +122,7 @@ pub fn credentials(member: &VirtualSubscription) -> MemberCredentials {
 }
 
 pub fn chat_body(member: &VirtualSubscription, msg: &str) -> Value {
-    json!(ChatRequest {
+    json!(PostLineRequest {
         member: credentials(member),
         msg: msg.into()
     })

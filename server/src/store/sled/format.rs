@@ -1,0 +1,171 @@
+//! Bringing a sled store's format up to date when it opens (see `store::format`), and
+//! the outbox of builds before the queue of fan-outs.
+
+use sled::{transaction::ConflictableTransactionError, Transactional};
+
+use app::wire::ChatLine;
+
+use super::{decode, SledStore, OLD_OUTBOX, STORE_FORMAT, WRITTEN_BY_KEY};
+use crate::{
+    model::{fan_out::FanOut, subscription::Subscription},
+    store::{
+        format::{self, FORMAT, UNRECORDED, WRITTEN_BY},
+        name_key, StoreError,
+    },
+};
+
+impl SledStore {
+    /// Checks the recorded format: a fresh store gets this build's, an older one is
+    /// migrated (see `format`), a newer one refused.
+    pub(super) fn bring_format_up_to_date(&self) -> Result<(), StoreError> {
+        let recorded = match self.settings.get(STORE_FORMAT)? {
+            Some(bytes) => Some(u32::from_be_bytes(bytes.as_ref().try_into().map_err(
+                |_| StoreError::BadValue("the recorded store format is not 4 bytes"),
+            )?)),
+            None => None,
+        };
+        let found = match recorded {
+            Some(found) => found,
+            None if self.holds_a_chat()? => UNRECORDED,
+            None => FORMAT,
+        };
+        let written_by = self
+            .settings
+            .get(WRITTEN_BY_KEY)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        format::check(found, written_by)?;
+        if found < FORMAT {
+            self.migrate_to_format_2()?;
+            tracing::warn!(
+                from = found,
+                to = FORMAT,
+                "brought the store's format up to date"
+            );
+        } else if recorded.is_none() {
+            self.settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
+            self.settings
+                .insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub(super) fn holds_a_chat(&self) -> Result<bool, StoreError> {
+        Ok(!(self.devices.is_empty()
+            && self.history.is_empty()
+            && self.banned.is_empty()
+            && self.fan_outs.is_empty()))
+    }
+
+    /// Format 1 to 2, in one transaction: names keyed by their skeleton (members whose
+    /// names now collide renamed), banned names too, device codes void, queued "left"
+    /// pushes naming their members in a list.
+    fn migrate_to_format_2(&self) -> Result<(), StoreError> {
+        let devices = self.all_devices()?;
+        let renamed = format::distinct_device_names(&devices);
+        let old_names: Vec<sled::IVec> = self.names.iter().keys().collect::<Result<_, _>>()?;
+        let banned: Vec<(sled::IVec, sled::IVec)> = self.banned.iter().collect::<Result<_, _>>()?;
+        let codes: Vec<sled::IVec> = self.device_codes.iter().keys().collect::<Result<_, _>>()?;
+        let mut fan_outs = Vec::new();
+        for entry in self.fan_outs.iter() {
+            let (id, bytes) = entry?;
+            let mut record: serde_json::Value = decode(&bytes)?;
+            if record
+                .pointer_mut("/broadcast/message")
+                .is_some_and(format::upgrade_message)
+            {
+                fan_outs.push((id, serde_json::to_vec(&record)?));
+            }
+        }
+        let mut renamed_devices = Vec::new();
+        let mut names = Vec::new();
+        for mut device in devices {
+            if let Some(new_name) = renamed.get(&device.member_id) {
+                device.name.clone_from(new_name);
+                renamed_devices.push((
+                    device.subscription.endpoint.clone(),
+                    serde_json::to_vec(&device)?,
+                ));
+            }
+            names.push((name_key(&device.name), device.member_id));
+        }
+        (
+            &self.devices,
+            &self.names,
+            &self.banned,
+            &self.device_codes,
+            &self.fan_outs,
+            &self.settings,
+        )
+            .transaction(
+                |(devices, names_tree, banned_tree, codes_tree, queue, settings)| {
+                    for key in &old_names {
+                        names_tree.remove(key)?;
+                    }
+                    for (key, member_id) in &names {
+                        names_tree.insert(key.as_bytes(), member_id.as_bytes())?;
+                    }
+                    for (endpoint, record) in &renamed_devices {
+                        devices.insert(endpoint.as_bytes(), record.as_slice())?;
+                    }
+                    for (key, _) in &banned {
+                        banned_tree.remove(key)?;
+                    }
+                    for (_, name) in &banned {
+                        banned_tree
+                            .insert(name_key(&String::from_utf8_lossy(name)).as_bytes(), name)?;
+                    }
+                    for code in &codes {
+                        codes_tree.remove(code)?;
+                    }
+                    for (id, record) in &fan_outs {
+                        queue.insert(id, record.as_slice())?;
+                    }
+                    settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
+                    settings.insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                },
+            )?;
+        Ok(())
+    }
+
+    /// Builds before the queue kept the chat lines whose fan-out had not finished in an
+    /// outbox, to send them again on the next start: they are queued to every member now.
+    pub(super) fn queue_old_outbox(&self) -> Result<(), StoreError> {
+        if !self
+            .db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == OLD_OUTBOX.as_bytes())
+        {
+            return Ok(());
+        }
+        let outbox = self.db.open_tree(OLD_OUTBOX)?;
+        let lines = outbox
+            .iter()
+            .values()
+            .map(|bytes| decode(&bytes?))
+            .collect::<Result<Vec<ChatLine>, _>>()?;
+        if !lines.is_empty() {
+            let everyone: Vec<Subscription> = self
+                .all_devices()?
+                .into_iter()
+                .map(|device| device.subscription)
+                .collect();
+            let mut batch = sled::Batch::default();
+            for line in &lines {
+                for (id, fan_out) in self.fan_out_records(&FanOut::chat_line(line, &everyone))? {
+                    batch.insert(&id, fan_out);
+                }
+            }
+            self.fan_outs.apply_batch(batch)?;
+            self.db.flush()?;
+            tracing::warn!(
+                lines = lines.len(),
+                "queued again the chat lines an earlier build had not finished sending"
+            );
+        }
+        self.db.drop_tree(OLD_OUTBOX)?;
+        Ok(())
+    }
+}

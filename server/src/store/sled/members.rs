@@ -1,0 +1,259 @@
+//! Members in sled: devices by endpoint, the index that keeps names unique, each
+//! member's device count (its last device leaving frees the name), device codes, bans
+//! and removals; a change that spans trees is one transaction.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use sled::Transactional;
+
+use super::{abort, count_of, decode, SledStore};
+use crate::{
+    model::{
+        member::{Device, DeviceCode, Removal, Removed},
+        subscription::Subscription,
+    },
+    store::{code_key, endpoint_key, name_key, MemberStore, StoreError},
+};
+
+#[async_trait]
+impl MemberStore for SledStore {
+    async fn device(&self, endpoint: &str) -> Result<Option<Device>, StoreError> {
+        self.devices
+            .get(endpoint)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.all_devices()
+    }
+
+    async fn devices_of(&self, name: &str) -> Result<Vec<Device>, StoreError> {
+        let Some(member_id) = self.names.get(name_key(name))? else {
+            return Ok(Vec::new());
+        };
+        let mut devices = self.all_devices()?;
+        devices.retain(|device| device.member_id.as_bytes() == member_id.as_ref());
+        Ok(devices)
+    }
+
+    async fn member_count(&self) -> Result<usize, StoreError> {
+        Ok(self.names.len())
+    }
+
+    async fn has_members(&self) -> Result<bool, StoreError> {
+        Ok(self.devices.first()?.is_some())
+    }
+
+    async fn put_device(&self, device: &Device) -> Result<(), StoreError> {
+        self.commit(|| self.insert_device(device)).await
+    }
+
+    async fn replace_subscription(
+        &self,
+        old_endpoint: &str,
+        new: &Subscription,
+    ) -> Result<bool, StoreError> {
+        self.commit(|| {
+            let endpoint = new.endpoint.as_bytes();
+            let moved = self.devices.transaction(|devices| {
+                if endpoint != old_endpoint.as_bytes() && devices.get(endpoint)?.is_some() {
+                    return abort(StoreError::EndpointTaken);
+                }
+                // Gone meanwhile (its push service said so, say): nothing to move.
+                let Some(old) = devices.remove(old_endpoint.as_bytes())? else {
+                    return Ok(false);
+                };
+                let mut device: Device = decode(&old).or_else(abort)?;
+                device.subscription = new.clone();
+                let record = serde_json::to_vec(&device)
+                    .map_err(StoreError::from)
+                    .or_else(abort)?;
+                devices.insert(endpoint, record)?;
+                Ok(true)
+            })?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError> {
+        self.commit(|| {
+            let set = self.devices.transaction(|devices| {
+                let Some(record) = devices.get(endpoint)? else {
+                    return Ok(false);
+                };
+                let mut device: Device = decode(&record).or_else(abort)?;
+                device.muted_until = Some(until);
+                let record = serde_json::to_vec(&device)
+                    .map_err(StoreError::from)
+                    .or_else(abort)?;
+                devices.insert(endpoint.as_bytes(), record)?;
+                Ok(true)
+            })?;
+            Ok(set)
+        })
+        .await
+    }
+
+    async fn remove_devices(
+        &self,
+        subscriptions: &[Subscription],
+        removal: Option<&Removal>,
+    ) -> Result<Vec<Removed>, StoreError> {
+        self.commit(|| {
+            let removal = removal.map(serde_json::to_vec).transpose()?;
+            let removed = (
+                &self.devices,
+                &self.names,
+                &self.device_counts,
+                &self.removals,
+            )
+                .transaction(|(devices, names, counts, removals)| {
+                    let mut removed = Vec::new();
+                    for subscription in subscriptions {
+                        let endpoint = subscription.endpoint.as_bytes();
+                        let Some(record) = devices.get(endpoint)? else {
+                            continue;
+                        };
+                        let device: Device = decode(&record).or_else(abort)?;
+                        if !device.subscription.auth_matches(&subscription.auth) {
+                            continue;
+                        }
+                        devices.remove(endpoint)?;
+                        if let Some(removal) = &removal {
+                            removals.insert(
+                                &endpoint_key(&subscription.endpoint),
+                                removal.as_slice(),
+                            )?;
+                        }
+                        let member_id = device.member_id.as_bytes();
+                        let left = count_of(counts.get(member_id)?.as_deref()).saturating_sub(1);
+                        if left > 0 {
+                            counts.insert(member_id, &left.to_be_bytes())?;
+                        } else {
+                            counts.remove(member_id)?;
+                            let key = name_key(&device.name);
+                            if names.get(&key)?.is_some_and(|holder| holder == member_id) {
+                                names.remove(key.as_bytes())?;
+                            }
+                        }
+                        removed.push(Removed {
+                            device,
+                            member_left: left == 0,
+                        });
+                    }
+                    Ok(removed)
+                })?;
+            let gone: HashSet<&str> = removed
+                .iter()
+                .filter(|removed| removed.member_left)
+                .map(|removed| removed.device.member_id.as_str())
+                .collect();
+            if !gone.is_empty() {
+                for entry in self.device_codes.iter() {
+                    let (key, value) = entry?;
+                    if decode::<DeviceCode>(&value)
+                        .is_ok_and(|code| gone.contains(code.member_id.as_str()))
+                    {
+                        self.device_codes.remove(key)?;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn removal(&self, endpoint: &str, now: u64) -> Result<Option<Removal>, StoreError> {
+        let Some(bytes) = self.removals.get(endpoint_key(endpoint))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode::<Removal>(&bytes)?).filter(|removal| removal.kept_at(now)))
+    }
+
+    async fn put_device_code(
+        &self,
+        code: &str,
+        grant: &DeviceCode,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.commit(|| {
+            for entry in self.device_codes.iter() {
+                let (key, value) = entry?;
+                if decode::<DeviceCode>(&value).map_or(true, |old| old.expires <= now) {
+                    self.device_codes.remove(key)?;
+                }
+            }
+            self.device_codes
+                .insert(code_key(code), serde_json::to_vec(grant)?)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_device_code(
+        &self,
+        code: &str,
+        now: u64,
+    ) -> Result<Option<DeviceCode>, StoreError> {
+        self.commit(|| {
+            let Some(value) = self.device_codes.remove(code_key(code))? else {
+                return Ok(None);
+            };
+            Ok(decode::<DeviceCode>(&value)?.unexpired(now))
+        })
+        .await
+    }
+
+    async fn ban(&self, name: &str) -> Result<(), StoreError> {
+        self.commit(|| {
+            self.banned.insert(name_key(name), name.as_bytes())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unban(&self, name: &str) -> Result<bool, StoreError> {
+        self.commit(|| Ok(self.banned.remove(name_key(name))?.is_some()))
+            .await
+    }
+
+    async fn is_banned(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.banned.contains_key(name_key(name))?)
+    }
+}
+
+impl SledStore {
+    /// Stores `device` (see [`MemberStore::put_device`]) in one transaction.
+    pub(super) fn insert_device(&self, device: &Device) -> Result<(), StoreError> {
+        let endpoint = device.subscription.endpoint.as_bytes();
+        let key = name_key(&device.name);
+        let member_id = device.member_id.as_bytes();
+        let record = serde_json::to_vec(device)?;
+        (&self.devices, &self.names, &self.device_counts).transaction(
+            |(devices, names, counts)| {
+                if names.get(&key)?.is_some_and(|holder| holder != member_id) {
+                    return abort(StoreError::NameTaken(device.name.clone()));
+                }
+                match devices.get(endpoint)? {
+                    Some(old) => {
+                        let old: Device = decode(&old).or_else(abort)?;
+                        if old.member_id != device.member_id {
+                            return abort(StoreError::EndpointTaken);
+                        }
+                    }
+                    None => {
+                        let count = count_of(counts.get(member_id)?.as_deref());
+                        counts.insert(member_id, &(count + 1).to_be_bytes())?;
+                    }
+                }
+                devices.insert(endpoint, record.as_slice())?;
+                names.insert(key.as_bytes(), member_id)?;
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! What only the sled store does: its old outbox and its format migration.
+
+use app::wire::PushMessage;
+
+use super::*;
+use crate::{
+    model::{fan_out::FanOut, member::DeviceCode, subscription::Subscription},
+    store::{
+        code_key,
+        format::FORMAT,
+        testing::{ann, open_sled_when_free},
+        Backups, FanOutQueue, MemberStore,
+    },
+};
+
+#[tokio::test]
+async fn test_an_earlier_builds_unsent_lines_are_queued_to_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = ann();
+    let line = ChatLine {
+        id: 7,
+        name: "Ann".into(),
+        msg: "cut short".into(),
+        time: 1,
+    };
+    {
+        // What such a build left: the member, and the line in its outbox.
+        let db = sled::open(dir.path().join(DB_DIR)).unwrap();
+        let devices = db.open_tree(DEVICES).unwrap();
+        let record = serde_json::to_vec(&ann).unwrap();
+        devices
+            .insert(ann.subscription.endpoint.as_bytes(), record)
+            .unwrap();
+        let outbox = db.open_tree(OLD_OUTBOX).unwrap();
+        let record = serde_json::to_vec(&line).unwrap();
+        outbox.insert(line.id.to_be_bytes(), record).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_sled_when_free(dir.path()).await;
+    let queued = store.take_fan_out().await.unwrap().unwrap();
+    assert_eq!(
+        queued.fan_out,
+        FanOut::chat_line(&line, std::slice::from_ref(&ann.subscription))
+    );
+    assert!(!store
+        .db
+        .tree_names()
+        .iter()
+        .any(|name| name.as_ref() == OLD_OUTBOX.as_bytes()));
+}
+
+/// A data dir as pushchat 0.1 (store format 1, no format recorded) left it: "bob"
+/// and a later "b\u{43e}b" (Cyrillic о) under their NFKC + lowercase keys, two banned
+/// names that now look alike, a device code, and a queued "left" push naming one member.
+fn write_format_1(dir: &Path) {
+    let db = sled::open(dir.join(DB_DIR)).unwrap();
+    let device = |name: &str, member_id: &str, n: u8, joined: u64| Device {
+        name: name.into(),
+        member_id: member_id.into(),
+        subscription: Subscription {
+            endpoint: format!("https://p.example/{n}"),
+            p256dh: "key".into(),
+            auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+        },
+        joined,
+        joined_from: None,
+        muted_until: None,
+    };
+    let devices = db.open_tree(DEVICES).unwrap();
+    let names = db.open_tree(NAMES).unwrap();
+    let counts = db.open_tree(DEVICE_COUNTS).unwrap();
+    for device in [
+        device("bob", "first", 1, 10),
+        device("b\u{43e}b", "second", 2, 20),
+    ] {
+        let endpoint = device.subscription.endpoint.as_bytes();
+        devices
+            .insert(endpoint, serde_json::to_vec(&device).unwrap())
+            .unwrap();
+        names
+            .insert(device.name.as_bytes(), device.member_id.as_bytes())
+            .unwrap();
+        counts
+            .insert(device.member_id.as_bytes(), &1u32.to_be_bytes())
+            .unwrap();
+    }
+    let banned = db.open_tree(BANNED).unwrap();
+    banned.insert("eve", "Eve").unwrap();
+    banned.insert("\u{435}ve", "\u{415}ve").unwrap();
+    let code = DeviceCode {
+        member_id: "first".into(),
+        name: "bob".into(),
+        expires: u64::MAX,
+    };
+    db.open_tree(DEVICE_CODES)
+        .unwrap()
+        .insert(code_key("CODE"), serde_json::to_vec(&code).unwrap())
+        .unwrap();
+    let queued = serde_json::json!({
+        "queued_at": 5,
+        "broadcast": {"message": {"action": "unsubscribe", "name": "Cy"}, "recipients": []}
+    });
+    db.open_tree(FAN_OUTS)
+        .unwrap()
+        .insert(7u64.to_be_bytes(), serde_json::to_vec(&queued).unwrap())
+        .unwrap();
+    db.flush().unwrap();
+}
+
+#[tokio::test]
+async fn test_a_format_1_data_dir_is_brought_up_to_date_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_1(dir.path());
+    let store = open_sled_when_free(dir.path()).await;
+    let first = store.devices_of("BOB").await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].member_id, "first");
+    let second = store.device("https://p.example/2").await.unwrap().unwrap();
+    assert_eq!(second.name, "b\u{43e}b (2)");
+    assert_eq!(
+        store.devices_of("b\u{43e}b (2)").await.unwrap(),
+        vec![second]
+    );
+    assert!(store.is_banned("EVE").await.unwrap());
+    assert_eq!(store.contents().await.unwrap().banned.len(), 1);
+    assert_eq!(store.take_device_code("CODE", 0).await.unwrap(), None);
+    let queued = store.take_fan_out().await.unwrap().unwrap();
+    assert_eq!(
+        queued.fan_out.message,
+        PushMessage::Unsubscribe {
+            names: vec!["Cy".into()]
+        }
+    );
+    let recorded = store.settings.get(STORE_FORMAT).unwrap().unwrap();
+    assert_eq!(recorded.as_ref(), FORMAT.to_be_bytes());
+    drop(queued);
+    drop(store);
+    // Opened again, it is up to date already: nothing moves.
+    let again = open_sled_when_free(dir.path()).await;
+    assert_eq!(again.member_count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn test_a_data_dir_of_a_newer_format_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_sled_when_free(dir.path()).await;
+        store
+            .settings
+            .insert(STORE_FORMAT, &(FORMAT + 1).to_be_bytes())
+            .unwrap();
+        store
+            .settings
+            .insert(WRITTEN_BY_KEY, "pushchat 9.9.9")
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    let refused = loop {
+        match SledStore::open(dir.path(), 1 << 20) {
+            Err(StoreError::InUse) => tokio::time::sleep(Duration::from_millis(20)).await,
+            opened => break opened,
+        }
+    };
+    let Err(StoreError::NewerFormat(newer)) = refused else {
+        panic!("a newer format was opened");
+    };
+    assert!(newer.to_string().contains("pushchat 9.9.9"), "{newer}");
+    let db = sled::open(dir.path().join(DB_DIR)).unwrap();
+    let kept = db
+        .open_tree(SETTINGS)
+        .unwrap()
+        .get(STORE_FORMAT)
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.as_ref(), (FORMAT + 1).to_be_bytes());
+}
