@@ -4,7 +4,7 @@
 //! others who left, one push per batch of names that fits the budget, and gives a member
 //! the operator removed one last push on each of its browsers.
 
-use app::wire::{PushMessage, PUSH_PAYLOAD_LIMIT};
+use app::wire::{MemberCredentials, PushMessage, PUSH_PAYLOAD_LIMIT};
 
 use super::PushKind;
 use super::{Chat, ChatError};
@@ -23,6 +23,21 @@ pub enum Departure {
 }
 
 impl Chat {
+    /// A browser leaves: it is deleted. When it was the member's last, the others are
+    /// told the member left; the member's other browsers stay in.
+    pub async fn unsubscribe(&self, request: MemberCredentials) -> Result<Vec<FanOut>, ChatError> {
+        let device = self.authenticate(&request).await?;
+        self.end(&[device.subscription], Departure::Left).await
+    }
+
+    /// The operator lets a banned name join again.
+    pub async fn unban(&self, name: &str) -> Result<(), ChatError> {
+        if !self.store.unban(name).await? {
+            return Err(ChatError::NotBanned(name.to_owned()));
+        }
+        Ok(())
+    }
+
     /// The operator removes the member called `name` (or one whose name looks like it),
     /// and may ban the name: its browsers are told, then the others.
     pub async fn remove_named(&self, name: &str, ban: bool) -> Result<Vec<FanOut>, ChatError> {
