@@ -40,7 +40,9 @@ use crate::{
     chat::Chat,
     config::Config,
     http::{
-        admin_socket, routes,
+        admin_socket,
+        metrics::Metrics,
+        routes,
         state::AppState,
         tls::{self, TlsListener},
     },
@@ -121,12 +123,13 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     tokio::spawn(end_gone_memberships(Arc::clone(&chat), gone_heard));
     let mut leptos = get_configuration(None)?.leptos_options;
     leptos.site_addr = config.addr;
+    let metrics = Arc::new(Metrics::new(delivery.totals()));
     Ok(AppState {
         chat,
         delivery: Arc::new(delivery),
         vapid,
         store,
-        http_counts: Arc::default(),
+        metrics,
         trusted_proxies: config.trusted_proxies.clone(),
         admin_token: config.admin_token.clone(),
         leptos,

@@ -69,7 +69,7 @@ pub fn router(state: AppState) -> Router {
             app::shell,
         ))
         .layer(middleware::from_fn_with_state(
-            Arc::clone(&state.http_counts),
+            Arc::clone(&state.metrics),
             metrics::count_requests,
         ))
         .layer(middleware::map_response(security_headers))
@@ -110,12 +110,8 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
 
 async fn exposition(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let members = state.store.member_count().await.map_err(ChatError::from)?;
-    let text = metrics::render(
-        members,
-        &state.delivery.totals().borrow(),
-        &state.http_counts,
-    );
-    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+    let text = state.metrics.render(members);
+    Ok(([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }
 
 async fn vapid_public_key(State(state): State<AppState>) -> Json<VapidPublicKey> {

@@ -7,7 +7,7 @@ use leptos::config::LeptosOptions;
 
 use crate::{
     chat::Chat,
-    http::{client_address::TrustedProxies, metrics::HttpCounts},
+    http::{client_address::TrustedProxies, metrics::Metrics},
     push::{delivery::Delivery, vapid::VapidKeys},
     store::Store,
 };
@@ -18,7 +18,7 @@ pub struct AppState {
     pub delivery: Arc<Delivery>,
     pub vapid: Arc<VapidKeys>,
     pub store: Arc<dyn Store>,
-    pub http_counts: Arc<HttpCounts>,
+    pub metrics: Arc<Metrics>,
     pub trusted_proxies: TrustedProxies,
     /// The bearer token of the admin API on the public listener; none turns that off.
     pub admin_token: Option<String>,

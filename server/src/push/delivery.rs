@@ -36,11 +36,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use rand::Rng;
 use reqwest::{header::HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{broadcast, mpsc, watch, Semaphore},
+    sync::{broadcast, mpsc, Semaphore},
     task::JoinSet,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -163,38 +164,49 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Counts over every fan-out since the engine started.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Counts over every fan-out since the engine started, as `/metrics` shows them:
+/// `prometheus-client` handles, so the registry's clones share the counts.
+#[derive(Debug)]
 pub struct DeliveryTotals {
-    pub fan_outs: u64,
-    pub delivered: u64,
-    pub gone: u64,
-    pub failed: u64,
-    pub retried: u64,
-    /// Pushes whose final answer came within each of [`LATENCY_BUCKETS`] (cumulative).
-    pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
-    /// Sum of all push latencies, in seconds.
-    pub latency_sum: f64,
+    pub fan_outs: Counter,
+    /// By final result; each result is there from the start, at 0.
+    pub pushes: Family<Outcome, Counter>,
+    pub retried: Counter,
+    /// Seconds from a fan-out's start to each push's final answer, in [`LATENCY_BUCKETS`].
+    pub latency: Histogram,
+}
+
+impl Default for DeliveryTotals {
+    fn default() -> Self {
+        let pushes = Family::default();
+        for outcome in [Outcome::Delivered, Outcome::Gone, Outcome::Failed] {
+            drop(pushes.get_or_create(&outcome)); // A series at 0.
+        }
+        DeliveryTotals {
+            fan_outs: Counter::default(),
+            pushes,
+            retried: Counter::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
 }
 
 impl DeliveryTotals {
-    fn add(&mut self, report: &DeliveryReport) {
-        self.fan_outs += 1;
-        self.delivered += report.delivered as u64;
-        self.gone += report.gone as u64;
-        self.failed += report.failed as u64;
-        self.retried += report.retried as u64;
-        for latency in report.latencies.iter().map(Duration::as_secs_f64) {
-            self.latency_sum += latency;
-            for (bucket, bound) in self.latency_buckets.iter_mut().zip(LATENCY_BUCKETS) {
-                *bucket += u64::from(latency <= bound);
-            }
+    /// Adds a finished fan-out; its pushes last, so a scrape that shows them shows the
+    /// fan-out and its latencies too.
+    pub(crate) fn add(&self, report: &DeliveryReport) {
+        self.fan_outs.inc();
+        self.retried.inc_by(report.retried as u64);
+        for latency in &report.latencies {
+            self.latency.observe(latency.as_secs_f64());
         }
-    }
-
-    /// Pushes that reached a final answer: the histogram's count.
-    pub fn pushes(&self) -> u64 {
-        self.delivered + self.gone + self.failed
+        for (outcome, pushes) in [
+            (Outcome::Delivered, report.delivered),
+            (Outcome::Gone, report.gone),
+            (Outcome::Failed, report.failed),
+        ] {
+            self.pushes.get_or_create(&outcome).inc_by(pushes as u64);
+        }
     }
 }
 
@@ -241,7 +253,7 @@ enum BuildError {
 }
 
 /// How one push ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Delivered,
@@ -276,7 +288,7 @@ pub struct Delivery {
     in_flight: Arc<Semaphore>,
     /// The taker of queued fan-outs and the fan-outs it took.
     running: TaskTracker,
-    totals: watch::Sender<DeliveryTotals>,
+    totals: DeliveryTotals,
     /// Every fan-out's report, for whoever listens (`pushchat bench`).
     reports: broadcast::Sender<DeliveryReport>,
     /// By endpoint; what `pushchat members` shows.
@@ -310,7 +322,7 @@ impl Delivery {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
             running: TaskTracker::new(),
-            totals: watch::Sender::new(DeliveryTotals::default()),
+            totals: DeliveryTotals::default(),
             reports: broadcast::Sender::new(REPORTS_KEPT),
             last_results: Mutex::default(),
         })
@@ -396,8 +408,8 @@ impl Delivery {
     }
 
     /// The running totals, updated after every fan-out.
-    pub fn totals(&self) -> watch::Receiver<DeliveryTotals> {
-        self.totals.subscribe()
+    pub fn totals(&self) -> &DeliveryTotals {
+        &self.totals
     }
 
     /// The reports of the fan-outs that finish from now on (the last [`REPORTS_KEPT`]
@@ -478,7 +490,7 @@ impl Delivery {
 
     /// Adds a finished fan-out to the totals, tells who listens, and logs it.
     fn record(&self, report: &DeliveryReport) {
-        self.totals.send_modify(|totals| totals.add(report));
+        self.totals.add(report);
         // Nobody listening is the usual case.
         let _ = self.reports.send(report.clone());
         tracing::info!(
