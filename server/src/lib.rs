@@ -47,10 +47,7 @@ use crate::{
         tls::{self, TlsListener},
     },
     model::subscription::Subscription,
-    push::{
-        delivery::{Delivery, GONE_BATCHES_WAITING},
-        vapid::VapidKeys,
-    },
+    push::{vapid::VapidKeys, Delivery, GONE_BATCHES_WAITING},
 };
 
 /// How long shutdown waits for fan-outs in flight.

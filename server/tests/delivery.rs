@@ -16,10 +16,7 @@ use localpush::{
 use server::{
     model::subscription::{self, EndpointPolicy, Subscription},
     model::{fan_out::FanOut, member::Device},
-    push::{
-        delivery::{Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
-        vapid::VapidKeys,
-    },
+    push::{vapid::VapidKeys, Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
     store::{testing::TestStore, Store},
 };
 

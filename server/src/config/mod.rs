@@ -14,7 +14,7 @@ use crate::{
     config::cli::{DataDirArg, ServeArgs},
     http::client_address::TrustedProxies,
     model::subscription::EndpointPolicy,
-    push::delivery::DeliverySettings,
+    push::DeliverySettings,
     store::StoreLocation,
 };
 

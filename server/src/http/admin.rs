@@ -27,7 +27,7 @@ use crate::{
         state::AppState,
     },
     model::member::Device,
-    push::delivery::{DeliveryReport, Outcome},
+    push::{DeliveryReport, Outcome},
     store::StoreContents,
 };
 

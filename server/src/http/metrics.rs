@@ -23,7 +23,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::push::delivery::{DeliveryTotals, Outcome};
+use crate::push::{DeliveryTotals, Outcome};
 
 /// The content type of what [`Metrics::render`] writes.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -137,7 +137,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::push::delivery::DeliveryReport;
+    use crate::push::DeliveryReport;
 
     /// The lines that are not comments, sorted: a family's series come in no fixed order.
     fn samples(text: &str) -> Vec<&str> {

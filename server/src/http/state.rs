@@ -8,7 +8,7 @@ use leptos::config::LeptosOptions;
 use crate::{
     chat::Chat,
     http::{client_address::TrustedProxies, metrics::Metrics},
-    push::{delivery::Delivery, vapid::VapidKeys},
+    push::{vapid::VapidKeys, Delivery},
     store::Store,
 };
 

@@ -43,10 +43,7 @@ use crate::{
     http::client_address::TrustedProxies,
     model::member::Device,
     model::subscription::{self, EndpointPolicy},
-    push::{
-        delivery::{DeliveryReport, DeliverySettings},
-        vapid::VapidKeys,
-    },
+    push::{vapid::VapidKeys, DeliveryReport, DeliverySettings},
     store::{self, StoreContents, StoreLocation},
 };
 

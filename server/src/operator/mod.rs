@@ -39,10 +39,7 @@ use crate::{
         admin_socket::{self, AdminClient},
     },
     model::{fan_out::FanOut, subscription::Subscription},
-    push::{
-        delivery::{Delivery, DeliverySettings, GONE_BATCHES_WAITING},
-        vapid::VapidKeys,
-    },
+    push::{vapid::VapidKeys, Delivery, DeliverySettings, GONE_BATCHES_WAITING},
     store::{self, format, Store, StoreContents, StoreError, StoreLocation},
 };
 

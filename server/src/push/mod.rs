@@ -1,8 +1,18 @@
-//! Web Push: the delivery engine that encrypts, signs, sends and retries every fan-out
-//! under its status policy (`delivery`), the server's VAPID identity (`vapid`), and the
-//! DNS resolver that lets the delivery client reach public addresses only
+//! Web Push: the delivery of fan-outs (`delivery`), each push's encryption, signature,
+//! sending and status policy (`engine`), the worker that takes queued fan-outs
+//! (`worker`), what delivery reports (`report`), the server's VAPID identity (`vapid`),
+//! and the DNS resolver that lets the delivery client reach public addresses only
 //! (`public_dns`).
 
 pub mod delivery;
+pub mod engine;
 pub mod public_dns;
+pub mod report;
 pub mod vapid;
+mod worker;
+
+pub use self::{
+    delivery::{Delivery, GoneSubscriptions, GONE_BATCHES_WAITING},
+    engine::DeliverySettings,
+    report::{DeliveryReport, DeliveryTotals, LastResult, Outcome},
+};

@@ -1,0 +1,310 @@
+//! One push: encrypted with the recipient's own keys (aes128gcm, RFC 8291, a fresh key and
+//! salt per message), signed with VAPID (one JWT per push-service origin, see `vapid`),
+//! POSTed over the one shared HTTP client, retried, and ended under the status policy:
+//! - any 2xx: delivered;
+//! - 404 or 410: the subscription is gone (the fan-out reports it, see `delivery`);
+//! - 429, 5xx, timeouts and connection errors: retried, at most `max_retries` times, after
+//!   the service's `Retry-After` when it gives one (capped at `max_backoff`), else after a
+//!   jittered exponential backoff; then failed;
+//! - 413: a bug (payloads are checked against the budget before sending): logged as an
+//!   error, not retried;
+//! - 400, 401, 403: our request or our VAPID key is wrong: logged as an error, member kept;
+//! - anything else: failed and logged, member kept.
+//!
+//! A push waiting to retry holds no slot of `max_in_flight`.
+
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use reqwest::{header::HeaderMap, StatusCode};
+use url::Url;
+use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder};
+
+use app::wire::PushMessage;
+
+use super::{delivery::Delivery, report::Outcome};
+use crate::model::subscription::Subscription;
+
+/// The engine's limits and retry policy.
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    /// Pushes being encrypted or sent at once, across all fan-outs.
+    pub max_in_flight: usize,
+    /// Queued fan-outs this process delivers at once (on PostgreSQL, each holds a
+    /// database connection while it does).
+    pub max_fan_outs: usize,
+    /// Retries of one push after a 429, a 5xx, a timeout or a connection error.
+    pub max_retries: u32,
+    /// The wait before the first retry; it doubles for each next one (with jitter).
+    pub first_backoff: Duration,
+    /// The longest wait before a retry, `Retry-After` included.
+    pub max_backoff: Duration,
+    /// The longest a push service may take to answer one push.
+    pub request_timeout: Duration,
+    /// Let push service names resolve to loopback addresses (local testing only).
+    pub allow_loopback_endpoints: bool,
+    /// Once stopped, send every fan-out still queued before returning: nobody else would
+    /// (one process per store, as on sled). Where other instances take from the same
+    /// queue (PostgreSQL), a stopping one leaves what is queued to them.
+    pub finish_queue_on_stop: bool,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            // Mostly pushes waiting on their push service's answer: cheap, and enough that
+            // hundreds of slow endpoints leave room for everyone else.
+            max_in_flight: 2048,
+            // Cheap on sled, and enough that batches waiting on slow push services leave
+            // room for the others (each batch may hold a few of them).
+            max_fan_outs: 256,
+            max_retries: 3,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            allow_loopback_endpoints: false,
+            finish_queue_on_stop: true,
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// The wait before retry number `retry` (1 for the first): the push service's
+    /// `Retry-After` if it gave one, else `first_backoff` doubled per retry, ±50% at random
+    /// so that many pushes refused together do not all come back together.
+    fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let wait = retry_after.unwrap_or_else(|| {
+            let exponential = self
+                .first_backoff
+                .saturating_mul(1 << retry.saturating_sub(1).min(16));
+            exponential.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+        });
+        wait.min(self.max_backoff)
+    }
+}
+
+/// The headers a push carries besides its body.
+pub(super) struct PushOptions {
+    ttl_secs: u32,
+    urgency: Urgency,
+    /// A newer push with the same topic replaces an undelivered older one.
+    topic: Option<&'static str>,
+}
+
+impl PushOptions {
+    pub(super) fn for_message(message: &PushMessage) -> Self {
+        match message {
+            // People wait for chat lines; a day-old line is still worth showing.
+            PushMessage::ChatMsg(_) => PushOptions {
+                ttl_secs: 24 * 3600,
+                urgency: Urgency::High,
+                topic: None,
+            },
+            // An operator's notice is timely, but not urgent enough to wake a phone.
+            // A removed member's browsers should hear of it even after a day away.
+            PushMessage::Notice { .. } | PushMessage::Removed { .. } => PushOptions {
+                ttl_secs: 24 * 3600,
+                urgency: Urgency::Normal,
+                topic: None,
+            },
+            // Only the newest member-list change matters to a browser that was away.
+            PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => PushOptions {
+                ttl_secs: 3600,
+                urgency: Urgency::Normal,
+                topic: Some("members"),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BuildError {
+    #[error("the stored endpoint is not a URL")]
+    Endpoint(#[from] url::ParseError),
+    #[error("web-push could not build the message")]
+    Message(#[from] web_push::WebPushError),
+}
+
+/// The result of one try at one push.
+enum Attempt {
+    Done(Outcome),
+    /// Worth another try, after the push service's `Retry-After` if it gave one.
+    Retry {
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Delivery {
+    /// One push, with its retries; returns how it ended and how many retries it took.
+    pub(super) async fn push(
+        &self,
+        payload: &[u8],
+        options: &PushOptions,
+        to: &Subscription,
+    ) -> (Outcome, u32) {
+        let mut retries = 0;
+        loop {
+            let attempt = {
+                let Ok(_slot) = self.in_flight.acquire().await else {
+                    return (Outcome::Failed, retries); // The semaphore is never closed.
+                };
+                self.attempt(payload, options, to).await
+            };
+            match attempt {
+                Attempt::Done(outcome) => return (outcome, retries),
+                Attempt::Retry { .. } if retries == self.settings.max_retries => {
+                    tracing::warn!(host = %host_of(&to.endpoint), retries, "push failed after retries");
+                    return (Outcome::Failed, retries);
+                }
+                Attempt::Retry { retry_after } => {
+                    retries += 1;
+                    tokio::time::sleep(self.settings.backoff(retries, retry_after)).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, payload: &[u8], options: &PushOptions, to: &Subscription) -> Attempt {
+        let host = || host_of(&to.endpoint);
+        let request = match self.build_request(payload, options, to) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(host = %host(), error = %error, "could not build a push");
+                return Attempt::Done(Outcome::Failed);
+            }
+        };
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(host = %host(), error = %error, "push not answered; will retry");
+                return Attempt::Retry { retry_after: None };
+            }
+        };
+        match response.status() {
+            status if status.is_success() => Attempt::Done(Outcome::Delivered),
+            StatusCode::NOT_FOUND | StatusCode::GONE => Attempt::Done(Outcome::Gone),
+            status if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() => {
+                tracing::debug!(host = %host(), %status, "push service busy; will retry");
+                Attempt::Retry {
+                    retry_after: retry_after(response.headers()),
+                }
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                tracing::error!(host = %host(), bytes = payload.len(), "push service refused the payload size: a bug, payloads are checked before sending");
+                Attempt::Done(Outcome::Failed)
+            }
+            status @ (StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN) => {
+                tracing::error!(host = %host(), %status, "push service refused our request: check the VAPID key and subject");
+                Attempt::Done(Outcome::Failed)
+            }
+            status => {
+                tracing::warn!(host = %host(), %status, "push service did not accept the push");
+                Attempt::Done(Outcome::Failed)
+            }
+        }
+    }
+
+    /// Encrypts `payload` for `to` and builds the RFC 8030 request.
+    fn build_request(
+        &self,
+        payload: &[u8],
+        options: &PushOptions,
+        to: &Subscription,
+    ) -> Result<reqwest::RequestBuilder, BuildError> {
+        let endpoint = Url::parse(&to.endpoint)?;
+        let info = SubscriptionInfo::new(to.endpoint.as_str(), &to.p256dh, &to.auth);
+        let mut message = WebPushMessageBuilder::new(&info);
+        message.set_payload(ContentEncoding::Aes128Gcm, payload);
+        message.set_ttl(options.ttl_secs);
+        message.set_urgency(options.urgency);
+        if let Some(topic) = options.topic {
+            message.set_topic(topic.to_owned());
+        }
+        message.set_vapid_signature(self.vapid.signature_for(&endpoint));
+        let encrypted = web_push::request_builder::build_request::<Vec<u8>>(message.build()?);
+
+        let mut request = self.http.post(endpoint);
+        for (name, value) in encrypted.headers() {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+        Ok(request.body(encrypted.into_body()))
+    }
+}
+
+/// `Retry-After` as a wait: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    match value.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+        }
+    }
+}
+
+/// The push service's host, for logs: the endpoint's path identifies the member.
+fn host_of(endpoint: &str) -> String {
+    Url::parse(endpoint)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    use super::*;
+
+    fn headers(retry_after: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(retry_after).unwrap());
+        headers
+    }
+
+    #[test]
+    fn test_backoff_doubles_with_jitter_and_honours_retry_after_up_to_the_cap() {
+        let settings = DeliverySettings::default();
+        for retry in 1..=3 {
+            let nominal = settings.first_backoff * (1 << (retry - 1));
+            let wait = settings.backoff(retry, None);
+            assert!(
+                wait >= nominal / 2 && wait <= nominal * 3 / 2,
+                "retry {retry}: {wait:?}"
+            );
+        }
+        assert_eq!(
+            settings.backoff(1, Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            settings.backoff(1, Some(Duration::from_secs(3600))),
+            settings.max_backoff
+        );
+        assert_eq!(settings.backoff(40, None), settings.max_backoff);
+    }
+
+    #[test]
+    fn test_retry_after_takes_seconds_and_dates() {
+        assert_eq!(retry_after(&headers("7")), Some(Duration::from_secs(7)));
+        let soon = SystemTime::now() + Duration::from_secs(120);
+        let wait = retry_after(&headers(&httpdate::fmt_http_date(soon))).unwrap();
+        assert!(
+            wait > Duration::from_secs(110) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+}
