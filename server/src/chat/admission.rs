@@ -78,11 +78,12 @@ impl Chat {
         }
     }
 
-    /// A page loads with a subscription from an earlier visit: a member gets the room; a
-    /// browser the chat does not know is told why (it never joined, it was removed or
-    /// banned, or the server lost it), and is not added: only Subscribe makes a member.
-    /// Nobody is told either way: a page load must not cost every member a notification.
-    pub async fn init(
+    /// A page reopens with a subscription from an earlier visit (`POST /api/init`): a
+    /// member gets the room; a browser the chat does not know is told why (it never
+    /// joined, it was removed or banned, or the server lost it), and is not added: only
+    /// Subscribe makes a member. Nobody is told either way: a page load must not cost
+    /// every member a notification.
+    pub async fn reopen(
         &self,
         request: SubscribeRequest,
         from: IpAddr,

@@ -9,12 +9,12 @@
 //! names a reader cannot tell apart are one name (see `store::name_key`).
 //!
 //! One way in: only `subscribe` makes a member, and everyone is told; a device code adds a
-//! browser to a member who is still in. `init` (a page load) only restores a member's
-//! state: a browser the chat does not know is told why ([`NotMember`]). One way out:
-//! whatever ends a membership (leaving, the operator's remove or ban, a push service's
-//! 404/410) goes through [`Chat::end`], which removes the browsers (the store voids the
-//! codes of members left without one), tells the others who left, one push per batch of
-//! names, and tells a removed member's own browsers. A ban holds on every way in.
+//! browser to a member who is still in. [`Chat::reopen`] (a page load) only restores a
+//! member's state: a browser the chat does not know is told why ([`NotMember`]). One way
+//! out: whatever ends a membership (leaving, the operator's remove or ban, a push
+//! service's 404/410) goes through [`Chat::end`], which removes the browsers (the store
+//! voids the codes of members left without one), tells the others who left, one push per
+//! batch of names, and tells a removed member's own browsers. A ban holds on every way in.
 //!
 //! Every way in has an allowance per client address, and every member action one per
 //! member (see [`Limits`]); on PostgreSQL the store counts them for all instances at once.
@@ -60,7 +60,7 @@ pub const MUTE_FOR: Duration = Duration::from_secs(60 * 60);
 pub struct ChatRules {
     /// Which push endpoints members may join with.
     pub endpoints: EndpointPolicy,
-    /// How many chat lines the history keeps and `init` returns.
+    /// How many chat lines the history keeps and a reopened page gets.
     pub history_limit: usize,
     /// How many chat lines one member may post in a minute.
     pub chat_lines_per_minute: u32,

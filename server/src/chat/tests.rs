@@ -138,7 +138,7 @@ async fn test_an_endpoint_replayed_with_another_secret_is_refused() {
         Err(ChatError::WrongSecret)
     ));
     assert!(matches!(
-        chat.init(replay, HOME).await,
+        chat.reopen(replay, HOME).await,
         Err(ChatError::WrongSecret)
     ));
     assert_eq!(chat.room().await.unwrap().members, ["Ann"]);
@@ -150,13 +150,13 @@ async fn test_init_restores_a_member_and_never_makes_one() {
     // A browser the chat lost (a store reset, say) is told so, and stays out.
     for _ in 0..2 {
         assert!(matches!(
-            chat.init(join_request("Ann", 1), HOME).await,
+            chat.reopen(join_request("Ann", 1), HOME).await,
             Err(ChatError::NotMember(NotMember::NotMember))
         ));
     }
     assert!(chat.room().await.unwrap().members.is_empty());
     chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
-    let room = chat.init(join_request("Ann", 1), HOME).await.unwrap();
+    let room = chat.reopen(join_request("Ann", 1), HOME).await.unwrap();
     assert_eq!(room.you.as_deref(), Some("Ann"));
 }
 
@@ -393,12 +393,12 @@ async fn test_one_address_can_hold_only_its_share_of_members() {
         Err(ChatError::TooManyFromAddress(3))
     ));
     assert!(matches!(
-        chat.init(join_request("Di", 4), HOME).await,
+        chat.reopen(join_request("Di", 4), HOME).await,
         Err(ChatError::NotMember(NotMember::NotMember))
     ));
     // A member already in is never refused, and a leave frees a place.
     chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
-    chat.init(join_request("Ann", 1), HOME).await.unwrap();
+    chat.reopen(join_request("Ann", 1), HOME).await.unwrap();
     chat.subscribe(join_request("Di", 4), elsewhere)
         .await
         .unwrap();
@@ -424,7 +424,7 @@ async fn test_the_operator_removes_and_bans_by_name_whatever_its_case() {
         Err(ChatError::Banned(_))
     ));
     assert!(matches!(
-        chat.init(join_request("Ann", 1), HOME).await,
+        chat.reopen(join_request("Ann", 1), HOME).await,
         Err(ChatError::NotMember(NotMember::Banned))
     ));
     assert!(matches!(
@@ -501,10 +501,10 @@ async fn test_newcomers_need_the_passphrase_members_do_not() {
         .await
         .unwrap();
     // A member coming back (a reload) is not asked again.
-    chat.init(with("Ann", 1, None), HOME).await.unwrap();
+    chat.reopen(with("Ann", 1, None), HOME).await.unwrap();
     chat.subscribe(with("Ann", 1, None), HOME).await.unwrap();
     assert!(matches!(
-        chat.init(with("Bo", 2, None), HOME).await,
+        chat.reopen(with("Bo", 2, None), HOME).await,
         Err(ChatError::NotMember(NotMember::NotMember))
     ));
 }
@@ -621,7 +621,7 @@ async fn test_a_removed_member_is_told_and_cannot_come_back_by_init_or_device_co
 
     for n in [3, 4] {
         assert!(matches!(
-            chat.init(join_request("Cy", n), HOME).await,
+            chat.reopen(join_request("Cy", n), HOME).await,
             Err(ChatError::NotMember(NotMember::Removed))
         ));
     }
@@ -667,7 +667,7 @@ async fn test_a_ban_holds_on_every_way_in_and_for_look_alike_names() {
     };
     assert!(chat.subscribe(with_code, HOME).await.is_err());
     assert!(matches!(
-        chat.init(join_request("Ann", 1), HOME).await,
+        chat.reopen(join_request("Ann", 1), HOME).await,
         Err(ChatError::NotMember(NotMember::Banned))
     ));
     let renewal = ResubscribeRequest {

@@ -144,7 +144,7 @@ async fn init(
     ClientAddress(from): ClientAddress,
     ApiJson(request): ApiJson<SubscribeRequest>,
 ) -> Result<Json<RoomState>, ApiError> {
-    Ok(Json(state.chat.init(request, from).await?))
+    Ok(Json(state.chat.reopen(request, from).await?))
 }
 
 async fn resubscribe(
