@@ -1,0 +1,308 @@
+//! The chat page: a name field and a Subscribe button, the member list, the message list
+//! and, for members, a send box. The server renders it empty; in the browser it restores
+//! an earlier membership (`init`) and then changes only on pushes relayed by the service
+//! worker and on the answers to this page's own requests. When the server cannot be
+//! reached, it says so and shows the last room this browser saw. When the server no
+//! longer knows this browser as a member (a 404 with a code, or a `removed` push), the
+//! page drops the browser's subscription, returns to Subscribe and says why.
+
+use leptos::{prelude::*, task::spawn_local};
+use leptos_meta::Title;
+
+use crate::{
+    api, browser, offline,
+    wire::{chat_payload_excess, DeviceCode, PostLineRequest, PUSH_PAYLOAD_LIMIT},
+};
+
+mod flows;
+mod state;
+
+use self::{
+    flows::{join, leave, restore, OFFLINE_PRESS},
+    state::{Joining, Membership, Page, Room},
+};
+
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let membership = RwSignal::new(Membership::Restoring);
+    let problem = RwSignal::new(None::<String>);
+    let room = Room::new();
+    let name_input = RwSignal::new(String::new());
+    let draft = RwSignal::new(String::new());
+    let unreachable = RwSignal::new(false);
+    let joining = Joining {
+        passphrase_needed: RwSignal::new(false),
+        passphrase: RwSignal::new(String::new()),
+        device_code: RwSignal::new(String::new()),
+    };
+    let new_device_code = RwSignal::new(None::<DeviceCode>);
+    let page = Page {
+        membership,
+        room,
+        name_input,
+        problem,
+        unreachable,
+        joining,
+        new_device_code,
+    };
+
+    // Effects run in the browser only, once hydrated.
+    Effect::new(move |_| {
+        room.unread.clear_when_shown();
+        offline::watch_connectivity(move |online| {
+            if !online {
+                unreachable.set(true);
+            } else if unreachable.get_untracked() {
+                spawn_local(restore(page));
+            }
+        });
+        spawn_local(restore(page));
+    });
+    Effect::new(move |_| room.unread.show_on_badge());
+
+    let on_subscribe = move |_| {
+        let current = membership.get_untracked();
+        problem.set(None);
+        if unreachable.get_untracked() {
+            problem.set(Some(OFFLINE_PRESS.into()));
+            return;
+        }
+        match current {
+            Membership::Visitor => spawn_local(join(page)),
+            Membership::Member(member) => {
+                new_device_code.set(None);
+                spawn_local(leave(member, page))
+            }
+            Membership::Restoring | Membership::Busy | Membership::Reader => {}
+        }
+    };
+
+    let on_add_device = move |_| {
+        problem.set(None);
+        spawn_local(async move {
+            let made = async { api::device_code(&browser::member_credentials().await?).await };
+            match made.await {
+                Ok(code) => new_device_code.set(Some(code)),
+                Err(error) => page.member_call_failed(error),
+            }
+        });
+    };
+    let device_link = move || {
+        new_device_code.get().map(|made| {
+            let origin = browser::origin().unwrap_or_default();
+            format!("{origin}/?device={}", made.code)
+        })
+    };
+
+    let on_send = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let Membership::Member(member) = membership.get_untracked() else {
+            return;
+        };
+        let msg = draft.get_untracked();
+        if msg.trim().is_empty() {
+            return;
+        }
+        if let Some(excess) = chat_payload_excess(&member.name, &msg) {
+            problem.set(Some(format!(
+                "That message is {excess} bytes too long to push."
+            )));
+            return;
+        }
+        problem.set(None);
+        spawn_local(async move {
+            let sent = async {
+                let member = browser::member_credentials().await?;
+                api::chat(&PostLineRequest { member, msg }).await
+            };
+            match sent.await {
+                Ok(line) => {
+                    draft.set(String::new());
+                    room.add_line(line);
+                }
+                Err(error) => page.member_call_failed(error),
+            }
+        });
+    };
+
+    let is_member = move || matches!(membership.get(), Membership::Member(_));
+    let busy = move || matches!(membership.get(), Membership::Restoring | Membership::Busy);
+    let reader = move || membership.get() == Membership::Reader;
+    let button_label = move || {
+        if is_member() {
+            "Unsubscribe"
+        } else {
+            "Subscribe"
+        }
+    };
+    let status = move || match membership.get() {
+        Membership::Member(member) => format!(
+            "You are in as {}. New lines reach you as notifications while this tab is closed.",
+            member.name
+        ),
+        Membership::Busy => "One moment…".to_owned(),
+        Membership::Reader => "This browser cannot receive push messages (it lacks service \
+            workers or the Push API), so it can read the chat but not join it. Reload the page \
+            for new messages, or open the chat in a browser that supports them."
+            .to_owned(),
+        Membership::Restoring | Membership::Visitor => String::new(),
+    };
+    let empty_history = move || {
+        if is_member() {
+            "No messages yet. Say hello!"
+        } else if reader() {
+            "No messages yet."
+        } else {
+            "Type a name and press Subscribe to read and send messages."
+        }
+    };
+    let empty_members = move || {
+        if reader() {
+            "Nobody has joined yet."
+        } else {
+            "Subscribe to see who is here."
+        }
+    };
+
+    view! {
+        <Title text=move || room.unread.title() />
+        <main class="chat">
+            <header>
+                <h1>"pushchat"</h1>
+                <p class="tagline">"A group chat that reaches you even when this tab is closed."</p>
+            </header>
+            <Show when=move || unreachable.get()>
+                <p id="offline" class="offline" role="status">
+                    "You are offline: the chat server cannot be reached. These are the last \
+                    messages this browser saw; the chat goes on when the connection is back."
+                </p>
+            </Show>
+            <section class="join" aria-label="Membership">
+                <label for="name">"Your name"</label>
+                <input
+                    id="name"
+                    type="text"
+                    autocomplete="nickname"
+                    maxlength="64"
+                    prop:value=move || name_input.get()
+                    on:input=move |ev| name_input.set(event_target_value(&ev))
+                    disabled=move || is_member() || busy() || reader()
+                />
+                <Show when=move || joining.passphrase_needed.get() && !is_member()>
+                    <label for="passphrase">"Passphrase"</label>
+                    <input
+                        id="passphrase"
+                        type="password"
+                        autocomplete="off"
+                        prop:value=move || joining.passphrase.get()
+                        on:input=move |ev| joining.passphrase.set(event_target_value(&ev))
+                        disabled=busy
+                    />
+                </Show>
+                <button
+                    id="subscribe"
+                    type="button"
+                    on:click=on_subscribe
+                    disabled=move || busy() || reader()
+                >
+                    {button_label}
+                </button>
+                <Show when=move || !is_member() && !reader()>
+                    <details class="device" open=move || !joining.device_code.get().is_empty()>
+                        <summary>"Already in the chat on another device?"</summary>
+                        <label for="device-code-input">
+                            "Its code (from \"Add a device\" there), instead of a name:"
+                        </label>
+                        <input
+                            id="device-code-input"
+                            type="text"
+                            autocomplete="off"
+                            spellcheck="false"
+                            prop:value=move || joining.device_code.get()
+                            on:input=move |ev| joining.device_code.set(event_target_value(&ev))
+                            disabled=busy
+                        />
+                    </details>
+                </Show>
+                <Show when=is_member>
+                    <button id="add-device" type="button" on:click=on_add_device>
+                        "Add a device"
+                    </button>
+                </Show>
+            </section>
+            <Show when=move || is_member() && new_device_code.with(Option::is_some)>
+                <p id="device-code" class="device-code" role="status">
+                    "On your other device, open "
+                    <a href=device_link>{device_link}</a>
+                    " or enter the code "
+                    <strong class="code">
+                        {move || new_device_code.get().map(|made| made.code)}
+                    </strong>
+                    " within 15 minutes. It works once."
+                </p>
+            </Show>
+            <p id="status" class="status">{status}</p>
+            <p id="problem" class="problem" role="alert">{move || problem.get()}</p>
+            <Show when=move || room.notice.with(Option::is_some)>
+                <p id="notice" class="notice" role="status">
+                    <strong>"From the operator: "</strong>
+                    {move || room.notice.get()}
+                </p>
+            </Show>
+            <div class="room">
+                <section class="members" aria-labelledby="members-title">
+                    <h2 id="members-title">"Members"</h2>
+                    <ul id="members">
+                        <For
+                            each=move || room.members.get()
+                            key=|name| name.clone()
+                            children=|name| view! { <li>{name}</li> }
+                        />
+                    </ul>
+                    <Show when=move || room.members.with(Vec::is_empty)>
+                        <p class="empty">{empty_members}</p>
+                    </Show>
+                </section>
+                <section class="messages" aria-labelledby="messages-title">
+                    <h2 id="messages-title">"Messages"</h2>
+                    <ol id="messages" aria-live="polite">
+                        <For
+                            each=move || room.lines.get()
+                            key=|line| line.id
+                            children=|line| view! {
+                                <li data-id=line.id.to_string()>
+                                    <span class="who">{line.name}</span>
+                                    <span class="text">{line.msg}</span>
+                                    <time>{clock_time(line.time)}</time>
+                                </li>
+                            }
+                        />
+                    </ol>
+                    <Show when=move || room.lines.with(Vec::is_empty)>
+                        <p class="empty">{empty_history}</p>
+                    </Show>
+                    <Show when=is_member>
+                        <form id="send-form" class="send" on:submit=on_send>
+                            <label for="message">"Message"</label>
+                            <input
+                                id="message"
+                                type="text"
+                                autocomplete="off"
+                                maxlength=PUSH_PAYLOAD_LIMIT
+                                prop:value=move || draft.get()
+                                on:input=move |ev| draft.set(event_target_value(&ev))
+                            />
+                            <button id="send" type="submit">"Send"</button>
+                        </form>
+                    </Show>
+                </section>
+            </div>
+        </main>
+    }
+}
+
+/// "14:05" in the reader's time zone.
+fn clock_time(millis: u64) -> String {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(millis as f64));
+    format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+}
