@@ -14,12 +14,10 @@ use std::{
     process::Stdio,
 };
 
+use end2end::{eventually, PushchatProcess, DEADLINE};
 use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use localpush::{
-    harness::{eventually, PushchatProcess, DEADLINE},
-    Fault, LocalPush, LocalPushClient, ReceivedPush,
-};
+use localpush::{Fault, LocalPush, LocalPushClient, ReceivedPush};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},

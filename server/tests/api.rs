@@ -7,10 +7,8 @@ mod support;
 use support::*;
 
 use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
-use localpush::{
-    harness::{eventually, DEADLINE},
-    Fault, ReceivedPush, VirtualSubscription,
-};
+use end2end::{eventually, DEADLINE};
+use localpush::{Fault, ReceivedPush, VirtualSubscription};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -7,7 +7,7 @@ mod support;
 use std::{ffi::OsStr, path::Path, process::Output};
 
 use app::wire::PushMessage;
-use localpush::harness::{eventually, DEADLINE};
+use end2end::{eventually, DEADLINE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::*;
@@ -390,7 +390,7 @@ async fn test_a_config_file_gives_defaults_that_flags_override() {
 
 #[tokio::test]
 async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg_dump() {
-    let database = localpush::postgres::TestDatabase::create().await;
+    let database = end2end::TestDatabase::create().await;
     let store = server::store::PostgresStore::connect(&database.url, 1)
         .await
         .unwrap();

@@ -9,10 +9,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use app::wire::{ChatLine, PushMessage};
-use localpush::{
-    harness::{eventually, DEADLINE},
-    Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription,
-};
+use end2end::{eventually, DEADLINE};
+use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription};
 use server::{
     model::subscription::{self, EndpointPolicy, Subscription},
     push::{

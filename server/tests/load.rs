@@ -12,10 +12,8 @@ use std::{
 };
 
 use app::wire::{ChatRequest, MemberCredentials, SubscribeRequest};
-use localpush::{
-    harness::{eventually, PushchatProcess},
-    LocalPush, NewSubscriber, VirtualSubscription,
-};
+use end2end::{eventually, PushchatProcess};
+use localpush::{LocalPush, NewSubscriber, VirtualSubscription};
 use tokio::task::JoinSet;
 
 const MEMBERS: usize = 200;

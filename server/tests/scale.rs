@@ -11,11 +11,8 @@
 use std::{collections::HashMap, path::Path, sync::Arc, time::Instant};
 
 use app::wire::{ChatRequest, MemberCredentials, PushMessage};
-use localpush::{
-    harness::{eventually, PushchatProcess},
-    postgres::TestDatabase,
-    Fault, LocalPush, NewSubscriber, VirtualSubscription,
-};
+use end2end::{eventually, PushchatProcess, TestDatabase};
+use localpush::{Fault, LocalPush, NewSubscriber, VirtualSubscription};
 use server::{
     model::subscription::{self, EndpointPolicy},
     store::{Device, PostgresStore, Store, FAN_OUT_BATCH},

@@ -948,7 +948,7 @@ fn unsigned(value: i64) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use localpush::postgres::TestDatabase;
+    use end2end::TestDatabase;
 
     use super::*;
 

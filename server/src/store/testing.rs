@@ -4,7 +4,7 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use localpush::postgres::{suites_use_postgres, TestDatabase};
+use end2end::{suites_use_postgres, TestDatabase};
 
 use super::{PostgresStore, SledStore, Store, StoreError};
 

@@ -9,11 +9,8 @@ use app::wire::{
     ChatLine, ChatRequest, MemberCredentials, PushMessage, PushSubscription, RoomState,
     SubscribeRequest, VapidPublicKey,
 };
-use localpush::{
-    harness::{eventually, PushchatProcess},
-    postgres::{suites_use_postgres, TestDatabase},
-    LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription,
-};
+use end2end::{eventually, suites_use_postgres, PushchatProcess, TestDatabase};
+use localpush::{LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, VirtualSubscription};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
