@@ -9,5 +9,5 @@ mod process;
 mod wait;
 
 pub use postgres::{suites_use_postgres, TestDatabase, SERVER_URL_VAR, STORE_VAR};
-pub use process::PushchatProcess;
+pub use process::{PushchatProcess, SUBJECT};
 pub use wait::{eventually, DEADLINE};

@@ -10,6 +10,9 @@ use tokio::{
 
 use crate::DEADLINE;
 
+/// The contact every test's server names in its VAPID JWTs (`--vapid-subject`).
+pub const SUBJECT: &str = "mailto:tests@pushchat.example.org";
+
 /// A running `pushchat serve` on `127.0.0.1` with a port of its choosing and loopback
 /// endpoints allowed. Killed when dropped.
 pub struct PushchatProcess {
@@ -25,7 +28,6 @@ impl PushchatProcess {
         binary: &Path,
         workdir: &Path,
         data_dir: &Path,
-        subject: &str,
         extra_args: &[&str],
     ) -> Self {
         let mut child = Command::new(binary)
@@ -38,7 +40,7 @@ impl PushchatProcess {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--vapid-subject", subject])
+            .args(["--vapid-subject", SUBJECT])
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

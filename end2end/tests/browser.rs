@@ -14,7 +14,7 @@ use std::{
     process::Stdio,
 };
 
-use end2end::{eventually, PushchatProcess, DEADLINE};
+use end2end::{eventually, PushchatProcess, DEADLINE, SUBJECT};
 use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use localpush::{Fault, LocalPush, LocalPushClient, ReceivedPush};
@@ -27,7 +27,6 @@ use tokio::{
 
 const FIREFOX: &str = "/usr/lib/firefox-esr/firefox-esr";
 const CHROMIUM: &str = "/usr/bin/chromium";
-const SUBJECT: &str = "mailto:browser-tests@pushchat.example.org";
 /// The operator's token for the admin API, on servers started with it.
 const ADMIN_TOKEN: &str = "browser-tests-operator-token";
 
@@ -89,8 +88,7 @@ impl Stack {
                 workdir
             }
         };
-        let server =
-            PushchatProcess::start(&binary, &workdir, data_dir.path(), SUBJECT, server_args).await;
+        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), server_args).await;
         Stack {
             push,
             server,

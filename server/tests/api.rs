@@ -7,7 +7,7 @@ mod support;
 use support::*;
 
 use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
-use end2end::{eventually, DEADLINE};
+use end2end::{eventually, DEADLINE, SUBJECT};
 use localpush::{Fault, ReceivedPush, VirtualSubscription};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@ mod support;
 use std::{ffi::OsStr, path::Path, process::Output};
 
 use app::wire::PushMessage;
-use end2end::{eventually, DEADLINE};
+use end2end::{eventually, DEADLINE, SUBJECT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::*;

@@ -58,7 +58,6 @@ async fn test_200_members_chatting_for_30_s_lose_nothing_and_hold_their_memory()
         Path::new(env!("CARGO_BIN_EXE_pushchat")),
         data_dir.path(),
         data_dir.path(),
-        "mailto:load@pushchat.example.org",
         &[
             "--members-per-address",
             "1000",

@@ -20,8 +20,6 @@ use server::{
 use sqlx::{Connection, PgConnection};
 use tokio::{sync::Mutex, task::JoinSet};
 
-const SUBJECT: &str = "mailto:scale@pushchat.example.org";
-
 /// The tests of this file measure and kill processes: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
@@ -69,7 +67,6 @@ impl Cluster {
             Path::new(env!("CARGO_BIN_EXE_pushchat")),
             data_dir.path(),
             data_dir.path(),
-            SUBJECT,
             &args,
         )
         .await;

@@ -14,8 +14,6 @@ use localpush::{LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, Virtual
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-pub const SUBJECT: &str = "mailto:tests@pushchat.example.org";
-
 /// A running `pushchat serve` and a client of its API.
 pub struct Server {
     pub process: PushchatProcess,
@@ -26,7 +24,7 @@ pub struct Server {
 impl Server {
     pub async fn start(data_dir: &Path, extra_args: &[&str]) -> Server {
         let binary = Path::new(env!("CARGO_BIN_EXE_pushchat"));
-        let process = PushchatProcess::start(binary, data_dir, data_dir, SUBJECT, extra_args).await;
+        let process = PushchatProcess::start(binary, data_dir, data_dir, extra_args).await;
         let base = process.url.clone();
         Server {
             process,
