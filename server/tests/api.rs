@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo, cy] = fx.members(["Ann", "Bo", "Cy"]).await;
     let pushes = fx.pushes();
 
@@ -55,7 +55,7 @@ async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
 
 #[tokio::test]
 async fn test_init_returns_the_room_and_pushes_nothing() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -82,7 +82,7 @@ async fn test_init_returns_the_room_and_pushes_nothing() {
 
 #[tokio::test]
 async fn test_anyone_can_read_the_room_and_reading_pushes_nothing() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let line = fx.server.chat(&bo, "for the readers").await;
     let pushes = fx.pushes();
@@ -98,7 +98,7 @@ async fn test_anyone_can_read_the_room_and_reading_pushes_nothing() {
 
 #[tokio::test]
 async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -128,7 +128,7 @@ async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
 
 #[tokio::test]
 async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -153,7 +153,7 @@ async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
 
 #[tokio::test]
 async fn test_a_member_whose_endpoint_answers_410_is_deleted() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &bo, 1).await;
@@ -170,7 +170,7 @@ async fn test_a_member_whose_endpoint_answers_410_is_deleted() {
 
 #[tokio::test]
 async fn test_members_history_and_keys_survive_a_killed_server() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let line = fx.server.chat(&ann, "remember me").await;
     let key = fx.server.vapid_key().await;
@@ -198,7 +198,7 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
 
 #[tokio::test]
 async fn test_a_line_cut_short_by_a_crash_is_sent_after_the_restart() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo, cy] = fx.members(["Ann", "Bo", "Cy"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 3).await;
@@ -251,12 +251,15 @@ async fn test_every_acknowledged_join_and_line_survives_a_kill_during_a_burst() 
     const LINES_EACH: usize = 40;
     const NEWCOMERS: usize = 40;
     const KILL_AFTER: usize = 25;
-    let fx = Fixture::with_args(&[
-        "--chat-lines-per-minute",
-        "1000",
-        "--members-per-address",
-        "1000",
-    ])
+    let fx = Fixture::with_args(
+        PUSHCHAT,
+        &[
+            "--chat-lines-per-minute",
+            "1000",
+            "--members-per-address",
+            "1000",
+        ],
+    )
     .await;
     let speakers = fx.members(["Ann", "Bo", "Cy"]).await;
     let mut newcomers = Vec::new();
@@ -337,7 +340,7 @@ async fn test_every_acknowledged_join_and_line_survives_a_kill_during_a_burst() 
 
 #[tokio::test]
 async fn test_a_muted_member_gets_no_chat_lines_but_hears_of_joins_across_a_restart() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -395,7 +398,7 @@ fn now_millis() -> u64 {
 
 #[tokio::test]
 async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     // Every join has arrived before the counts are taken.
@@ -592,7 +595,7 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_refused() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann] = fx.members(["Ann"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 1).await;
@@ -623,7 +626,7 @@ async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_
 
 #[tokio::test]
 async fn test_a_member_posting_too_fast_gets_429_with_retry_after() {
-    let fx = Fixture::with_args(&["--chat-lines-per-minute", "2"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--chat-lines-per-minute", "2"]).await;
     let [ann] = fx.members(["Ann"]).await;
     fx.server.chat(&ann, "one").await;
     fx.server.chat(&ann, "two").await;
@@ -676,8 +679,11 @@ async fn subscribe_via_proxy(
 #[tokio::test]
 async fn test_members_per_address_count_the_client_a_trusted_proxy_names() {
     // The test client is the "proxy": it connects from 127.0.0.1 and names the client.
-    let fx =
-        Fixture::with_args(&["--members-per-address", "2", "--trusted-proxy", "127.0.0.1"]).await;
+    let fx = Fixture::with_args(
+        PUSHCHAT,
+        &["--members-per-address", "2", "--trusted-proxy", "127.0.0.1"],
+    )
+    .await;
     for name in ["Ann", "Bo"] {
         let member = fx.browser().await;
         let (status, answer) = subscribe_via_proxy(&fx, name, &member, "203.0.113.5").await;
@@ -697,7 +703,7 @@ async fn test_members_per_address_count_the_client_a_trusted_proxy_names() {
 
 #[tokio::test]
 async fn test_an_untrusted_client_cannot_pick_its_address() {
-    let fx = Fixture::with_args(&["--members-per-address", "1"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--members-per-address", "1"]).await;
     let ann = fx.browser().await;
     let (status, answer) = subscribe_via_proxy(&fx, "Ann", &ann, "203.0.113.5").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -708,7 +714,7 @@ async fn test_an_untrusted_client_cannot_pick_its_address() {
 
 #[tokio::test]
 async fn test_the_page_carries_a_policy_that_admits_only_its_own_scripts() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let response = fx
         .server
         .http
@@ -745,7 +751,7 @@ async fn test_the_page_carries_a_policy_that_admits_only_its_own_scripts() {
 
 #[tokio::test]
 async fn test_health_and_metrics_count_exactly_the_pushes_of_each_fan_out() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let get = |path: &str| {
         fx.server
             .http
@@ -809,7 +815,7 @@ async fn test_https_with_a_generated_certificate() {
         "--tls-key",
         key.to_str().unwrap(),
     ];
-    let server = Server::start(&data_dir, &tls_args).await;
+    let server = Server::start(PUSHCHAT, &data_dir, &tls_args).await;
     assert!(
         server.base.starts_with("https://127.0.0.1:"),
         "{}",
@@ -841,7 +847,7 @@ async fn test_https_with_a_generated_certificate() {
 
 #[tokio::test]
 async fn test_a_join_passphrase_keeps_out_those_without_it() {
-    let fx = Fixture::with_args(&["--join-passphrase", "open sesame"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--join-passphrase", "open sesame"]).await;
     let rules = fx
         .server
         .http
@@ -860,7 +866,7 @@ async fn test_a_join_passphrase_keeps_out_those_without_it() {
     let (status, answer) = fx.server.post("/api/subscribe", &join).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 
-    let open = Fixture::new().await;
+    let open = Fixture::new(PUSHCHAT).await;
     let rules = open
         .server
         .http
@@ -871,7 +877,7 @@ async fn test_a_join_passphrase_keeps_out_those_without_it() {
 
 #[tokio::test]
 async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann_laptop, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &bo, 1).await;
@@ -936,7 +942,7 @@ async fn room_members(fx: &Fixture) -> Value {
 
 #[tokio::test]
 async fn test_a_removed_member_reloading_its_page_is_told_so_and_stays_out() {
-    let fx = Fixture::with_args(&["--admin-token", ADMIN_TOKEN]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--admin-token", ADMIN_TOKEN]).await;
     let [alice, carol] = fx.members(["Alice", "Carol"]).await;
     let pushes = fx.pushes();
     let status = as_operator(&fx, "members/remove", json!({"name": "carol"})).await;
@@ -972,7 +978,7 @@ async fn test_a_removed_member_reloading_its_page_is_told_so_and_stays_out() {
 
 #[tokio::test]
 async fn test_a_device_code_made_before_a_ban_lets_nobody_in() {
-    let fx = Fixture::with_args(&["--admin-token", ADMIN_TOKEN]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--admin-token", ADMIN_TOKEN]).await;
     let [alice, bob] = fx.members(["Alice", "Bob"]).await;
     let pushes = fx.pushes();
     let code: Value = fx
@@ -1020,7 +1026,7 @@ async fn test_a_device_code_made_before_a_ban_lets_nobody_in() {
 
 #[tokio::test]
 async fn test_a_gone_subscription_ends_the_membership_and_everyone_is_told() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [alice, bob, dave] = fx.members(["Alice", "Bob", "Dave"]).await;
     let pushes = fx.pushes();
     received(&pushes, &dave, 1).await;
@@ -1045,7 +1051,7 @@ async fn test_a_gone_subscription_ends_the_membership_and_everyone_is_told() {
 
 #[tokio::test]
 async fn test_fifty_wrong_passphrases_from_one_address_are_slowed_down() {
-    let fx = Fixture::with_args(&["--join-passphrase", "open sesame"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--join-passphrase", "open sesame"]).await;
     let guesser = fx.browser().await;
     let mut statuses = std::collections::BTreeMap::new();
     let mut waits = Vec::new();
@@ -1074,7 +1080,7 @@ async fn test_fifty_wrong_passphrases_from_one_address_are_slowed_down() {
 
 #[tokio::test]
 async fn test_a_name_that_looks_like_a_members_is_refused_naming_it() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [bob] = fx.members(["bob"]).await;
     let newcomer = fx.browser().await;
     for look_alike in ["b\u{43e}b", "BOB", "b\u{1d698}b"] {

@@ -3,7 +3,7 @@
 //! Each test file uses part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use app::wire::{
     ChatLine, ChatRequest, MemberCredentials, PushMessage, PushSubscription, RoomState,
@@ -14,6 +14,9 @@ use localpush::{LocalPush, LocalPushClient, NewSubscriber, ReceivedPush, Virtual
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// The `pushchat` binary Cargo built for these tests.
+pub const PUSHCHAT: &str = env!("CARGO_BIN_EXE_pushchat");
+
 /// A running `pushchat serve` and a client of its API.
 pub struct Server {
     pub process: PushchatProcess,
@@ -22,8 +25,10 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(data_dir: &Path, extra_args: &[&str]) -> Server {
-        let binary = Path::new(env!("CARGO_BIN_EXE_pushchat"));
+    /// Starts `binary` on `data_dir` and in it, so with no site: the API and the pages it
+    /// renders are served, not the wasm bundle or the service worker.
+    pub async fn start(binary: impl AsRef<Path>, data_dir: &Path, extra_args: &[&str]) -> Server {
+        let binary = binary.as_ref();
         let process = PushchatProcess::start(binary, data_dir, data_dir, extra_args).await;
         let base = process.url.clone();
         Server {
@@ -154,26 +159,31 @@ pub struct Fixture {
     pub data_dir: tempfile::TempDir,
     pub home: ChatHome,
     pub server: Server,
+    /// The `pushchat` binary the server runs, and runs again after a restart.
+    binary: PathBuf,
 }
 
 impl Fixture {
-    pub async fn new() -> Fixture {
-        Fixture::with_args(&[]).await
+    /// A fixture whose server runs `binary`.
+    pub async fn new(binary: impl AsRef<Path>) -> Fixture {
+        Fixture::with_args(binary, &[]).await
     }
 
-    /// A fixture whose server gets `extra_args`.
-    pub async fn with_args(extra_args: &[&str]) -> Fixture {
+    /// A fixture whose server runs `binary` with `extra_args`.
+    pub async fn with_args(binary: impl AsRef<Path>, extra_args: &[&str]) -> Fixture {
+        let binary = binary.as_ref().to_owned();
         let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
         let home = ChatHome::new().await;
-        let server = Server::start(data_dir.path(), &home.with(extra_args)).await;
+        let server = Server::start(&binary, data_dir.path(), &home.with(extra_args)).await;
         Fixture {
             push,
             data_dir,
             home,
             server,
+            binary,
         }
     }
 
@@ -223,14 +233,16 @@ impl Fixture {
             data_dir,
             home,
             server,
+            binary,
         } = self;
         server.process.kill().await;
-        let server = Server::start(data_dir.path(), &home.with(&[])).await;
+        let server = Server::start(&binary, data_dir.path(), &home.with(&[])).await;
         Fixture {
             push,
             data_dir,
             home,
             server,
+            binary,
         }
     }
 }
