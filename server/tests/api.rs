@@ -7,7 +7,10 @@ mod support;
 use support::*;
 
 use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
-use end2end::{eventually, DEADLINE, SUBJECT};
+use end2end::{
+    chat_body, credentials, eventually, join_body, joined, left, messages, received, sample,
+    Fixture, Server, DEADLINE, SUBJECT,
+};
 use localpush::{Fault, ReceivedPush, VirtualSubscription};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

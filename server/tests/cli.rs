@@ -7,7 +7,9 @@ mod support;
 use std::{ffi::OsStr, path::Path, process::Output};
 
 use app::wire::PushMessage;
-use end2end::{eventually, DEADLINE, SUBJECT};
+use end2end::{
+    eventually, join_body, left, messages, received, Fixture, Server, DEADLINE, SUBJECT,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::*;

@@ -1,0 +1,131 @@
+//! A client of a running pushchat's JSON API, and the request bodies tests send it.
+
+use std::path::Path;
+
+use app::wire::{
+    ChatLine, ChatRequest, MemberCredentials, PushSubscription, RoomState, SubscribeRequest,
+    VapidPublicKey,
+};
+use localpush::VirtualSubscription;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{eventually, PushchatProcess};
+
+/// A running `pushchat serve` and a client of its API.
+pub struct Server {
+    pub process: PushchatProcess,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `binary` on `data_dir` and in it, so with no site: the API and the pages it
+    /// renders are served, not the wasm bundle or the service worker.
+    pub async fn start(binary: impl AsRef<Path>, data_dir: &Path, extra_args: &[&str]) -> Server {
+        let binary = binary.as_ref();
+        let process = PushchatProcess::start(binary, data_dir, data_dir, extra_args).await;
+        let base = process.url.clone();
+        Server {
+            process,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post_ok<T: serde::de::DeserializeOwned>(&self, path: &str, body: &Value) -> T {
+        let (status, answer) = self.post(path, body).await;
+        assert!(status.is_success(), "{path} answered {status}: {answer}");
+        serde_json::from_value(answer).unwrap()
+    }
+
+    /// One series of `GET /metrics`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let url = format!("{}/metrics", self.base);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        sample(&text, series)
+    }
+
+    /// Waits until the server has finished `count` fan-outs since it started: every
+    /// member's push service answered.
+    pub async fn wait_for_fan_outs(&self, count: f64) {
+        eventually(&format!("{count} fan-outs to finish"), || async {
+            (self.metric("pushchat_fan_outs_total").await == Some(count)).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn get_ok<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "{path} answered {status}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn vapid_key(&self) -> String {
+        let key: VapidPublicKey = self.get_ok("/api/vapid-public-key").await;
+        key.public_key
+    }
+
+    pub async fn subscribe(&self, name: &str, member: &VirtualSubscription) -> RoomState {
+        self.post_ok("/api/subscribe", &join_body(name, &member.subscription))
+            .await
+    }
+
+    pub async fn init(&self, name: &str, member: &VirtualSubscription) -> RoomState {
+        self.post_ok("/api/init", &join_body(name, &member.subscription))
+            .await
+    }
+
+    pub async fn chat(&self, member: &VirtualSubscription, msg: &str) -> ChatLine {
+        self.post_ok("/api/chat", &chat_body(member, msg)).await
+    }
+}
+
+pub fn join_body(name: &str, subscription: &PushSubscription) -> Value {
+    json!(SubscribeRequest {
+        name: name.into(),
+        subscription: subscription.clone(),
+        passphrase: None,
+        device_code: None,
+    })
+}
+
+pub fn credentials(member: &VirtualSubscription) -> MemberCredentials {
+    MemberCredentials {
+        endpoint: member.subscription.endpoint.clone(),
+        auth: member.subscription.keys.auth.clone(),
+    }
+}
+
+pub fn chat_body(member: &VirtualSubscription, msg: &str) -> Value {
+    json!(ChatRequest {
+        member: credentials(member),
+        msg: msg.into()
+    })
+}
+
+/// The value of one sample line (`name{labels} value`) of a Prometheus exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
