@@ -23,8 +23,13 @@ impl Server {
     /// Starts `binary` on `data_dir` and in it, so with no site: the API and the pages it
     /// renders are served, not the wasm bundle or the service worker.
     pub async fn start(binary: impl AsRef<Path>, data_dir: &Path, extra_args: &[&str]) -> Server {
-        let binary = binary.as_ref();
-        let process = PushchatProcess::start(binary, data_dir, data_dir, extra_args).await;
+        let process = PushchatProcess::start(binary.as_ref(), data_dir, data_dir, extra_args);
+        Server::client_of(process.await)
+    }
+
+    /// A client of `process`, which a test started where it chose (in a folder holding a
+    /// site, say).
+    pub fn client_of(process: PushchatProcess) -> Server {
         let base = process.url.clone();
         Server {
             process,
@@ -59,13 +64,18 @@ impl Server {
         sample(&text, series)
     }
 
+    /// Waits until one series of `GET /metrics` reads exactly `value`.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        eventually(&format!("the metric {series} to read {value}"), || async {
+            (self.metric(series).await == Some(value)).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until the server has finished `count` fan-outs since it started: every
     /// member's push service answered.
     pub async fn wait_for_fan_outs(&self, count: f64) {
-        eventually(&format!("{count} fan-outs to finish"), || async {
-            (self.metric("pushchat_fan_outs_total").await == Some(count)).then_some(())
-        })
-        .await;
+        self.wait_for_metric("pushchat_fan_outs_total", count).await;
     }
 
     pub async fn get_ok<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {

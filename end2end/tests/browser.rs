@@ -14,7 +14,7 @@ use std::{
     process::Stdio,
 };
 
-use end2end::{eventually, PushchatProcess, DEADLINE, SUBJECT};
+use end2end::{eventually, PushchatProcess, Server, DEADLINE, SUBJECT};
 use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use localpush::{Fault, LocalPush, LocalPushClient, ReceivedPush};
@@ -42,7 +42,7 @@ fn workspace() -> PathBuf {
 /// The local push service and a pushchat server on a fresh data dir.
 struct Stack {
     push: LocalPush,
-    server: PushchatProcess,
+    server: Server,
     _data_dir: tempfile::TempDir,
     /// The site the server serves (`target/site` in the workspace, or a copy).
     site: PathBuf,
@@ -88,7 +88,8 @@ impl Stack {
                 workdir
             }
         };
-        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), server_args).await;
+        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), server_args);
+        let server = Server::client_of(server.await);
         Stack {
             push,
             server,
@@ -104,19 +105,7 @@ impl Stack {
 
     async fn firefox_with(&self, setup: Setup) -> Browser {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Browser::firefox(&format!("{push_url}/"), &self.server.url, setup).await
-    }
-
-    /// Waits until a line of the server's `/metrics` reads exactly `series`.
-    async fn wait_for_metric(&self, series: &str) {
-        eventually(&format!("the metric {series}"), || async {
-            let metrics = reqwest::get(format!("{}/metrics", self.server.url))
-                .await
-                .ok()?;
-            let text = metrics.text().await.ok()?;
-            text.lines().any(|line| line == series).then_some(())
-        })
-        .await;
+        Browser::firefox(&format!("{push_url}/"), &self.server.base, setup).await
     }
 
     fn pushes(&self) -> LocalPushClient {
@@ -126,8 +115,10 @@ impl Stack {
     /// The operator removes the member called `name` (and bans the name with `ban`)
     /// through the admin API, which answers 204.
     async fn remove_member(&self, name: &str, ban: bool) {
-        let status = reqwest::Client::new()
-            .post(format!("{}/api/admin/members/remove", self.server.url))
+        let status = self
+            .server
+            .http
+            .post(format!("{}/api/admin/members/remove", self.server.base))
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({ "name": name, "ban": ban }))
             .send()
@@ -139,8 +130,10 @@ impl Stack {
 
     /// The names the admin API lists as members (one line per browser).
     async fn admin_member_names(&self) -> Vec<String> {
-        let members: Vec<Value> = reqwest::Client::new()
-            .get(format!("{}/api/admin/members", self.server.url))
+        let members: Vec<Value> = self
+            .server
+            .http
+            .get(format!("{}/api/admin/members", self.server.base))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -896,9 +889,8 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
     // subscribes again and moves Bob to the new subscription.
     pushes.reset_browsers().await.unwrap();
     // Both browsers lost their subscriptions; the server counts both moves.
-    stack
-        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"} 2"#)
-        .await;
+    let resubscribed = r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"}"#;
+    stack.server.wait_for_metric(resubscribed, 2.0).await;
     let new_endpoint = bob.endpoint().await.unwrap();
     assert_ne!(new_endpoint, old_endpoint);
 
@@ -970,9 +962,8 @@ async fn test_mute_by_dispatching_a_synthetic_notificationclick_stops_chat_lines
             .then_some(())
     })
     .await;
-    stack
-        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/mute",status="200"} 1"#)
-        .await;
+    let muted = r#"pushchat_http_requests_total{route="/api/mute",status="200"}"#;
+    stack.server.wait_for_metric(muted, 1.0).await;
     eventually("the clicked notification to close", || async {
         let shown = bob.notifications().await;
         (!shown.iter().any(|(title, _)| title == "Alice")).then_some(())
@@ -984,7 +975,7 @@ async fn test_mute_by_dispatching_a_synthetic_notificationclick_stops_chat_lines
     alice
         .wait_for_lines(&[("Alice", "lunch?"), ("Alice", "anyone?")])
         .await;
-    stack.wait_for_metric("pushchat_fan_outs_total 4").await;
+    stack.server.wait_for_fan_outs(4.0).await;
     let got = pushes.received(bob_channel).await.unwrap();
     assert_eq!(got.len(), 3, "Bob was pushed a line after muting: {got:?}");
 }
@@ -1000,7 +991,7 @@ async fn test_without_the_server_a_reload_shows_the_offline_banner_and_the_last_
     assert!(bob.text_of_any("#offline").await.is_none());
 
     // The server goes away; Bob's browser still has its network.
-    stack.server.kill().await;
+    stack.server.process.kill().await;
     // The page's own reload, as a person's: WebDriver's Refresh would reload past the
     // service worker, as a forced reload does.
     bob.client
@@ -1064,7 +1055,7 @@ async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_st
     browser.open_chat().await;
     browser.join("Dee").await;
     // Its shell is whole: without the server, the page it serves still hydrates.
-    stack.server.kill().await;
+    stack.server.process.kill().await;
     browser
         .client
         .execute("location.reload()", vec![])
@@ -1083,7 +1074,7 @@ async fn test_chromium_finds_the_site_installable_with_a_controlling_worker_and_
     let _one = ONE_AT_A_TIME.lock().await;
     let stack = Stack::start().await;
     let profile = tempfile::tempdir().unwrap();
-    let browser = Browser::chromium(&stack.server.url, profile.path()).await;
+    let browser = Browser::chromium(&stack.server.base, profile.path()).await;
     browser.open_chat().await;
     // The first visit registers the worker; from the next page load on, it controls it.
     eventually("the worker to control the page", || async {
@@ -1190,7 +1181,7 @@ async fn test_a_second_device_joins_with_the_code_the_first_shows_and_leaves_alo
     })
     .await;
     assert!(
-        link.starts_with(&format!("{}/?device=", stack.server.url)),
+        link.starts_with(&format!("{}/?device=", stack.server.base)),
         "{link}"
     );
     let code = alice.text_of("#device-code .code").await;
