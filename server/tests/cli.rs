@@ -402,7 +402,7 @@ async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg
         subscription: server::model::subscription::Subscription {
             endpoint: "https://push.example.com/ann".into(),
             p256dh: "key".into(),
-            auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+            auth: localpush::crypto::rfc8291_example::AUTH_SECRET.into(),
         },
         joined: 0,
         joined_from: None,
