@@ -3,6 +3,8 @@
 //! `PUSHCHAT_TEST_STORE=postgres`). Each fault is one the engine's
 //! status policy (see `server::push::delivery`) must survive.
 
+mod support;
+
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
@@ -12,13 +14,14 @@ use app::wire::{ChatLine, PushMessage};
 use end2end::{eventually, DEADLINE};
 use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription};
 use server::{
-    model::subscription::{self, EndpointPolicy, Subscription},
+    model::subscription::Subscription,
     push::{
         delivery::{Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
         vapid::VapidKeys,
     },
-    store::{testing::TestStore, Broadcast, Device, Store},
+    store::{testing::TestStore, Broadcast, Store},
 };
+use support::device;
 
 /// An engine with its own store and key, and a push service of its own.
 struct Engine {
@@ -77,18 +80,8 @@ impl Engine {
             fault,
         };
         let created = pushes.subscribe(&request).await.unwrap();
-        let subscription =
-            subscription::validate(&created.subscription, &EndpointPolicy::local_testing())
-                .unwrap();
         self.store
-            .put_device(&Device {
-                name: name.into(),
-                member_id: name.into(),
-                subscription,
-                joined: 0,
-                joined_from: None,
-                muted_until: None,
-            })
+            .put_device(&device(name, &created))
             .await
             .unwrap();
         created

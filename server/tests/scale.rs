@@ -16,12 +16,9 @@ use app::wire::PushMessage;
 use end2end::{eventually, join_body, Server, TestDatabase};
 use localpush::{Fault, LocalPush, NewSubscriber, VirtualSubscription};
 use serde_json::json;
-use server::{
-    model::subscription::{self, EndpointPolicy},
-    store::{Device, PostgresStore, Store, FAN_OUT_BATCH},
-};
+use server::store::{PostgresStore, Store, FAN_OUT_BATCH};
 use sqlx::{Connection, PgConnection};
-use support::PUSHCHAT;
+use support::{device, PUSHCHAT};
 use tokio::{sync::Mutex, task::JoinSet};
 
 /// The tests of this file measure and kill processes: one at a time.
@@ -92,19 +89,7 @@ impl Cluster {
             inserts.spawn(async move {
                 for (n, member) in chunk.iter().enumerate() {
                     let name = format!("member {part}-{n}");
-                    let device = Device {
-                        member_id: name.clone(),
-                        name,
-                        subscription: subscription::validate(
-                            &member.subscription,
-                            &EndpointPolicy::local_testing(),
-                        )
-                        .unwrap(),
-                        joined: 0,
-                        joined_from: None,
-                        muted_until: None,
-                    };
-                    store.put_device(&device).await.unwrap();
+                    store.put_device(&device(&name, member)).await.unwrap();
                 }
             });
         }
