@@ -12,6 +12,10 @@ use serde_json::{json, Value};
 
 use crate::{eventually, PushchatProcess};
 
+/// The operator's token for the admin API, on servers started with
+/// `--admin-token ADMIN_TOKEN`.
+pub const ADMIN_TOKEN: &str = "an-admin-token-for-the-tests";
+
 /// A running `pushchat serve` and a client of its API.
 pub struct Server {
     pub process: PushchatProcess,
@@ -55,6 +59,13 @@ impl Server {
         let (status, answer) = self.post(path, body).await;
         assert!(status.is_success(), "{path} answered {status}: {answer}");
         serde_json::from_value(answer).unwrap()
+    }
+
+    /// `POST /api/admin/PATH` with [`ADMIN_TOKEN`]: the status of the answer.
+    pub async fn as_operator(&self, path: &str, body: &Value) -> StatusCode {
+        let url = format!("{}/api/admin/{path}", self.base);
+        let request = self.http.post(url).bearer_auth(ADMIN_TOKEN).json(body);
+        request.send().await.unwrap().status()
     }
 
     /// One series of `GET /metrics`.

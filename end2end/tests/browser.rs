@@ -14,7 +14,7 @@ use std::{
     process::Stdio,
 };
 
-use end2end::{eventually, PushchatProcess, Server, DEADLINE, SUBJECT};
+use end2end::{eventually, PushchatProcess, Server, ADMIN_TOKEN, DEADLINE, SUBJECT};
 use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use localpush::{Fault, LocalPush, LocalPushClient, ReceivedPush};
@@ -27,8 +27,6 @@ use tokio::{
 
 const FIREFOX: &str = "/usr/lib/firefox-esr/firefox-esr";
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The operator's token for the admin API, on servers started with it.
-const ADMIN_TOKEN: &str = "browser-tests-operator-token";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
@@ -115,16 +113,8 @@ impl Stack {
     /// The operator removes the member called `name` (and bans the name with `ban`)
     /// through the admin API, which answers 204.
     async fn remove_member(&self, name: &str, ban: bool) {
-        let status = self
-            .server
-            .http
-            .post(format!("{}/api/admin/members/remove", self.server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "name": name, "ban": ban }))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let removal = json!({ "name": name, "ban": ban });
+        let status = self.server.as_operator("members/remove", &removal).await;
         assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "removing {name}");
     }
 

@@ -9,7 +9,7 @@ use support::*;
 use app::wire::{ChatLine, ChatRequest, Muted, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
 use end2end::{
     chat_body, credentials, eventually, join_body, joined, left, messages, received, sample,
-    Fixture, Server, DEADLINE, SUBJECT,
+    Fixture, Server, ADMIN_TOKEN, DEADLINE, SUBJECT,
 };
 use localpush::{Fault, ReceivedPush, VirtualSubscription};
 use reqwest::StatusCode;
@@ -924,20 +924,6 @@ async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
 
 // Membership the operator can rely on: the five ways in or past it that used to work.
 
-const ADMIN_TOKEN: &str = "an-admin-token-for-the-tests";
-
-/// `POST /api/admin/PATH` with the operator's token.
-async fn as_operator(fx: &Fixture, path: &str, body: Value) -> StatusCode {
-    let url = format!("{}/api/admin/{path}", fx.server.base);
-    let request = fx
-        .server
-        .http
-        .post(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body);
-    request.send().await.unwrap().status()
-}
-
 async fn room_members(fx: &Fixture) -> Value {
     let room: Value = fx.server.get_ok("/api/room").await;
     room["members"].clone()
@@ -948,7 +934,8 @@ async fn test_a_removed_member_reloading_its_page_is_told_so_and_stays_out() {
     let fx = Fixture::with_args(PUSHCHAT, &["--admin-token", ADMIN_TOKEN]).await;
     let [alice, carol] = fx.members(["Alice", "Carol"]).await;
     let pushes = fx.pushes();
-    let status = as_operator(&fx, "members/remove", json!({"name": "carol"})).await;
+    let removal = json!({"name": "carol"});
+    let status = fx.server.as_operator("members/remove", &removal).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // Carol's browser hears it was removed; Alice that Carol left.
     let carol_got = messages(&received(&pushes, &carol, 2).await);
@@ -988,7 +975,8 @@ async fn test_a_device_code_made_before_a_ban_lets_nobody_in() {
         .server
         .post_ok("/api/device-code", &json!(credentials(&alice)))
         .await;
-    let status = as_operator(&fx, "members/remove", json!({"name": "alice", "ban": true})).await;
+    let removal = json!({"name": "alice", "ban": true});
+    let status = fx.server.as_operator("members/remove", &removal).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(messages(&received(&pushes, &alice, 3).await)
         .contains(&PushMessage::Removed { banned: true }));
