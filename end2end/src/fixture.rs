@@ -52,20 +52,16 @@ impl Fixture {
 
     /// A fixture whose server runs `binary` with `extra_args`.
     pub async fn with_args(binary: impl AsRef<Path>, extra_args: &[&str]) -> Fixture {
-        let binary = binary.as_ref().to_owned();
         let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let data_dir = tempfile::tempdir().unwrap();
-        let home = ChatHome::new().await;
-        let server = Server::start(&binary, data_dir.path(), &home.with(extra_args)).await;
-        Fixture {
+        let not_yet_started = Stopped {
             push,
-            data_dir,
-            home,
-            server,
-            binary,
-        }
+            data_dir: tempfile::tempdir().unwrap(),
+            home: ChatHome::new().await,
+            binary: binary.as_ref().to_owned(),
+        };
+        not_yet_started.started(extra_args).await
     }
 
     pub fn pushes(&self) -> LocalPushClient {
@@ -104,27 +100,13 @@ impl Fixture {
             push: self.push,
             data_dir: self.data_dir,
             home: self.home,
+            binary: self.binary,
         }
     }
 
     /// Kills the server and starts a new one on the same data dir.
     pub async fn restarted(self) -> Fixture {
-        let Fixture {
-            push,
-            data_dir,
-            home,
-            server,
-            binary,
-        } = self;
-        server.process.kill().await;
-        let server = Server::start(&binary, data_dir.path(), &home.with(&[])).await;
-        Fixture {
-            push,
-            data_dir,
-            home,
-            server,
-            binary,
-        }
+        self.stopped().await.started(&[]).await
     }
 }
 
@@ -133,6 +115,27 @@ pub struct Stopped {
     pub push: LocalPush,
     pub data_dir: tempfile::TempDir,
     pub home: ChatHome,
+    binary: PathBuf,
+}
+
+impl Stopped {
+    /// A server on this data dir again, started with `extra_args`.
+    async fn started(self, extra_args: &[&str]) -> Fixture {
+        let Stopped {
+            push,
+            data_dir,
+            home,
+            binary,
+        } = self;
+        let server = Server::start(&binary, data_dir.path(), &home.with(extra_args)).await;
+        Fixture {
+            push,
+            data_dir,
+            home,
+            server,
+            binary,
+        }
+    }
 }
 
 /// Waits until `member` has received exactly `count` pushes; returns them.
