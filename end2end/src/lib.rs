@@ -1,12 +1,15 @@
-//! pushchat's test harness, for every test that runs pushchat for real: the `pushchat`
-//! binary started on a port of its choosing (`process`) and a client of its API with the
-//! request bodies tests send (`api`); a test's fixture, the local push service and a
-//! server with virtual members, and readers of what they received (`fixture`); waits
-//! with a deadline instead of sleeps (`wait`), and throwaway PostgreSQL databases with
-//! the switch that runs the shared suites on them (`postgres`). The server's integration
-//! tests and the browser tests (`tests/browser.rs`) are built on it; the push service is
-//! the `localpush` crate. The binary is the caller's to name: a package's own tests know
-//! theirs as `env!("CARGO_BIN_EXE_pushchat")`.
+//! pushchat's one test harness, for every test that runs pushchat for real:
+//! - `process`: the `pushchat` binary, started on a port of its choosing;
+//! - `api`: a client of its JSON API ([`Server`]) and the request bodies tests send;
+//! - `fixture`: one test's local push service, data dir and server ([`Fixture`]), its
+//!   virtual members, and readers of what they received;
+//! - `wait`: waits with a deadline instead of sleeps;
+//! - `postgres`: throwaway PostgreSQL databases, and the switch that runs the shared
+//!   suites on them.
+//!
+//! The server's integration tests and the browser tests (`tests/browser.rs`) are built on
+//! it; the push service is the `localpush` crate. Which binary runs is the caller's to
+//! say: a package's own tests know theirs as `env!("CARGO_BIN_EXE_pushchat")`.
 
 mod api;
 mod fixture;
