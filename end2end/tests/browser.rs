@@ -14,12 +14,10 @@ use std::{
     process::Stdio,
 };
 
+use end2end::{eventually, PushchatProcess, Server, ADMIN_TOKEN, DEADLINE, SUBJECT};
 use fantoccini::{wd::WebDriverCompatibleCommand, Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use localpush::{
-    harness::{eventually, PushchatProcess, DEADLINE},
-    Fault, LocalPush, LocalPushClient, ReceivedPush,
-};
+use localpush::{Fault, LocalPush, LocalPushClient, ReceivedPush};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -29,9 +27,6 @@ use tokio::{
 
 const FIREFOX: &str = "/usr/lib/firefox-esr/firefox-esr";
 const CHROMIUM: &str = "/usr/bin/chromium";
-const SUBJECT: &str = "mailto:browser-tests@pushchat.example.org";
-/// The operator's token for the admin API, on servers started with it.
-const ADMIN_TOKEN: &str = "browser-tests-operator-token";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
@@ -45,7 +40,7 @@ fn workspace() -> PathBuf {
 /// The local push service and a pushchat server on a fresh data dir.
 struct Stack {
     push: LocalPush,
-    server: PushchatProcess,
+    server: Server,
     _data_dir: tempfile::TempDir,
     /// The site the server serves (`target/site` in the workspace, or a copy).
     site: PathBuf,
@@ -91,8 +86,8 @@ impl Stack {
                 workdir
             }
         };
-        let server =
-            PushchatProcess::start(&binary, &workdir, data_dir.path(), SUBJECT, server_args).await;
+        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), server_args);
+        let server = Server::client_of(server.await);
         Stack {
             push,
             server,
@@ -108,19 +103,7 @@ impl Stack {
 
     async fn firefox_with(&self, setup: Setup) -> Browser {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Browser::firefox(&format!("{push_url}/"), &self.server.url, setup).await
-    }
-
-    /// Waits until a line of the server's `/metrics` reads exactly `series`.
-    async fn wait_for_metric(&self, series: &str) {
-        eventually(&format!("the metric {series}"), || async {
-            let metrics = reqwest::get(format!("{}/metrics", self.server.url))
-                .await
-                .ok()?;
-            let text = metrics.text().await.ok()?;
-            text.lines().any(|line| line == series).then_some(())
-        })
-        .await;
+        Browser::firefox(&format!("{push_url}/"), &self.server.base, setup).await
     }
 
     fn pushes(&self) -> LocalPushClient {
@@ -130,21 +113,17 @@ impl Stack {
     /// The operator removes the member called `name` (and bans the name with `ban`)
     /// through the admin API, which answers 204.
     async fn remove_member(&self, name: &str, ban: bool) {
-        let status = reqwest::Client::new()
-            .post(format!("{}/api/admin/members/remove", self.server.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({ "name": name, "ban": ban }))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let removal = json!({ "name": name, "ban": ban });
+        let status = self.server.as_operator("members/remove", &removal).await;
         assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "removing {name}");
     }
 
     /// The names the admin API lists as members (one line per browser).
     async fn admin_member_names(&self) -> Vec<String> {
-        let members: Vec<Value> = reqwest::Client::new()
-            .get(format!("{}/api/admin/members", self.server.url))
+        let members: Vec<Value> = self
+            .server
+            .http
+            .get(format!("{}/api/admin/members", self.server.base))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -900,9 +879,8 @@ async fn test_a_subscription_the_push_service_dropped_is_replaced_without_tellin
     // subscribes again and moves Bob to the new subscription.
     pushes.reset_browsers().await.unwrap();
     // Both browsers lost their subscriptions; the server counts both moves.
-    stack
-        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"} 2"#)
-        .await;
+    let resubscribed = r#"pushchat_http_requests_total{route="/api/resubscribe",status="200"}"#;
+    stack.server.wait_for_metric(resubscribed, 2.0).await;
     let new_endpoint = bob.endpoint().await.unwrap();
     assert_ne!(new_endpoint, old_endpoint);
 
@@ -974,9 +952,8 @@ async fn test_mute_by_dispatching_a_synthetic_notificationclick_stops_chat_lines
             .then_some(())
     })
     .await;
-    stack
-        .wait_for_metric(r#"pushchat_http_requests_total{route="/api/mute",status="200"} 1"#)
-        .await;
+    let muted = r#"pushchat_http_requests_total{route="/api/mute",status="200"}"#;
+    stack.server.wait_for_metric(muted, 1.0).await;
     eventually("the clicked notification to close", || async {
         let shown = bob.notifications().await;
         (!shown.iter().any(|(title, _)| title == "Alice")).then_some(())
@@ -988,7 +965,7 @@ async fn test_mute_by_dispatching_a_synthetic_notificationclick_stops_chat_lines
     alice
         .wait_for_lines(&[("Alice", "lunch?"), ("Alice", "anyone?")])
         .await;
-    stack.wait_for_metric("pushchat_fan_outs_total 4").await;
+    stack.server.wait_for_fan_outs(4.0).await;
     let got = pushes.received(bob_channel).await.unwrap();
     assert_eq!(got.len(), 3, "Bob was pushed a line after muting: {got:?}");
 }
@@ -1004,7 +981,7 @@ async fn test_without_the_server_a_reload_shows_the_offline_banner_and_the_last_
     assert!(bob.text_of_any("#offline").await.is_none());
 
     // The server goes away; Bob's browser still has its network.
-    stack.server.kill().await;
+    stack.server.process.kill().await;
     // The page's own reload, as a person's: WebDriver's Refresh would reload past the
     // service worker, as a forced reload does.
     bob.client
@@ -1068,7 +1045,7 @@ async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_st
     browser.open_chat().await;
     browser.join("Dee").await;
     // Its shell is whole: without the server, the page it serves still hydrates.
-    stack.server.kill().await;
+    stack.server.process.kill().await;
     browser
         .client
         .execute("location.reload()", vec![])
@@ -1087,7 +1064,7 @@ async fn test_chromium_finds_the_site_installable_with_a_controlling_worker_and_
     let _one = ONE_AT_A_TIME.lock().await;
     let stack = Stack::start().await;
     let profile = tempfile::tempdir().unwrap();
-    let browser = Browser::chromium(&stack.server.url, profile.path()).await;
+    let browser = Browser::chromium(&stack.server.base, profile.path()).await;
     browser.open_chat().await;
     // The first visit registers the worker; from the next page load on, it controls it.
     eventually("the worker to control the page", || async {
@@ -1194,7 +1171,7 @@ async fn test_a_second_device_joins_with_the_code_the_first_shows_and_leaves_alo
     })
     .await;
     assert!(
-        link.starts_with(&format!("{}/?device=", stack.server.url)),
+        link.starts_with(&format!("{}/?device=", stack.server.base)),
         "{link}"
     );
     let code = alice.text_of("#device-code .code").await;

@@ -7,16 +7,17 @@ mod support;
 use support::*;
 
 use app::wire::{ChatLine, Muted, PostLineRequest, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
-use localpush::{
-    harness::{eventually, DEADLINE},
-    Fault, ReceivedPush, VirtualSubscription,
+use end2end::{
+    chat_body, credentials, eventually, join_body, joined, left, messages, received, sample,
+    Fixture, Server, ADMIN_TOKEN, DEADLINE, SUBJECT,
 };
+use localpush::{Fault, ReceivedPush, VirtualSubscription};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo, cy] = fx.members(["Ann", "Bo", "Cy"]).await;
     let pushes = fx.pushes();
 
@@ -57,7 +58,7 @@ async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
 
 #[tokio::test]
 async fn test_init_returns_the_room_and_pushes_nothing() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -84,7 +85,7 @@ async fn test_init_returns_the_room_and_pushes_nothing() {
 
 #[tokio::test]
 async fn test_anyone_can_read_the_room_and_reading_pushes_nothing() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let line = fx.server.chat(&bo, "for the readers").await;
     let pushes = fx.pushes();
@@ -100,7 +101,7 @@ async fn test_anyone_can_read_the_room_and_reading_pushes_nothing() {
 
 #[tokio::test]
 async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -130,7 +131,7 @@ async fn test_a_wrong_auth_can_neither_post_nor_unsubscribe() {
 
 #[tokio::test]
 async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -155,7 +156,7 @@ async fn test_unsubscribe_tells_the_others_and_removes_the_member() {
 
 #[tokio::test]
 async fn test_a_member_whose_endpoint_answers_410_is_deleted() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &bo, 1).await;
@@ -172,7 +173,7 @@ async fn test_a_member_whose_endpoint_answers_410_is_deleted() {
 
 #[tokio::test]
 async fn test_members_history_and_keys_survive_a_killed_server() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let line = fx.server.chat(&ann, "remember me").await;
     let key = fx.server.vapid_key().await;
@@ -200,7 +201,7 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
 
 #[tokio::test]
 async fn test_a_line_cut_short_by_a_crash_is_sent_after_the_restart() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo, cy] = fx.members(["Ann", "Bo", "Cy"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 3).await;
@@ -253,12 +254,15 @@ async fn test_every_acknowledged_join_and_line_survives_a_kill_during_a_burst() 
     const LINES_EACH: usize = 40;
     const NEWCOMERS: usize = 40;
     const KILL_AFTER: usize = 25;
-    let fx = Fixture::with_args(&[
-        "--chat-lines-per-minute",
-        "1000",
-        "--members-per-address",
-        "1000",
-    ])
+    let fx = Fixture::with_args(
+        PUSHCHAT,
+        &[
+            "--chat-lines-per-minute",
+            "1000",
+            "--members-per-address",
+            "1000",
+        ],
+    )
     .await;
     let speakers = fx.members(["Ann", "Bo", "Cy"]).await;
     let mut newcomers = Vec::new();
@@ -339,7 +343,7 @@ async fn test_every_acknowledged_join_and_line_survives_a_kill_during_a_burst() 
 
 #[tokio::test]
 async fn test_a_muted_member_gets_no_chat_lines_but_hears_of_joins_across_a_restart() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -397,7 +401,7 @@ fn now_millis() -> u64 {
 
 #[tokio::test]
 async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     // Every join has arrived before the counts are taken.
@@ -594,7 +598,7 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_refused() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann] = fx.members(["Ann"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 1).await;
@@ -625,7 +629,7 @@ async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_
 
 #[tokio::test]
 async fn test_a_member_posting_too_fast_gets_429_with_retry_after() {
-    let fx = Fixture::with_args(&["--chat-lines-per-minute", "2"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--chat-lines-per-minute", "2"]).await;
     let [ann] = fx.members(["Ann"]).await;
     fx.server.chat(&ann, "one").await;
     fx.server.chat(&ann, "two").await;
@@ -678,8 +682,11 @@ async fn subscribe_via_proxy(
 #[tokio::test]
 async fn test_members_per_address_count_the_client_a_trusted_proxy_names() {
     // The test client is the "proxy": it connects from 127.0.0.1 and names the client.
-    let fx =
-        Fixture::with_args(&["--members-per-address", "2", "--trusted-proxy", "127.0.0.1"]).await;
+    let fx = Fixture::with_args(
+        PUSHCHAT,
+        &["--members-per-address", "2", "--trusted-proxy", "127.0.0.1"],
+    )
+    .await;
     for name in ["Ann", "Bo"] {
         let member = fx.browser().await;
         let (status, answer) = subscribe_via_proxy(&fx, name, &member, "203.0.113.5").await;
@@ -699,7 +706,7 @@ async fn test_members_per_address_count_the_client_a_trusted_proxy_names() {
 
 #[tokio::test]
 async fn test_an_untrusted_client_cannot_pick_its_address() {
-    let fx = Fixture::with_args(&["--members-per-address", "1"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--members-per-address", "1"]).await;
     let ann = fx.browser().await;
     let (status, answer) = subscribe_via_proxy(&fx, "Ann", &ann, "203.0.113.5").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -710,7 +717,7 @@ async fn test_an_untrusted_client_cannot_pick_its_address() {
 
 #[tokio::test]
 async fn test_the_page_carries_a_policy_that_admits_only_its_own_scripts() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let response = fx
         .server
         .http
@@ -747,7 +754,7 @@ async fn test_the_page_carries_a_policy_that_admits_only_its_own_scripts() {
 
 #[tokio::test]
 async fn test_health_and_metrics_count_exactly_the_pushes_of_each_fan_out() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let get = |path: &str| {
         fx.server
             .http
@@ -811,7 +818,7 @@ async fn test_https_with_a_generated_certificate() {
         "--tls-key",
         key.to_str().unwrap(),
     ];
-    let server = Server::start(&data_dir, &tls_args).await;
+    let server = Server::start(PUSHCHAT, &data_dir, &tls_args).await;
     assert!(
         server.base.starts_with("https://127.0.0.1:"),
         "{}",
@@ -843,7 +850,7 @@ async fn test_https_with_a_generated_certificate() {
 
 #[tokio::test]
 async fn test_a_join_passphrase_keeps_out_those_without_it() {
-    let fx = Fixture::with_args(&["--join-passphrase", "open sesame"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--join-passphrase", "open sesame"]).await;
     let rules = fx
         .server
         .http
@@ -862,7 +869,7 @@ async fn test_a_join_passphrase_keeps_out_those_without_it() {
     let (status, answer) = fx.server.post("/api/subscribe", &join).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
 
-    let open = Fixture::new().await;
+    let open = Fixture::new(PUSHCHAT).await;
     let rules = open
         .server
         .http
@@ -873,7 +880,7 @@ async fn test_a_join_passphrase_keeps_out_those_without_it() {
 
 #[tokio::test]
 async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann_laptop, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &bo, 1).await;
@@ -917,20 +924,6 @@ async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
 
 // Membership the operator can rely on: the five ways in or past it that used to work.
 
-const ADMIN_TOKEN: &str = "an-admin-token-for-the-tests";
-
-/// `POST /api/admin/PATH` with the operator's token.
-async fn as_operator(fx: &Fixture, path: &str, body: Value) -> StatusCode {
-    let url = format!("{}/api/admin/{path}", fx.server.base);
-    let request = fx
-        .server
-        .http
-        .post(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body);
-    request.send().await.unwrap().status()
-}
-
 async fn room_members(fx: &Fixture) -> Value {
     let room: Value = fx.server.get_ok("/api/room").await;
     room["members"].clone()
@@ -938,10 +931,11 @@ async fn room_members(fx: &Fixture) -> Value {
 
 #[tokio::test]
 async fn test_a_removed_member_reloading_its_page_is_told_so_and_stays_out() {
-    let fx = Fixture::with_args(&["--admin-token", ADMIN_TOKEN]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--admin-token", ADMIN_TOKEN]).await;
     let [alice, carol] = fx.members(["Alice", "Carol"]).await;
     let pushes = fx.pushes();
-    let status = as_operator(&fx, "members/remove", json!({"name": "carol"})).await;
+    let removal = json!({"name": "carol"});
+    let status = fx.server.as_operator("members/remove", &removal).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // Carol's browser hears it was removed; Alice that Carol left.
     let carol_got = messages(&received(&pushes, &carol, 2).await);
@@ -974,14 +968,15 @@ async fn test_a_removed_member_reloading_its_page_is_told_so_and_stays_out() {
 
 #[tokio::test]
 async fn test_a_device_code_made_before_a_ban_lets_nobody_in() {
-    let fx = Fixture::with_args(&["--admin-token", ADMIN_TOKEN]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--admin-token", ADMIN_TOKEN]).await;
     let [alice, bob] = fx.members(["Alice", "Bob"]).await;
     let pushes = fx.pushes();
     let code: Value = fx
         .server
         .post_ok("/api/device-code", &json!(credentials(&alice)))
         .await;
-    let status = as_operator(&fx, "members/remove", json!({"name": "alice", "ban": true})).await;
+    let removal = json!({"name": "alice", "ban": true});
+    let status = fx.server.as_operator("members/remove", &removal).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(messages(&received(&pushes, &alice, 3).await)
         .contains(&PushMessage::Removed { banned: true }));
@@ -1022,7 +1017,7 @@ async fn test_a_device_code_made_before_a_ban_lets_nobody_in() {
 
 #[tokio::test]
 async fn test_a_gone_subscription_ends_the_membership_and_everyone_is_told() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [alice, bob, dave] = fx.members(["Alice", "Bob", "Dave"]).await;
     let pushes = fx.pushes();
     received(&pushes, &dave, 1).await;
@@ -1047,7 +1042,7 @@ async fn test_a_gone_subscription_ends_the_membership_and_everyone_is_told() {
 
 #[tokio::test]
 async fn test_fifty_wrong_passphrases_from_one_address_are_slowed_down() {
-    let fx = Fixture::with_args(&["--join-passphrase", "open sesame"]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--join-passphrase", "open sesame"]).await;
     let guesser = fx.browser().await;
     let mut statuses = std::collections::BTreeMap::new();
     let mut waits = Vec::new();
@@ -1076,7 +1071,7 @@ async fn test_fifty_wrong_passphrases_from_one_address_are_slowed_down() {
 
 #[tokio::test]
 async fn test_a_name_that_looks_like_a_members_is_refused_naming_it() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [bob] = fx.members(["bob"]).await;
     let newcomer = fx.browser().await;
     for look_alike in ["b\u{43e}b", "BOB", "b\u{1d698}b"] {

@@ -7,7 +7,9 @@ mod support;
 use std::{ffi::OsStr, path::Path, process::Output};
 
 use app::wire::PushMessage;
-use localpush::harness::{eventually, DEADLINE};
+use end2end::{
+    eventually, join_body, left, messages, received, Fixture, Server, DEADLINE, SUBJECT,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::*;
@@ -20,7 +22,7 @@ where
     I: IntoIterator<Item = A>,
     A: AsRef<OsStr>,
 {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pushchat"));
+    let mut command = Command::new(PUSHCHAT);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PUSHCHAT_") {
             command.env_remove(name);
@@ -104,7 +106,7 @@ async fn test_subcommands_on_a_missing_data_dir_say_what_to_do() {
 
 #[tokio::test]
 async fn test_members_are_listed_removed_and_banned_through_the_running_server() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     received(&fx.pushes(), &ann, 2).await;
     let dir = fx.data_dir.path();
@@ -141,7 +143,7 @@ async fn test_members_are_listed_removed_and_banned_through_the_running_server()
 
 #[tokio::test]
 async fn test_send_pushes_a_notice_to_one_member_or_everyone_and_reports() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 2).await;
@@ -176,7 +178,7 @@ async fn test_send_pushes_a_notice_to_one_member_or_everyone_and_reports() {
 
 #[tokio::test]
 async fn test_vapid_show_and_generate_guard_the_members_subscriptions() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     fx.members(["Ann"]).await;
     let key = fx.server.vapid_key().await;
     let dir = fx.data_dir.path();
@@ -203,7 +205,7 @@ async fn test_vapid_show_and_generate_guard_the_members_subscriptions() {
 
 #[tokio::test]
 async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     let [ann, bo] = fx.members(["Ann", "Bo"]).await;
     let line = fx.server.chat(&ann, "keep me").await;
     let key = fx.server.vapid_key().await;
@@ -228,7 +230,7 @@ async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
     succeeds(&["restore", file_arg], &fresh).await;
     let stderr = fails(&["restore", file_arg], &fresh).await;
     assert!(stderr.contains("already holds a chat"), "{stderr}");
-    let restored = Server::start(&fresh, &[]).await;
+    let restored = Server::start(PUSHCHAT, &fresh, &[]).await;
     assert_eq!(restored.vapid_key().await, key);
     let again = restored.init("Bo", &bo).await;
     assert_eq!(again, room);
@@ -247,7 +249,7 @@ async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
     std::fs::write(&old_file, serde_json::to_vec(old).unwrap()).unwrap();
     let older = backups.path().join("restored-old");
     succeeds(&["restore", old_file.to_str().unwrap()], &older).await;
-    let _restored = Server::start(&older, &[]).await;
+    let _restored = Server::start(PUSHCHAT, &older, &[]).await;
     let again = PushMessage::ChatMsg(line);
     let pushes = fx.pushes();
     for member in [&ann, &bo] {
@@ -262,7 +264,7 @@ async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
 #[tokio::test]
 async fn test_the_admin_api_over_http_needs_the_token() {
     let token = "a-token-of-enough-length";
-    let fx = Fixture::with_args(&["--admin-token", token]).await;
+    let fx = Fixture::with_args(PUSHCHAT, &["--admin-token", token]).await;
     let [ann, _bo] = fx.members(["Ann", "Bo"]).await;
     received(&fx.pushes(), &ann, 2).await;
     let url = format!("{}/api/admin/push", fx.server.base);
@@ -300,7 +302,7 @@ async fn test_the_admin_api_over_http_needs_the_token() {
     let response = contents.bearer_auth(token).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
-    let off = Fixture::new().await;
+    let off = Fixture::new(PUSHCHAT).await;
     let (status, answer) = off.server.post("/api/admin/push", &body).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
@@ -350,7 +352,7 @@ async fn test_tls_files_that_do_not_fit_are_refused_at_start() {
 
 #[tokio::test]
 async fn test_a_config_file_gives_defaults_that_flags_override() {
-    let fx = Fixture::new().await;
+    let fx = Fixture::new(PUSHCHAT).await;
     fx.members(["Ann"]).await;
     let config = tempfile::NamedTempFile::new().unwrap();
     let data_dir = fx.data_dir.path().to_str().unwrap();
@@ -390,7 +392,7 @@ async fn test_a_config_file_gives_defaults_that_flags_override() {
 
 #[tokio::test]
 async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg_dump() {
-    let database = localpush::postgres::TestDatabase::create().await;
+    let database = end2end::TestDatabase::create().await;
     let location = server::store::StoreLocation::Postgres {
         url: database.url.clone(),
     };
@@ -403,7 +405,7 @@ async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg
         subscription: server::model::subscription::Subscription {
             endpoint: "https://push.example.com/ann".into(),
             p256dh: "key".into(),
-            auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+            auth: localpush::crypto::rfc8291_example::AUTH_SECRET.into(),
         },
         joined: 0,
         joined_from: None,

@@ -3,22 +3,22 @@
 //! `PUSHCHAT_TEST_STORE=postgres`). Each fault is one the engine's
 //! status policy (see `server::push::delivery`) must survive.
 
+mod support;
+
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use app::wire::{ChatLine, PushMessage};
-use localpush::{
-    harness::{eventually, DEADLINE},
-    Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription,
-};
+use end2end::{eventually, DEADLINE};
+use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription};
 use server::{
-    model::subscription::{self, EndpointPolicy, Subscription},
-    model::{fan_out::FanOut, member::Device},
+    model::{fan_out::FanOut, subscription::Subscription},
     push::{vapid::VapidKeys, Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
     store::{testing::TestStore, Store},
 };
+use support::device;
 
 /// An engine with its own store and key, and a push service of its own.
 struct Engine {
@@ -73,18 +73,8 @@ impl Engine {
             fault,
         };
         let created = pushes.subscribe(&request).await.unwrap();
-        let subscription =
-            subscription::validate(&created.subscription, &EndpointPolicy::local_testing())
-                .unwrap();
         self.store
-            .put_device(&Device {
-                name: name.into(),
-                member_id: name.into(),
-                subscription,
-                joined: 0,
-                joined_from: None,
-                muted_until: None,
-            })
+            .put_device(&device(name, &created))
             .await
             .unwrap();
         created

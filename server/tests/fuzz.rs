@@ -14,6 +14,7 @@ use axum::{
     Router,
 };
 use clap::Parser;
+use localpush::crypto::rfc8291_example;
 use proptest::{prelude::*, test_runner::TestRunner};
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
@@ -27,9 +28,8 @@ use server::{
 };
 
 /// A real P-256 point (RFC 8291 Appendix A) and a 16-byte secret.
-const P256DH: &str =
-    "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
-const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+const P256DH: &str = rfc8291_example::RECEIVER_PUBLIC_KEY;
+const AUTH: &str = rfc8291_example::AUTH_SECRET;
 const ENDPOINT: &str = "https://push.example.net/send/ann";
 const BO_ENDPOINT: &str = "https://push.example.net/send/bo";
 const BO_AUTH: &str = "AAECAwQFBgcICQoLDA0ODw";

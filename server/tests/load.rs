@@ -6,16 +6,14 @@
 //! The pace is set so two cores keep up (each line is 200 encrypted pushes);
 //! `PUSHCHAT_LOAD_LINES_PER_SECOND` changes it.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+mod support;
 
-use app::wire::{MemberCredentials, PostLineRequest, SubscribeRequest};
-use localpush::{
-    harness::{eventually, PushchatProcess},
-    LocalPush, NewSubscriber, VirtualSubscription,
-};
+use std::time::{Duration, Instant};
+
+use app::wire::PostLineRequest;
+use end2end::{credentials, eventually, join_body, Server};
+use localpush::{LocalPush, NewSubscriber};
+use support::PUSHCHAT;
 use tokio::task::JoinSet;
 
 const MEMBERS: usize = 200;
@@ -41,13 +39,6 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-fn credentials(member: &VirtualSubscription) -> MemberCredentials {
-    MemberCredentials {
-        endpoint: member.subscription.endpoint.clone(),
-        auth: member.subscription.keys.auth.clone(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn test_200_members_chatting_for_30_s_lose_nothing_and_hold_their_memory() {
     // The receiver decrypts one push in 50 (it checks every push's headers and VAPID), so
@@ -56,11 +47,9 @@ async fn test_200_members_chatting_for_30_s_lose_nothing_and_hold_their_memory()
         .await
         .unwrap();
     let data_dir = tempfile::tempdir().unwrap();
-    let server = PushchatProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_pushchat")),
+    let server = Server::start(
+        PUSHCHAT,
         data_dir.path(),
-        data_dir.path(),
-        "mailto:load@pushchat.example.org",
         &[
             "--members-per-address",
             "1000",
@@ -69,26 +58,15 @@ async fn test_200_members_chatting_for_30_s_lose_nothing_and_hold_their_memory()
         ],
     )
     .await;
-    let pid = server.pid().expect("the server runs");
-    let http = reqwest::Client::new();
+    let pid = server.process.pid().expect("the server runs");
     let pushes = push.client();
 
     let mut members = Vec::new();
     for n in 0..MEMBERS {
         let member = pushes.subscribe(&NewSubscriber::default()).await.unwrap();
-        let join = SubscribeRequest {
-            name: format!("member {n}"),
-            subscription: member.subscription.clone(),
-            passphrase: None,
-            device_code: None,
-        };
-        let url = format!("{}/api/subscribe", server.url);
-        let response = http.post(url).json(&join).send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "join {n}: {}",
-            response.status()
-        );
+        let join = join_body(&format!("member {n}"), &member.subscription);
+        let (status, _) = server.post("/api/subscribe", &join).await;
+        assert!(status.is_success(), "join {n}: {status}");
         members.push(member);
     }
     // Join n is pushed to the n members there by then.
@@ -104,7 +82,7 @@ async fn test_200_members_chatting_for_30_s_lose_nothing_and_hold_their_memory()
     let start = tokio::time::Instant::now();
     let mut posters = JoinSet::new();
     for (n, member) in members.iter().enumerate() {
-        let (http, url) = (http.clone(), format!("{}/api/chat", server.url));
+        let (http, url) = (server.http.clone(), format!("{}/api/chat", server.base));
         let credentials = credentials(member);
         // Members take turns: together they post `rate` lines a second.
         let first = start + Duration::from_secs_f64(n as f64 / rate);

@@ -8,23 +8,18 @@
 //! - a benchmark: fan-out throughput to 10,000 members with one instance, then three,
 //!   printed (the figures in the README).
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Instant};
+mod support;
 
-use app::wire::{MemberCredentials, PostLineRequest, PushMessage};
-use localpush::{
-    harness::{eventually, PushchatProcess},
-    postgres::TestDatabase,
-    Fault, LocalPush, NewSubscriber, VirtualSubscription,
-};
-use server::{
-    model::member::Device,
-    model::subscription::{self, EndpointPolicy},
-    store::{self, StoreLocation, FAN_OUT_BATCH},
-};
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use app::wire::PushMessage;
+use end2end::{eventually, join_body, Server, TestDatabase};
+use localpush::{Fault, LocalPush, NewSubscriber, VirtualSubscription};
+use serde_json::json;
+use server::store::{self, StoreLocation, FAN_OUT_BATCH};
 use sqlx::{Connection, PgConnection};
+use support::{device, PUSHCHAT};
 use tokio::{sync::Mutex, task::JoinSet};
-
-const SUBJECT: &str = "mailto:scale@pushchat.example.org";
 
 /// The tests of this file measure and kill processes: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -35,13 +30,12 @@ struct Cluster {
     instances: Vec<Instance>,
     database: TestDatabase,
     push: LocalPush,
-    http: reqwest::Client,
     /// What every instance is started with besides the database.
     args: Vec<String>,
 }
 
 struct Instance {
-    process: PushchatProcess,
+    server: Server,
     _data_dir: tempfile::TempDir,
 }
 
@@ -57,7 +51,6 @@ impl Cluster {
             instances: Vec::new(),
             database: TestDatabase::create().await,
             push,
-            http: reqwest::Client::new(),
             args: args.iter().map(|&arg| arg.to_owned()).collect(),
         };
         cluster.add_instance().await;
@@ -69,16 +62,9 @@ impl Cluster {
         let data_dir = tempfile::tempdir().unwrap();
         let mut args = vec!["--database-url", self.database.url.as_str()];
         args.extend(self.args.iter().map(String::as_str));
-        let process = PushchatProcess::start(
-            Path::new(env!("CARGO_BIN_EXE_pushchat")),
-            data_dir.path(),
-            data_dir.path(),
-            SUBJECT,
-            &args,
-        )
-        .await;
+        let server = Server::start(PUSHCHAT, data_dir.path(), &args).await;
         self.instances.push(Instance {
-            process,
+            server,
             _data_dir: data_dir,
         });
     }
@@ -86,11 +72,11 @@ impl Cluster {
     /// `count` members with fresh virtual subscriptions, stored straight into the
     /// database (not joined one by one: that would cost `count`² pushes).
     async fn seed(&self, count: usize) -> Vec<VirtualSubscription> {
-        let key: app::wire::VapidPublicKey = self.get("/api/vapid-public-key").await;
+        let key = self.instances[0].server.vapid_key().await;
         let members: Vec<VirtualSubscription> = (0..count)
             .map(|_| {
                 let request = NewSubscriber {
-                    application_server_key: Some(key.public_key.clone()),
+                    application_server_key: Some(key.clone()),
                     fault: None,
                 };
                 self.push.add_subscriber(request).unwrap()
@@ -107,19 +93,7 @@ impl Cluster {
             inserts.spawn(async move {
                 for (n, member) in chunk.iter().enumerate() {
                     let name = format!("member {part}-{n}");
-                    let device = Device {
-                        member_id: name.clone(),
-                        name,
-                        subscription: subscription::validate(
-                            &member.subscription,
-                            &EndpointPolicy::local_testing(),
-                        )
-                        .unwrap(),
-                        joined: 0,
-                        joined_from: None,
-                        muted_until: None,
-                    };
-                    store.put_device(&device).await.unwrap();
+                    store.put_device(&device(&name, member)).await.unwrap();
                 }
             });
         }
@@ -128,30 +102,14 @@ impl Cluster {
         members
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let url = format!("{}{path}", self.instances[0].process.url);
-        let response = self.http.get(url).send().await.unwrap();
-        response.error_for_status().unwrap().json().await.unwrap()
-    }
-
     /// Posts `lines` chat lines, line n to instance n % instances, each from another
     /// member; returns their ids.
     async fn post_round_robin(&self, speakers: &[VirtualSubscription], lines: usize) -> Vec<u64> {
         let mut ids = Vec::with_capacity(lines);
         for n in 0..lines {
-            let instance = &self.instances[n % self.instances.len()].process;
+            let instance = &self.instances[n % self.instances.len()].server;
             let speaker = &speakers[n % speakers.len()];
-            let request = PostLineRequest {
-                member: MemberCredentials {
-                    endpoint: speaker.subscription.endpoint.clone(),
-                    auth: speaker.subscription.keys.auth.clone(),
-                },
-                msg: format!("line {n}"),
-            };
-            let url = format!("{}/api/chat", instance.url);
-            let response = self.http.post(url).json(&request).send().await.unwrap();
-            assert!(response.status().is_success(), "{}", response.status());
-            let line: app::wire::ChatLine = response.json().await.unwrap();
+            let line = instance.chat(speaker, &format!("line {n}")).await;
             ids.push(line.id);
         }
         ids
@@ -243,7 +201,7 @@ async fn test_three_instances_share_fan_outs_once_each_and_survive_one_killed() 
     let lines = cluster.post_round_robin(&members, LINES).await;
     let part = before + (LINES * MEMBERS / 4) as u64;
     cluster.wait_for_pushes(part).await;
-    let victim = cluster.instances.remove(1).process;
+    let victim = cluster.instances.remove(1).server.process;
     let pid = victim.pid().expect("the instance runs");
     let held = fan_outs_held(&cluster.database, pid).await;
     victim.kill().await;
@@ -341,26 +299,21 @@ async fn test_three_instances_refuse_a_passphrase_guesser_as_one_would() {
     let mut cluster = Cluster::start_with(push, &["--join-passphrase", "open sesame"]).await;
     cluster.add_instance().await;
     cluster.add_instance().await;
-    let key: app::wire::VapidPublicKey = cluster.get("/api/vapid-public-key").await;
+    let key = cluster.instances[0].server.vapid_key().await;
     let guesser = cluster
         .push
         .add_subscriber(NewSubscriber {
-            application_server_key: Some(key.public_key),
+            application_server_key: Some(key),
             fault: None,
         })
         .unwrap();
     let mut statuses = std::collections::BTreeMap::new();
     for n in 0..30 {
-        let instance = &cluster.instances[n % 3].process;
-        let join = app::wire::SubscribeRequest {
-            name: "Mallory".into(),
-            subscription: guesser.subscription.clone(),
-            passphrase: Some(format!("guess {n}")),
-            device_code: None,
-        };
-        let url = format!("{}/api/subscribe", instance.url);
-        let response = cluster.http.post(url).json(&join).send().await.unwrap();
-        *statuses.entry(response.status().as_u16()).or_insert(0) += 1;
+        let instance = &cluster.instances[n % 3].server;
+        let mut join = join_body("Mallory", &guesser.subscription);
+        join["passphrase"] = json!(format!("guess {n}"));
+        let (status, _) = instance.post("/api/subscribe", &join).await;
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
     }
     // One instance would answer ten tries and slow the rest: so do three together.
     assert_eq!(statuses, [(403, 10), (429, 20)].into());

@@ -1,10 +1,10 @@
 //! Stores for tests: a fresh one of the kind this test run covers, sled by default or
-//! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `localpush::postgres`), which the
+//! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `end2end::TestDatabase`), which the
 //! unit tests and the integration tests share; and the members they store.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use localpush::postgres::{suites_use_postgres, TestDatabase};
+use end2end::{suites_use_postgres, TestDatabase};
 
 use super::{PostgresStore, SledStore, Store, StoreError};
 use crate::model::{member::Device, subscription::Subscription};

@@ -1,5 +1,5 @@
 //! The store's promises, checked against the store this run tests: sled by default,
-//! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `localpush::postgres`).
+//! PostgreSQL with `PUSHCHAT_TEST_STORE=postgres` (see `end2end::TestDatabase`).
 
 use app::wire::PushMessage;
 

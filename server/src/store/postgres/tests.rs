@@ -1,7 +1,7 @@
 //! What only the PostgreSQL store does: its format migration, and its refusal of a newer
 //! format.
 
-use localpush::postgres::TestDatabase;
+use end2end::TestDatabase;
 
 use app::wire::PushMessage;
 

@@ -1,15 +1,17 @@
-//! Helpers for tests that run pushchat for real: start the `pushchat` binary and learn
-//! the address it chose, and wait for a condition with a deadline instead of sleeping.
+//! The `pushchat` binary running for a test: started on a port of its choosing, with
+//! the address it printed, killed when the test drops it.
 
-use std::{future::Future, path::Path, process::Stdio, time::Duration};
+use std::{path::Path, process::Stdio};
 
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
 
-/// How long any one wait of a test may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+use crate::DEADLINE;
+
+/// The contact every test's server names in its VAPID JWTs (`--vapid-subject`).
+pub const SUBJECT: &str = "mailto:tests@pushchat.example.org";
 
 /// A running `pushchat serve` on `127.0.0.1` with a port of its choosing and loopback
 /// endpoints allowed. Killed when dropped.
@@ -26,7 +28,6 @@ impl PushchatProcess {
         binary: &Path,
         workdir: &Path,
         data_dir: &Path,
-        subject: &str,
         extra_args: &[&str],
     ) -> Self {
         let mut child = Command::new(binary)
@@ -39,7 +40,7 @@ impl PushchatProcess {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--vapid-subject", subject])
+            .args(["--vapid-subject", SUBJECT])
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -71,21 +72,5 @@ impl PushchatProcess {
     /// SIGKILL: no graceful shutdown, so only what was flushed survives.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("pushchat can be killed");
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics naming `what` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -1,7 +1,8 @@
 //! Decryption of Web Push messages as a browser does it: aes128gcm content coding
 //! (RFC 8188) with the Web Push key derivation (RFC 8291). Written independently of the
 //! sender's library (`web-push`, over OpenSSL), so each checks the other; pinned by the
-//! RFC 8291 Appendix A known-answer vector.
+//! RFC 8291 Appendix A known-answer vector, which [`rfc8291_example`] gives to every test
+//! that wants real keys.
 
 use aes_gcm::{aead::Aead, Aes128Gcm, KeyInit, Nonce};
 use hkdf::Hkdf;
@@ -115,40 +116,56 @@ fn unpad(padded: &[u8], last: bool) -> Result<&[u8], DecryptError> {
     }
 }
 
+/// RFC 8291 Appendix A, the example Web Push implementations check themselves against:
+/// the receiving user agent's keys and authentication secret, and the message it receives,
+/// base64url without padding as the RFC gives them. A subscription made of these has a
+/// real P-256 point and a 16-byte secret.
+pub mod rfc8291_example {
+    /// The receiver's private key (`ua_private`).
+    pub const RECEIVER_PRIVATE_KEY: &str = "q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94";
+    /// The receiver's public key (`ua_public`): its subscription's `p256dh`.
+    pub const RECEIVER_PUBLIC_KEY: &str =
+        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+    /// The authentication secret (`auth_secret`): its subscription's `auth`.
+    pub const AUTH_SECRET: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+    /// The push message body the application server sends: an aes128gcm header and one
+    /// record.
+    pub const BODY: &str = "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN";
+    /// What the receiver reads once it decrypted [`BODY`].
+    pub const PLAINTEXT: &str = "When I grow up, I want to be a watermelon";
+}
+
 #[cfg(test)]
 mod tests {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
-    use super::*;
+    use super::{rfc8291_example::*, *};
 
     fn b64(text: &str) -> Vec<u8> {
         URL_SAFE_NO_PAD.decode(text).unwrap()
     }
 
-    /// RFC 8291, Appendix A: the receiving user agent's keys and the message it receives.
+    /// The receiving user agent of RFC 8291's example, with its keys.
     fn rfc8291_receiver() -> SubscriberKeys {
-        let secret =
-            SecretKey::from_slice(&b64("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
-        let auth = b64("BTBZMqHH6r4Tts7J_aSIgg").try_into().unwrap();
+        let secret = SecretKey::from_slice(&b64(RECEIVER_PRIVATE_KEY)).unwrap();
+        let auth = b64(AUTH_SECRET).try_into().unwrap();
         SubscriberKeys { secret, auth }
     }
-
-    const RFC8291_BODY: &str = "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN";
 
     #[test]
     fn test_rfc8291_appendix_a_vector_decrypts() {
         let keys = rfc8291_receiver();
         assert_eq!(
             URL_SAFE_NO_PAD.encode(keys.public_key()),
-            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+            RECEIVER_PUBLIC_KEY
         );
-        let plaintext = keys.decrypt(&b64(RFC8291_BODY)).unwrap();
-        assert_eq!(plaintext, b"When I grow up, I want to be a watermelon");
+        let plaintext = keys.decrypt(&b64(BODY)).unwrap();
+        assert_eq!(plaintext, PLAINTEXT.as_bytes());
     }
 
     #[test]
     fn test_a_flipped_bit_fails_authentication() {
-        let mut body = b64(RFC8291_BODY);
+        let mut body = b64(BODY);
         let last = body.len() - 1;
         body[last] ^= 1;
         assert_eq!(
@@ -161,19 +178,13 @@ mod tests {
     fn test_another_auth_secret_cannot_decrypt() {
         let mut keys = rfc8291_receiver();
         keys.auth = [7; 16];
-        assert_eq!(
-            keys.decrypt(&b64(RFC8291_BODY)),
-            Err(DecryptError::Authentication)
-        );
+        assert_eq!(keys.decrypt(&b64(BODY)), Err(DecryptError::Authentication));
     }
 
     #[test]
     fn test_truncated_bodies_are_refused() {
         let keys = rfc8291_receiver();
         assert_eq!(keys.decrypt(&[0; 10]), Err(DecryptError::Truncated));
-        assert_eq!(
-            keys.decrypt(&b64(RFC8291_BODY)[..80]),
-            Err(DecryptError::Truncated)
-        );
+        assert_eq!(keys.decrypt(&b64(BODY)[..80]), Err(DecryptError::Truncated));
     }
 }
