@@ -155,7 +155,9 @@ pub enum NotMember {
 }
 
 /// The plaintext of a push: the status update the server fans out. The service worker
-/// shows it and relays the same JSON text to open pages.
+/// shows it and relays the same JSON text to open pages. Its `action` tags are the status
+/// names of MDN's push-api-demo, which the service worker reads; the variants say what
+/// happened.
 ///
 /// `init` is a request, not a push: every push must end in a visible notification, so a
 /// page load never pushes anything to the others.
@@ -164,13 +166,13 @@ pub enum NotMember {
 pub enum PushMessage {
     /// NAME joined.
     #[serde(rename = "subscribe")]
-    Subscribe { name: String },
+    Joined { name: String },
     /// NAMES left (several when many went at once, a push service's purge say).
     #[serde(rename = "unsubscribe")]
-    Unsubscribe { names: Vec<String> },
+    Left { names: Vec<String> },
     /// A chat line.
     #[serde(rename = "chatMsg")]
-    ChatMsg(ChatLine),
+    Line(ChatLine),
     /// A notice from the server's operator (`pushchat send`); not part of the history.
     #[serde(rename = "notice")]
     Notice { text: String },
@@ -193,7 +195,7 @@ impl PushMessage {
 /// The line is measured with the largest id and time it could ever carry, so whether a
 /// message fits depends only on its text and its sender, never on when it is sent.
 pub fn chat_payload_excess(name: &str, msg: &str) -> Option<usize> {
-    let widest = PushMessage::ChatMsg(ChatLine {
+    let widest = PushMessage::Line(ChatLine {
         id: u64::MAX,
         name: name.to_owned(),
         msg: msg.to_owned(),
@@ -216,12 +218,12 @@ mod tests {
             msg: "hi".into(),
             time: 5,
         };
-        let json = serde_json::to_value(PushMessage::ChatMsg(line)).unwrap();
+        let json = serde_json::to_value(PushMessage::Line(line)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"action": "chatMsg", "id": 7, "name": "Ann", "msg": "hi", "time": 5})
         );
-        let join = serde_json::to_value(PushMessage::Subscribe { name: "Bo".into() }).unwrap();
+        let join = serde_json::to_value(PushMessage::Joined { name: "Bo".into() }).unwrap();
         assert_eq!(
             join,
             serde_json::json!({"action": "subscribe", "name": "Bo"})

@@ -163,11 +163,11 @@ pub fn messages(pushes: &[ReceivedPush]) -> Vec<PushMessage> {
 }
 
 pub fn joined(name: &str) -> PushMessage {
-    PushMessage::Subscribe { name: name.into() }
+    PushMessage::Joined { name: name.into() }
 }
 
 pub fn left(names: &[&str]) -> PushMessage {
-    PushMessage::Unsubscribe {
+    PushMessage::Left {
         names: names.iter().map(|&name| name.to_owned()).collect(),
     }
 }

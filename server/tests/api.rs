@@ -49,7 +49,7 @@ async fn test_joins_and_chat_lines_reach_every_member_encrypted_for_each() {
     for (member, before) in [(&ann, 3), (&bo, 2), (&cy, 1)] {
         let got = received(&pushes, member, before + 1).await;
         let last = got.iter().find_map(|push| match push.message() {
-            Some(PushMessage::ChatMsg(line)) => Some((line, push.urgency.clone())),
+            Some(PushMessage::Line(line)) => Some((line, push.urgency.clone())),
             _ => None,
         });
         assert_eq!(last, Some((line.clone(), Some("high".into()))));
@@ -196,7 +196,7 @@ async fn test_members_history_and_keys_survive_a_killed_server() {
     assert!(next.id > line.id);
     // Pushes after the restart are still signed with the key the browsers subscribed with.
     let ann_got = received(&fx.pushes(), &ann, 4).await;
-    assert!(messages(&ann_got).contains(&PushMessage::ChatMsg(next)));
+    assert!(messages(&ann_got).contains(&PushMessage::Line(next)));
 }
 
 #[tokio::test]
@@ -221,7 +221,7 @@ async fn test_a_line_cut_short_by_a_crash_is_sent_after_the_restart() {
 
     // The restarted server sends the line again, to everyone: Cy gets it at last.
     let copies = |pushes: Vec<ReceivedPush>| {
-        let line = PushMessage::ChatMsg(line.clone());
+        let line = PushMessage::Line(line.clone());
         pushes
             .iter()
             .filter(|push| push.message().as_ref() == Some(&line))
@@ -613,7 +613,7 @@ async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_
     let got = received(&pushes, &ann, 2).await;
     assert!(got
         .iter()
-        .any(|push| push.message() == Some(PushMessage::ChatMsg(line.clone()))));
+        .any(|push| push.message() == Some(PushMessage::Line(line.clone()))));
     assert!(got.iter().all(|push| push
         .payload
         .as_deref()
@@ -897,7 +897,7 @@ async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
     assert_eq!(room["members"], json!(["Ann", "Bo"]));
 
     let line = fx.server.chat(&bo, "both of you?").await;
-    let said = PushMessage::ChatMsg(line);
+    let said = PushMessage::Line(line);
     assert!(messages(&received(&pushes, &ann_phone, 1).await).contains(&said));
     assert!(messages(&received(&pushes, &ann_laptop, 3).await).contains(&said));
     // The phone leaves; Ann is still in on the laptop and Bo is not told.
@@ -908,7 +908,7 @@ async fn test_a_second_browser_joins_with_a_device_code_and_leaves_alone() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let line = fx.server.chat(&ann_laptop, "still here").await;
     let bo_got = messages(&received(&pushes, &bo, 3).await);
-    assert!(bo_got.contains(&PushMessage::ChatMsg(line)));
+    assert!(bo_got.contains(&PushMessage::Line(line)));
     assert_eq!(fx.server.init("Bo", &bo).await.members, ["Ann", "Bo"]);
     // A used code is refused, with a sentence.
     let again = fx.browser().await;
@@ -962,7 +962,7 @@ async fn test_a_removed_member_reloading_its_page_is_told_so_and_stays_out() {
     // Nobody was told of a join: Alice's next push is her own line.
     let line = fx.server.chat(&alice, "just us").await;
     let alice_got = received(&pushes, &alice, 4).await;
-    assert_eq!(alice_got[3].message(), Some(PushMessage::ChatMsg(line)));
+    assert_eq!(alice_got[3].message(), Some(PushMessage::Line(line)));
     assert_eq!(pushes.received(&carol.id).await.unwrap().len(), 2);
 }
 
@@ -1010,7 +1010,7 @@ async fn test_a_device_code_made_before_a_ban_lets_nobody_in() {
     // Bob heard of Alice, himself, and Alice leaving: nobody joined as Alice again.
     let line = fx.server.chat(&bob, "alone").await;
     let bob_got = messages(&received(&pushes, &bob, 3).await);
-    for expected in [joined("Bob"), left(&["Alice"]), PushMessage::ChatMsg(line)] {
+    for expected in [joined("Bob"), left(&["Alice"]), PushMessage::Line(line)] {
         assert!(bob_got.contains(&expected), "{bob_got:?}");
     }
 }
@@ -1026,7 +1026,7 @@ async fn test_a_gone_subscription_ends_the_membership_and_everyone_is_told() {
     // Alice heard of three joins, Bob of two; both of the line and of Dave leaving.
     for (member, count) in [(&alice, 5), (&bob, 4)] {
         let got = messages(&received(&pushes, member, count).await);
-        assert!(got.contains(&PushMessage::ChatMsg(line.clone())), "{got:?}");
+        assert!(got.contains(&PushMessage::Line(line.clone())), "{got:?}");
         assert!(got.contains(&left(&["Dave"])), "{got:?}");
     }
     assert_eq!(room_members(&fx).await, json!(["Alice", "Bob"]));

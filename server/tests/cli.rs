@@ -250,7 +250,7 @@ async fn test_a_backup_restored_into_a_fresh_data_dir_is_the_same_chat() {
     let older = backups.path().join("restored-old");
     succeeds(&["restore", old_file.to_str().unwrap()], &older).await;
     let _restored = Server::start(PUSHCHAT, &older, &[]).await;
-    let again = PushMessage::ChatMsg(line);
+    let again = PushMessage::Line(line);
     let pushes = fx.pushes();
     for member in [&ann, &bo] {
         let got = eventually("the unsent line", || async {

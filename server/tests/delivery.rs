@@ -286,7 +286,7 @@ async fn test_queued_fan_outs_are_taken_no_more_at_once_than_allowed() {
     let texts: Vec<_> = received
         .iter()
         .map(|push| match push.message() {
-            Some(PushMessage::ChatMsg(line)) => line.msg,
+            Some(PushMessage::Line(line)) => line.msg,
             other => panic!("not a chat line: {other:?}"),
         })
         .collect();

@@ -141,7 +141,7 @@ fn copies(
         .map(|member| {
             let mut copies: HashMap<u64, usize> = lines.iter().map(|id| (*id, 0)).collect();
             for push in push.received_by(&member.id) {
-                if let Some(PushMessage::ChatMsg(line)) = push.message() {
+                if let Some(PushMessage::Line(line)) = push.message() {
                     if let Some(count) = copies.get_mut(&line.id) {
                         *count += 1;
                     }

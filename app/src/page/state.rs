@@ -77,17 +77,17 @@ impl Room {
 
     pub(super) fn apply(&self, message: PushMessage) {
         match message {
-            PushMessage::Subscribe { name } => self.members.update(|members| {
+            PushMessage::Joined { name } => self.members.update(|members| {
                 if !members.contains(&name) {
                     members.push(name);
                     // As the server sorts them.
                     members.sort_by_cached_key(|name| name.to_lowercase());
                 }
             }),
-            PushMessage::Unsubscribe { names } => self
+            PushMessage::Left { names } => self
                 .members
                 .update(|members| members.retain(|member| !names.contains(member))),
-            PushMessage::ChatMsg(line) => {
+            PushMessage::Line(line) => {
                 if self.add_line(line) {
                     self.unread.line_arrived();
                 }

@@ -127,7 +127,7 @@ impl Chat {
 /// The names of members who left, in as few "left" pushes as fit the push budget.
 pub(super) fn in_pushes(names: Vec<String>) -> Vec<Vec<String>> {
     let fits = |names: &[String]| {
-        let message = PushMessage::Unsubscribe {
+        let message = PushMessage::Left {
             names: names.to_vec(),
         };
         message.to_payload().len() <= PUSH_PAYLOAD_LIMIT
@@ -159,7 +159,7 @@ mod tests {
             pushes.len()
         );
         for names in &pushes {
-            let message = PushMessage::Unsubscribe {
+            let message = PushMessage::Left {
                 names: names.clone(),
             };
             assert!(message.to_payload().len() <= PUSH_PAYLOAD_LIMIT);

@@ -77,7 +77,7 @@ fn credentials(n: u8) -> MemberCredentials {
 }
 
 fn left(names: &[&str]) -> PushMessage {
-    PushMessage::Unsubscribe {
+    PushMessage::Left {
         names: names.iter().map(|&name| name.to_owned()).collect(),
     }
 }
@@ -100,10 +100,7 @@ async fn test_a_join_is_pushed_to_everyone_including_the_newcomer() {
         .unwrap();
     assert_eq!(room.members, ["Ann", "Bo"]);
     let broadcast = broadcast.unwrap();
-    assert_eq!(
-        broadcast.message,
-        PushMessage::Subscribe { name: "Bo".into() }
-    );
+    assert_eq!(broadcast.message, PushMessage::Joined { name: "Bo".into() });
     assert_eq!(broadcast.recipients.len(), 2);
 }
 
@@ -171,7 +168,7 @@ async fn test_chat_lines_carry_the_stored_name_and_reach_everyone() {
     };
     let (line, broadcast) = chat.post_line(request).await.unwrap();
     assert_eq!(line.name, "Bo");
-    assert_eq!(broadcast.message, PushMessage::ChatMsg(line.clone()));
+    assert_eq!(broadcast.message, PushMessage::Line(line.clone()));
     assert_eq!(endpoints(&broadcast).len(), 2);
     assert_eq!(chat.room().await.unwrap().history, vec![line]);
 }
@@ -284,7 +281,7 @@ async fn test_a_muted_member_gets_no_chat_lines_for_an_hour_but_still_hears_of_j
     let queue = store.store.contents().await.unwrap().fan_outs;
     let queued = queue
         .iter()
-        .find(|fan_out| fan_out.message == PushMessage::ChatMsg(line.clone()))
+        .find(|fan_out| fan_out.message == PushMessage::Line(line.clone()))
         .expect("the line's fan-out is queued");
     assert_eq!(endpoints(queued), [credentials(2).endpoint]);
 
@@ -644,7 +641,7 @@ async fn test_a_removed_member_is_told_and_cannot_come_back_by_init_or_device_co
 }
 
 fn joined_message(name: &str) -> PushMessage {
-    PushMessage::Subscribe { name: name.into() }
+    PushMessage::Joined { name: name.into() }
 }
 
 #[tokio::test]

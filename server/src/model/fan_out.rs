@@ -29,17 +29,17 @@ impl FanOut {
 
     /// `name` joined, to `recipients` (everyone, the newcomer included).
     pub fn joined(name: &str, recipients: Vec<Subscription>) -> Self {
-        FanOut::new(PushMessage::Subscribe { name: name.into() }, recipients)
+        FanOut::new(PushMessage::Joined { name: name.into() }, recipients)
     }
 
     /// `names` left, to `recipients` (those who remain).
     pub fn left(names: Vec<String>, recipients: Vec<Subscription>) -> Self {
-        FanOut::new(PushMessage::Unsubscribe { names }, recipients)
+        FanOut::new(PushMessage::Left { names }, recipients)
     }
 
     /// A chat line to `recipients`.
     pub fn chat_line(line: &ChatLine, recipients: &[Subscription]) -> Self {
-        FanOut::new(PushMessage::ChatMsg(line.clone()), recipients.to_vec())
+        FanOut::new(PushMessage::Line(line.clone()), recipients.to_vec())
     }
 
     /// The operator's notice, to `recipients`.

@@ -163,7 +163,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--members needs one or more counts above zero, e.g. --members 100,1000,10000");
     }
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    let payload = PushMessage::ChatMsg(wire::ChatLine {
+    let payload = PushMessage::Line(wire::ChatLine {
         id: u64::MAX,
         name: "member 0".into(),
         msg: LINE.into(),
@@ -447,9 +447,7 @@ fn check_samples(receiver: &Receiver, ids: &[String]) -> (usize, usize) {
         .collect();
     let ok = decrypted
         .iter()
-        .filter(
-            |push| matches!(push.message(), Some(PushMessage::ChatMsg(line)) if line.msg == LINE),
-        )
+        .filter(|push| matches!(push.message(), Some(PushMessage::Line(line)) if line.msg == LINE))
         .count();
     (decrypted.len(), ok)
 }

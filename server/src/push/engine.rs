@@ -95,7 +95,7 @@ impl PushOptions {
     pub(super) fn for_message(message: &PushMessage) -> Self {
         match message {
             // People wait for chat lines; a day-old line is still worth showing.
-            PushMessage::ChatMsg(_) => PushOptions {
+            PushMessage::Line(_) => PushOptions {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::High,
                 topic: None,
@@ -108,7 +108,7 @@ impl PushOptions {
                 topic: None,
             },
             // Only the newest member-list change matters to a browser that was away.
-            PushMessage::Subscribe { .. } | PushMessage::Unsubscribe { .. } => PushOptions {
+            PushMessage::Joined { .. } | PushMessage::Left { .. } => PushOptions {
                 ttl_secs: 3600,
                 urgency: Urgency::Normal,
                 topic: Some("members"),

@@ -259,7 +259,7 @@ async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
     assert_eq!(queue.len(), 2);
     assert!(queue
         .iter()
-        .all(|fan_out| fan_out.message == PushMessage::ChatMsg(line.clone())));
+        .all(|fan_out| fan_out.message == PushMessage::Line(line.clone())));
     let sizes: Vec<usize> = queue.iter().map(|f| f.recipients.len()).collect();
     assert_eq!(sizes, [FAN_OUT_BATCH, 1]);
     let queued_recipients: Vec<Subscription> = queue
@@ -292,16 +292,16 @@ async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_rest
     test.store.queue_fan_out(&nothing).await.unwrap();
 
     let taken = test.store.take_fan_out().await.unwrap().unwrap();
-    assert_eq!(taken.fan_out.message, PushMessage::ChatMsg(first.clone()));
+    assert_eq!(taken.fan_out.message, PushMessage::Line(first.clone()));
     let next = test.store.take_fan_out().await.unwrap().unwrap();
-    assert_eq!(next.fan_out.message, PushMessage::ChatMsg(second.clone()));
+    assert_eq!(next.fan_out.message, PushMessage::Line(second.clone()));
     assert!(test.store.take_fan_out().await.unwrap().is_none());
     taken.done().await.unwrap();
     drop(next); // its taker stopped before it was done
 
     let test = test.reopen().await;
     let again = test.store.take_fan_out().await.unwrap().unwrap();
-    assert_eq!(again.fan_out.message, PushMessage::ChatMsg(second.clone()));
+    assert_eq!(again.fan_out.message, PushMessage::Line(second.clone()));
     again.done().await.unwrap();
     assert!(test.store.take_fan_out().await.unwrap().is_none());
     assert_eq!(
@@ -547,7 +547,7 @@ async fn test_contents_carry_the_format_and_an_older_backup_is_brought_up_to_dat
     assert_eq!(names, ["b\u{43e}b (2)", "bob"]);
     assert_eq!(
         read.fan_outs[0].message,
-        PushMessage::Unsubscribe {
+        PushMessage::Left {
             names: vec!["Cy".into()]
         }
     );
