@@ -128,6 +128,10 @@ pub mod rfc8291_example {
         "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
     /// The authentication secret (`auth_secret`): its subscription's `auth`.
     pub const AUTH_SECRET: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+    /// The application server's public key for this message (`as_public`): another real
+    /// P-256 point.
+    pub const SENDER_PUBLIC_KEY: &str =
+        "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
     /// The push message body the application server sends: an aes128gcm header and one
     /// record.
     pub const BODY: &str = "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN";

@@ -2,6 +2,11 @@
 
 use std::net::IpAddr;
 
+// Real P-256 points: RFC 8291 Appendix A's two public keys.
+use localpush::crypto::rfc8291_example::{
+    RECEIVER_PUBLIC_KEY as KEY_A, SENDER_PUBLIC_KEY as KEY_B,
+};
+
 use app::wire::{
     PostLineRequest, PushMessage, PushSubscription, ResubscribeRequest, SubscribeRequest,
     SubscriptionKeys, PUSH_PAYLOAD_LIMIT,
@@ -14,12 +19,6 @@ use crate::{
 };
 
 const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
-
-// Real P-256 points (RFC 8291 Appendix A's two public keys).
-const KEY_A: &str =
-    "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
-const KEY_B: &str =
-    "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
 
 fn rules() -> ChatRules {
     ChatRules {

@@ -324,12 +324,9 @@ fn decode(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use localpush::crypto::rfc8291_example::{AUTH_SECRET as AUTH, RECEIVER_PUBLIC_KEY as P256DH};
 
-    // A real P-256 point: the user agent's public key from RFC 8291, Appendix A.
-    const P256DH: &str =
-        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
-    const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+    use super::*;
 
     fn subscription(endpoint: &str, p256dh: &str, auth: &str) -> wire::PushSubscription {
         wire::PushSubscription {

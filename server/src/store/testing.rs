@@ -10,7 +10,7 @@ use super::{PostgresStore, SledStore, Store, StoreError};
 use crate::model::{member::Device, subscription::Subscription};
 
 /// The auth secret of RFC 8291's example subscription.
-pub const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+pub use localpush::crypto::rfc8291_example::AUTH_SECRET as AUTH;
 
 /// A device of the member called `name`, whose id is its lowercase name, at `endpoint`.
 pub fn member(name: &str, endpoint: &str) -> Device {

@@ -60,7 +60,7 @@ fn write_format_1(dir: &Path) {
         subscription: Subscription {
             endpoint: format!("https://p.example/{n}"),
             p256dh: "key".into(),
-            auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+            auth: crate::store::testing::AUTH.into(),
         },
         joined,
         joined_from: None,
