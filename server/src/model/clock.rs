@@ -32,6 +32,13 @@ pub fn now_millis() -> u64 {
 pub struct ManualClock(std::sync::atomic::AtomicU64);
 
 #[cfg(any(test, feature = "testing"))]
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
 impl ManualClock {
     pub fn new() -> Self {
         ManualClock(now_millis().into())

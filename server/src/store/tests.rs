@@ -234,7 +234,7 @@ async fn test_history_keeps_the_newest_lines_in_order() {
     let store = &test.store;
     for n in 0..5 {
         let msg = format!("line {n}");
-        store.append_line(line(&msg, n), 3, &[]).await.unwrap().0;
+        store.append_line(line(&msg, n), 3, &[]).await.unwrap();
     }
     let lines = store.recent_lines(10).await.unwrap();
     let texts: Vec<_> = lines.iter().map(|l| l.msg.as_str()).collect();
@@ -356,15 +356,13 @@ async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
     store
         .append_line(line("one", 1), 10, &to_ann)
         .await
-        .unwrap()
-        .0;
+        .unwrap();
     let sent = store.take_fan_out().await.unwrap().unwrap();
     sent.done().await.unwrap();
     store
         .append_line(line("two", 2), 10, &to_ann)
         .await
-        .unwrap()
-        .0;
+        .unwrap();
     let contents = store.contents().await.unwrap();
     assert_eq!(contents.fan_outs.len(), 1);
 

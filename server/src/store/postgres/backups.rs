@@ -7,14 +7,17 @@ use sqlx::types::Json;
 use app::wire::PushMessage;
 
 use super::{
-    format::holds_a_chat, members::insert_device, put_setting, queue::queue, signed, PostgresStore,
-    VAPID_SUBJECT,
+    format::holds_a_chat,
+    members::{insert_device, keep_ban},
+    put_setting,
+    queue::queue,
+    signed, PostgresStore, VAPID_SUBJECT,
 };
 use crate::{
     model::{fan_out::FanOut, subscription::Subscription},
     store::{
         format::{FORMAT, WRITTEN_BY},
-        name_key, Backups, StoreContents, StoreError,
+        Backups, StoreContents, StoreError,
     },
 };
 
@@ -66,13 +69,7 @@ impl Backups for PostgresStore {
             insert_device(&mut tx, device).await?;
         }
         for name in &contents.banned {
-            sqlx::query(
-                "INSERT INTO banned_names (name_key, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(name_key(name))
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+            keep_ban(&mut tx, name).await?;
         }
         for line in &contents.history {
             sqlx::query("INSERT INTO chat_lines (id, name, msg, time) VALUES ($1, $2, $3, $4)")

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::{PgConnection, PgPool};
 
-use super::{put_setting, FORMAT_LOCK, STORE_FORMAT, WRITTEN_BY_KEY};
+use super::{members::keep_ban, put_setting, FORMAT_LOCK, STORE_FORMAT, WRITTEN_BY_KEY};
 use crate::store::{
     format::{self, FORMAT, UNRECORDED, WRITTEN_BY},
     name_key, StoreError,
@@ -119,13 +119,7 @@ async fn migrate_to_format_2(tx: &mut PgConnection) -> Result<(), StoreError> {
         .fetch_all(&mut *tx)
         .await?;
     for name in &banned {
-        sqlx::query(
-            "INSERT INTO banned_names (name_key, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(name_key(name))
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        keep_ban(&mut *tx, name).await?;
     }
     sqlx::query("DELETE FROM device_codes")
         .execute(&mut *tx)

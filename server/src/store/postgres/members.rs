@@ -329,3 +329,14 @@ impl TryFrom<DeviceRow> for Device {
         })
     }
 }
+
+/// Bans `name` unless a name like it is banned already: how a backup and an older format
+/// bring their bans in.
+pub(super) async fn keep_ban(conn: &mut PgConnection, name: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO banned_names (name_key, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(name_key(name))
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
