@@ -113,9 +113,14 @@ impl Chat {
         }
         left.sort_by_key(|name| name.to_lowercase());
         left.dedup();
-        for names in in_pushes(left) {
-            let remaining = self.recipients(PushKind::Other).await?;
-            let told = self.queue(FanOut::left(names, remaining)).await?;
+        let pushes = in_pushes(left);
+        if pushes.is_empty() {
+            return Ok(queued);
+        }
+        // Read once: every "left" push goes to the same members, those who remain.
+        let remaining = self.recipients(PushKind::Other).await?;
+        for names in pushes {
+            let told = self.queue(FanOut::left(names, remaining.clone())).await?;
             if !told.recipients.is_empty() {
                 queued.push(told);
             }

@@ -36,7 +36,8 @@ impl Chat {
     pub async fn notice(&self, to: Option<&str>, text: &str) -> Result<FanOut, ChatError> {
         let text = text.trim();
         check_text(text)?;
-        let excess = FanOut::notice(text, Vec::new())
+        let mut notice = FanOut::notice(text, Vec::new());
+        let excess = notice
             .message
             .to_payload()
             .len()
@@ -44,7 +45,7 @@ impl Chat {
         if excess > 0 {
             return Err(ChatError::MessageTooLong(excess));
         }
-        let recipients = match to {
+        notice.recipients = match to {
             None => self.recipients(PushKind::Other).await?,
             Some(name) => {
                 let devices = self.store.devices_of(name).await?;
@@ -54,7 +55,7 @@ impl Chat {
                 devices.into_iter().map(|d| d.subscription).collect()
             }
         };
-        Ok(FanOut::notice(text, recipients))
+        Ok(notice)
     }
 
     /// A member mutes chat lines for [`MUTE_FOR`] from now, on every one of its browsers

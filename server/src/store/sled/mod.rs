@@ -46,7 +46,7 @@ use super::{
 };
 use crate::model::member::Device;
 
-pub use self::identity::KEY_FILE;
+use self::identity::KEY_FILE;
 
 /// The database's folder in the data dir.
 const DB_DIR: &str = "db";
