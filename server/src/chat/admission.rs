@@ -164,13 +164,7 @@ impl Chat {
 
     /// Refuses another device from `from` when that address already has its share.
     pub(super) async fn check_room_at(&self, from: IpAddr) -> Result<(), ChatError> {
-        let there = self
-            .store
-            .devices()
-            .await?
-            .iter()
-            .filter(|device| device.joined_from == Some(from))
-            .count();
+        let there = self.store.devices_from(from).await?;
         if there >= self.rules.members_per_address {
             return Err(ChatError::TooManyFromAddress(there));
         }

@@ -120,15 +120,8 @@ impl Chat {
 
     /// The member list (sorted by name, each member once) and the recent history.
     pub async fn room(&self) -> Result<RoomState, ChatError> {
-        let mut members: Vec<String> = self
-            .store
-            .devices()
-            .await?
-            .into_iter()
-            .map(|device| device.name)
-            .collect();
-        members.sort_by_key(|name| name.to_lowercase());
-        members.dedup();
+        let mut members = self.store.member_names().await?;
+        members.sort_by_cached_key(|name| name.to_lowercase());
         let history = self.store.recent_lines(self.rules.history_limit).await?;
         Ok(RoomState {
             you: None,
@@ -234,15 +227,11 @@ impl Chat {
 
     /// Every member's devices, but a chat line skips members whose mute lasts past now.
     pub(super) async fn recipients(&self, kind: PushKind) -> Result<Vec<Subscription>, ChatError> {
-        let now = self.now();
-        let devices = self.store.devices().await?;
-        Ok(devices
-            .into_iter()
-            .filter(|device| {
-                kind != PushKind::ChatLine || device.muted_until.is_none_or(|until| until <= now)
-            })
-            .map(|device| device.subscription)
-            .collect())
+        let unmuted_at = match kind {
+            PushKind::ChatLine => Some(self.now()),
+            PushKind::Other => None,
+        };
+        Ok(self.store.subscriptions(unmuted_at).await?)
     }
 }
 

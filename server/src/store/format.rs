@@ -12,6 +12,13 @@
 //!    "NAME (2)" (see [`distinct_names`]); banned names fold the same way; device codes made
 //!    before are void (they would name a member by its old name); a queued "left" push names
 //!    its members in a list (`"names"`).
+//! 3. Requests read no more devices than they concern: the sled store keeps indexes of
+//!    each member's devices, of the devices that joined from each address, and of each
+//!    member's name, built from the devices on the way up; PostgreSQL indexes devices by
+//!    address (migration 0003). What a backup holds is as in format 2.
+//!
+//! Each step that brings a store up a format is its own transaction and records the format
+//! it reached, so a store stopped between two steps goes on from there when it opens.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,7 +28,14 @@ use super::{name_key, StoreContents, StoreError};
 use crate::model::member::Device;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = INDEXED_DEVICES;
+
+/// The format in which names collide by their skeleton (see the list above).
+pub const SKELETON_NAMES: u32 = 2;
+
+/// The format in which requests read no more devices than they concern (see the list
+/// above).
+pub const INDEXED_DEVICES: u32 = 3;
 
 /// The format of a store that records none but holds a chat.
 pub const UNRECORDED: u32 = 1;

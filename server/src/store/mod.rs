@@ -32,6 +32,7 @@ mod sled;
 pub mod testing;
 
 use std::{
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -161,8 +162,23 @@ pub trait MemberStore: Send + Sync {
     /// Every member's devices, in no particular order.
     async fn devices(&self) -> Result<Vec<Device>, StoreError>;
 
-    /// The devices of the member called `name` (compared by [`name_key`]).
+    /// The devices of the member called `name` (compared by [`name_key`]). Reads that
+    /// member's devices only, whatever the number of members.
     async fn devices_of(&self, name: &str) -> Result<Vec<Device>, StoreError>;
+
+    /// Every device's subscription, in no particular order; with `unmuted_at`, only those
+    /// of devices whose mute (if any) ends by then. Reads nothing else of a device: this
+    /// is the fan-out to everyone.
+    async fn subscriptions(&self, unmuted_at: Option<u64>)
+        -> Result<Vec<Subscription>, StoreError>;
+
+    /// How many devices joined from `address`, counted from an index (never by reading
+    /// every device).
+    async fn devices_from(&self, address: IpAddr) -> Result<usize, StoreError>;
+
+    /// Every member's name, each once, in no particular order; read from the members,
+    /// not from their devices.
+    async fn member_names(&self) -> Result<Vec<String>, StoreError>;
 
     /// How many members there are (people, not devices).
     async fn member_count(&self) -> Result<usize, StoreError>;

@@ -190,6 +190,184 @@ async fn test_a_moved_subscription_keeps_the_device_and_refuses_a_taken_or_gone_
     assert_eq!(store.devices().await.unwrap().len(), 2);
 }
 
+/// `member`'s device at `endpoint`, joined from `address`.
+fn member_from(name: &str, endpoint: &str, address: &str) -> Device {
+    Device {
+        joined_from: Some(address.parse().unwrap()),
+        ..member(name, endpoint)
+    }
+}
+
+/// How many devices joined from each of `addresses`.
+async fn from_each(store: &dyn Store, addresses: &[&str]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for address in addresses {
+        counts.push(store.devices_from(address.parse().unwrap()).await.unwrap());
+    }
+    counts
+}
+
+async fn names(store: &dyn Store) -> Vec<String> {
+    let mut names = store.member_names().await.unwrap();
+    names.sort();
+    names
+}
+
+async fn endpoints_of(store: &dyn Store, name: &str) -> Vec<String> {
+    let mut endpoints: Vec<String> = (store.devices_of(name).await.unwrap())
+        .into_iter()
+        .map(|device| device.subscription.endpoint)
+        .collect();
+    endpoints.sort();
+    endpoints
+}
+
+#[tokio::test]
+async fn test_devices_from_an_address_are_counted_through_every_change() {
+    let test = TestStore::new().await;
+    let store = &*test.store;
+    let (a, b) = ("203.0.113.7", "2001:db8::7");
+    let addresses = [a, b, "203.0.113.8"];
+    store
+        .put_device(&member_from("Ann", "https://p.example/1", a))
+        .await
+        .unwrap();
+    store
+        .put_device(&member_from("Ann", "https://p.example/2", a))
+        .await
+        .unwrap();
+    store
+        .put_device(&member_from("Bo", "https://p.example/3", b))
+        .await
+        .unwrap();
+    store
+        .put_device(&member("Cy", "https://p.example/4"))
+        .await
+        .unwrap();
+    assert_eq!(from_each(store, &addresses).await, [2, 1, 0]);
+    // The same device again, from another address, counts there only.
+    store
+        .put_device(&member_from("Ann", "https://p.example/2", b))
+        .await
+        .unwrap();
+    assert_eq!(from_each(store, &addresses).await, [1, 2, 0]);
+    let moved = member("Ann", "https://p.example/5").subscription;
+    assert!(store
+        .replace_subscription("https://p.example/1", &moved)
+        .await
+        .unwrap());
+    assert_eq!(from_each(store, &addresses).await, [1, 2, 0]);
+
+    let fresh = TestStore::new().await;
+    fresh
+        .store
+        .restore(&store.contents().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(from_each(&*fresh.store, &addresses).await, [1, 2, 0]);
+
+    remove_device(store, "https://p.example/5", AUTH)
+        .await
+        .unwrap();
+    remove_device(store, "https://p.example/3", AUTH)
+        .await
+        .unwrap();
+    assert_eq!(from_each(store, &addresses).await, [0, 1, 0]);
+}
+
+#[tokio::test]
+async fn test_member_names_and_a_members_devices_follow_every_change() {
+    let test = TestStore::new().await;
+    let store = &*test.store;
+    assert!(names(store).await.is_empty());
+    for device in [
+        member("Ann", "https://p.example/1"),
+        member("Ann", "https://p.example/2"),
+        member("Bo", "https://p.example/3"),
+        member("Anna", "https://p.example/4"),
+    ] {
+        store.put_device(&device).await.unwrap();
+    }
+    assert_eq!(names(store).await, ["Ann", "Anna", "Bo"]);
+    assert_eq!(
+        endpoints_of(store, "ANN").await,
+        ["https://p.example/1", "https://p.example/2"]
+    );
+    let moved = member("Ann", "https://p.example/5").subscription;
+    assert!(store
+        .replace_subscription("https://p.example/1", &moved)
+        .await
+        .unwrap());
+    assert_eq!(
+        endpoints_of(store, "ann").await,
+        ["https://p.example/2", "https://p.example/5"]
+    );
+    assert_eq!(names(store).await, ["Ann", "Anna", "Bo"]);
+
+    let fresh = TestStore::new().await;
+    fresh
+        .store
+        .restore(&store.contents().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(names(&*fresh.store).await, ["Ann", "Anna", "Bo"]);
+    assert_eq!(
+        endpoints_of(&*fresh.store, "ann").await,
+        ["https://p.example/2", "https://p.example/5"]
+    );
+
+    remove_device(store, "https://p.example/5", AUTH)
+        .await
+        .unwrap();
+    assert_eq!(names(store).await, ["Ann", "Anna", "Bo"]);
+    assert_eq!(endpoints_of(store, "ann").await, ["https://p.example/2"]);
+    remove_device(store, "https://p.example/2", AUTH)
+        .await
+        .unwrap();
+    assert_eq!(names(store).await, ["Anna", "Bo"]);
+    assert!(endpoints_of(store, "ann").await.is_empty());
+    assert_eq!(endpoints_of(store, "anna").await, ["https://p.example/4"]);
+}
+
+#[tokio::test]
+async fn test_subscriptions_are_every_devices_but_the_muted_when_asked() {
+    let test = TestStore::new().await;
+    let store = &*test.store;
+    let ann = member("Ann", "https://p.example/1");
+    let bo = member("Bo", "https://p.example/2");
+    store.put_device(&ann).await.unwrap();
+    store.put_device(&bo).await.unwrap();
+    store
+        .set_muted_until("https://p.example/1", 50)
+        .await
+        .unwrap();
+    let endpoints = |unmuted_at| async move {
+        let mut endpoints: Vec<String> = (store.subscriptions(unmuted_at).await.unwrap())
+            .into_iter()
+            .map(|subscription| subscription.endpoint)
+            .collect();
+        endpoints.sort();
+        endpoints
+    };
+    assert_eq!(
+        endpoints(None).await,
+        ["https://p.example/1", "https://p.example/2"]
+    );
+    assert_eq!(endpoints(Some(49)).await, ["https://p.example/2"]);
+    assert_eq!(
+        endpoints(Some(50)).await,
+        ["https://p.example/1", "https://p.example/2"]
+    );
+    assert_eq!(
+        store.subscriptions(Some(49)).await.unwrap(),
+        [bo.subscription]
+    );
+    remove_device(store, "https://p.example/2", AUTH)
+        .await
+        .unwrap();
+    assert!(endpoints(Some(49)).await.is_empty());
+}
+
 #[tokio::test]
 async fn test_a_device_code_works_once_and_not_after_it_expires() {
     let test = TestStore::new().await;

@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::{members::keep_ban, put_setting, FORMAT_LOCK, STORE_FORMAT, WRITTEN_BY_KEY};
 use crate::store::{
-    format::{self, FORMAT, UNRECORDED, WRITTEN_BY},
+    format::{self, FORMAT, SKELETON_NAMES, UNRECORDED, WRITTEN_BY},
     name_key, StoreError,
 };
 
@@ -59,8 +59,11 @@ pub(super) async fn bring_format_up_to_date(pool: &PgPool) -> Result<(), StoreEr
         None if holds_a_chat(&mut tx).await? => UNRECORDED,
         None => FORMAT,
     };
-    if found < FORMAT {
+    if found < SKELETON_NAMES {
         migrate_to_format_2(&mut tx).await?;
+    }
+    // Format 3 (`INDEXED_DEVICES`) only adds an index, which migration 0003 makes.
+    if found < FORMAT {
         tracing::warn!(
             from = found,
             to = FORMAT,

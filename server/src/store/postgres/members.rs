@@ -41,6 +41,41 @@ impl MemberStore for PostgresStore {
         rows.into_iter().map(Device::try_from).collect()
     }
 
+    async fn subscriptions(
+        &self,
+        unmuted_at: Option<u64>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT endpoint, p256dh, auth FROM devices \
+             WHERE $1::bigint IS NULL OR muted_until IS NULL OR muted_until <= $1",
+        )
+        .bind(unmuted_at.map(signed).transpose()?)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(endpoint, p256dh, auth)| Subscription {
+                endpoint,
+                p256dh,
+                auth,
+            })
+            .collect())
+    }
+
+    async fn devices_from(&self, address: IpAddr) -> Result<usize, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE joined_from = $1")
+            .bind(address.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(unsigned(count)? as usize)
+    }
+
+    async fn member_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT name FROM members")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn member_count(&self) -> Result<usize, StoreError> {
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM members")
             .fetch_one(&self.pool)

@@ -1,15 +1,18 @@
 //! Bringing a sled store's format up to date when it opens (see `store::format`), and
 //! the outbox of builds before the queue of fan-outs.
 
-use sled::{transaction::ConflictableTransactionError, Transactional};
+use sled::{
+    transaction::{ConflictableTransactionError, TransactionalTree, UnabortableTransactionError},
+    Transactional,
+};
 
 use app::wire::ChatLine;
 
-use super::{decode, SledStore, OLD_OUTBOX, STORE_FORMAT, WRITTEN_BY_KEY};
+use super::{decode, indexes::Indexes, SledStore, OLD_OUTBOX, STORE_FORMAT, WRITTEN_BY_KEY};
 use crate::{
     model::{fan_out::FanOut, subscription::Subscription},
     store::{
-        format::{self, FORMAT, UNRECORDED, WRITTEN_BY},
+        format::{self, FORMAT, INDEXED_DEVICES, SKELETON_NAMES, UNRECORDED, WRITTEN_BY},
         name_key, StoreError,
     },
 };
@@ -34,8 +37,13 @@ impl SledStore {
             .get(WRITTEN_BY_KEY)?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         format::check(found, written_by)?;
-        if found < FORMAT {
+        if found < SKELETON_NAMES {
             self.migrate_to_format_2()?;
+        }
+        if found < INDEXED_DEVICES {
+            self.index_devices()?;
+        }
+        if found < FORMAT {
             tracing::warn!(
                 from = found,
                 to = FORMAT,
@@ -121,11 +129,35 @@ impl SledStore {
                     for (id, record) in &fan_outs {
                         queue.insert(id, record.as_slice())?;
                     }
-                    settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
-                    settings.insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
+                    record_format(settings, SKELETON_NAMES)?;
                     Ok::<_, ConflictableTransactionError<StoreError>>(())
                 },
             )?;
+        Ok(())
+    }
+
+    /// Format 2 to 3, in one transaction: the indexes of devices (see `indexes`), built
+    /// from the devices (which format 2 did not index).
+    fn index_devices(&self) -> Result<(), StoreError> {
+        let devices = self.all_devices()?;
+        (
+            &self.by_member,
+            &self.by_address,
+            &self.member_names,
+            &self.settings,
+        )
+            .transaction(|(by_member, by_address, names, settings)| {
+                let indexes = Indexes {
+                    by_member,
+                    by_address,
+                    names,
+                };
+                for device in &devices {
+                    indexes.add(device)?;
+                }
+                record_format(settings, INDEXED_DEVICES)?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })?;
         Ok(())
     }
 
@@ -168,4 +200,14 @@ impl SledStore {
         self.db.drop_tree(OLD_OUTBOX)?;
         Ok(())
     }
+}
+
+/// Records that the store is in `format`, written by this build.
+fn record_format(
+    settings: &TransactionalTree,
+    format: u32,
+) -> Result<(), UnabortableTransactionError> {
+    settings.insert(STORE_FORMAT, &format.to_be_bytes())?;
+    settings.insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
+    Ok(())
 }

@@ -1,13 +1,19 @@
 //! Members in sled: devices by endpoint, the index that keeps names unique, each
-//! member's device count (its last device leaving frees the name), device codes, bans
-//! and removals; a change that spans trees is one transaction.
+//! member's device count (its last device leaving frees the name), the indexes of devices
+//! (see `indexes`), device codes, bans and removals; a change that spans trees is one
+//! transaction.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, net::IpAddr};
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use sled::Transactional;
 
-use super::{abort, count_of, decode, SledStore};
+use super::{
+    abort, count_of, decode,
+    indexes::{address_prefix, member_prefix, Indexes},
+    SledStore,
+};
 use crate::{
     model::{
         member::{Device, DeviceCode, Removal, Removed},
@@ -33,9 +39,53 @@ impl MemberStore for SledStore {
         let Some(member_id) = self.names.get(name_key(name))? else {
             return Ok(Vec::new());
         };
-        let mut devices = self.all_devices()?;
-        devices.retain(|device| device.member_id.as_bytes() == member_id.as_ref());
+        let prefix = member_prefix(&member_id);
+        let mut devices = Vec::new();
+        for key in self.by_member.scan_prefix(&prefix).keys() {
+            // One that leaves meanwhile is not there any more: skipped.
+            if let Some(record) = self.devices.get(&key?[prefix.len()..])? {
+                devices.push(decode(&record)?);
+            }
+        }
         Ok(devices)
+    }
+
+    async fn subscriptions(
+        &self,
+        unmuted_at: Option<u64>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        /// What a fan-out reads of a device record; the rest is skipped, not kept.
+        #[derive(Deserialize)]
+        struct Reachable {
+            subscription: Subscription,
+            #[serde(default)]
+            muted_until: Option<u64>,
+        }
+        let mut subscriptions = Vec::new();
+        for record in self.devices.iter().values() {
+            let device: Reachable = decode(&record?)?;
+            if unmuted_at.is_none_or(|now| device.muted_until.is_none_or(|until| until <= now)) {
+                subscriptions.push(device.subscription);
+            }
+        }
+        Ok(subscriptions)
+    }
+
+    async fn devices_from(&self, address: IpAddr) -> Result<usize, StoreError> {
+        let mut count = 0;
+        for key in self.by_address.scan_prefix(address_prefix(address)).keys() {
+            key?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    async fn member_names(&self) -> Result<Vec<String>, StoreError> {
+        self.member_names
+            .iter()
+            .values()
+            .map(|name| Ok(String::from_utf8_lossy(&name?).into_owned()))
+            .collect()
     }
 
     async fn member_count(&self) -> Result<usize, StoreError> {
@@ -57,22 +107,35 @@ impl MemberStore for SledStore {
     ) -> Result<bool, StoreError> {
         self.commit(|| {
             let endpoint = new.endpoint.as_bytes();
-            let moved = self.devices.transaction(|devices| {
-                if endpoint != old_endpoint.as_bytes() && devices.get(endpoint)?.is_some() {
-                    return abort(StoreError::EndpointTaken);
-                }
-                // Gone meanwhile (its push service said so, say): nothing to move.
-                let Some(old) = devices.remove(old_endpoint.as_bytes())? else {
-                    return Ok(false);
-                };
-                let mut device: Device = decode(&old).or_else(abort)?;
-                device.subscription = new.clone();
-                let record = serde_json::to_vec(&device)
-                    .map_err(StoreError::from)
-                    .or_else(abort)?;
-                devices.insert(endpoint, record)?;
-                Ok(true)
-            })?;
+            let moved = (
+                &self.devices,
+                &self.by_member,
+                &self.by_address,
+                &self.member_names,
+            )
+                .transaction(|(devices, by_member, by_address, names)| {
+                    if endpoint != old_endpoint.as_bytes() && devices.get(endpoint)?.is_some() {
+                        return abort(StoreError::EndpointTaken);
+                    }
+                    // Gone meanwhile (its push service said so, say): nothing to move.
+                    let Some(old) = devices.remove(old_endpoint.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    let mut device: Device = decode(&old).or_else(abort)?;
+                    let indexes = Indexes {
+                        by_member,
+                        by_address,
+                        names,
+                    };
+                    indexes.remove(&device, false)?;
+                    device.subscription = new.clone();
+                    indexes.add(&device)?;
+                    let record = serde_json::to_vec(&device)
+                        .map_err(StoreError::from)
+                        .or_else(abort)?;
+                    devices.insert(endpoint, record)?;
+                    Ok(true)
+                })?;
             Ok(moved)
         })
         .await
@@ -109,43 +172,55 @@ impl MemberStore for SledStore {
                 &self.names,
                 &self.device_counts,
                 &self.removals,
+                &self.by_member,
+                &self.by_address,
+                &self.member_names,
             )
-                .transaction(|(devices, names, counts, removals)| {
-                    let mut removed = Vec::new();
-                    for subscription in subscriptions {
-                        let endpoint = subscription.endpoint.as_bytes();
-                        let Some(record) = devices.get(endpoint)? else {
-                            continue;
+                .transaction(
+                    |(devices, names, counts, removals, by_member, by_address, member_names)| {
+                        let indexes = Indexes {
+                            by_member,
+                            by_address,
+                            names: member_names,
                         };
-                        let device: Device = decode(&record).or_else(abort)?;
-                        if !device.subscription.auth_matches(&subscription.auth) {
-                            continue;
-                        }
-                        devices.remove(endpoint)?;
-                        if let Some(removal) = &removal {
-                            removals.insert(
-                                &endpoint_key(&subscription.endpoint),
-                                removal.as_slice(),
-                            )?;
-                        }
-                        let member_id = device.member_id.as_bytes();
-                        let left = count_of(counts.get(member_id)?.as_deref()).saturating_sub(1);
-                        if left > 0 {
-                            counts.insert(member_id, &left.to_be_bytes())?;
-                        } else {
-                            counts.remove(member_id)?;
-                            let key = name_key(&device.name);
-                            if names.get(&key)?.is_some_and(|holder| holder == member_id) {
-                                names.remove(key.as_bytes())?;
+                        let mut removed = Vec::new();
+                        for subscription in subscriptions {
+                            let endpoint = subscription.endpoint.as_bytes();
+                            let Some(record) = devices.get(endpoint)? else {
+                                continue;
+                            };
+                            let device: Device = decode(&record).or_else(abort)?;
+                            if !device.subscription.auth_matches(&subscription.auth) {
+                                continue;
                             }
+                            devices.remove(endpoint)?;
+                            if let Some(removal) = &removal {
+                                removals.insert(
+                                    &endpoint_key(&subscription.endpoint),
+                                    removal.as_slice(),
+                                )?;
+                            }
+                            let member_id = device.member_id.as_bytes();
+                            let left =
+                                count_of(counts.get(member_id)?.as_deref()).saturating_sub(1);
+                            if left > 0 {
+                                counts.insert(member_id, &left.to_be_bytes())?;
+                            } else {
+                                counts.remove(member_id)?;
+                                let key = name_key(&device.name);
+                                if names.get(&key)?.is_some_and(|holder| holder == member_id) {
+                                    names.remove(key.as_bytes())?;
+                                }
+                            }
+                            indexes.remove(&device, left == 0)?;
+                            removed.push(Removed {
+                                device,
+                                member_left: left == 0,
+                            });
                         }
-                        removed.push(Removed {
-                            device,
-                            member_left: left == 0,
-                        });
-                    }
-                    Ok(removed)
-                })?;
+                        Ok(removed)
+                    },
+                )?;
             let gone: HashSet<&str> = removed
                 .iter()
                 .filter(|removed| removed.member_left)
@@ -232,28 +307,44 @@ impl SledStore {
         let key = name_key(&device.name);
         let member_id = device.member_id.as_bytes();
         let record = serde_json::to_vec(device)?;
-        (&self.devices, &self.names, &self.device_counts).transaction(
-            |(devices, names, counts)| {
-                if names.get(&key)?.is_some_and(|holder| holder != member_id) {
-                    return abort(StoreError::NameTaken(device.name.clone()));
-                }
-                match devices.get(endpoint)? {
-                    Some(old) => {
-                        let old: Device = decode(&old).or_else(abort)?;
-                        if old.member_id != device.member_id {
-                            return abort(StoreError::EndpointTaken);
+        (
+            &self.devices,
+            &self.names,
+            &self.device_counts,
+            &self.by_member,
+            &self.by_address,
+            &self.member_names,
+        )
+            .transaction(
+                |(devices, names, counts, by_member, by_address, member_names)| {
+                    if names.get(&key)?.is_some_and(|holder| holder != member_id) {
+                        return abort(StoreError::NameTaken(device.name.clone()));
+                    }
+                    let indexes = Indexes {
+                        by_member,
+                        by_address,
+                        names: member_names,
+                    };
+                    match devices.get(endpoint)? {
+                        Some(old) => {
+                            let old: Device = decode(&old).or_else(abort)?;
+                            if old.member_id != device.member_id {
+                                return abort(StoreError::EndpointTaken);
+                            }
+                            // The same device again, perhaps from another address.
+                            indexes.remove(&old, false)?;
+                        }
+                        None => {
+                            let count = count_of(counts.get(member_id)?.as_deref());
+                            counts.insert(member_id, &(count + 1).to_be_bytes())?;
                         }
                     }
-                    None => {
-                        let count = count_of(counts.get(member_id)?.as_deref());
-                        counts.insert(member_id, &(count + 1).to_be_bytes())?;
-                    }
-                }
-                devices.insert(endpoint, record.as_slice())?;
-                names.insert(key.as_bytes(), member_id)?;
-                Ok(())
-            },
-        )?;
+                    indexes.add(device)?;
+                    devices.insert(endpoint, record.as_slice())?;
+                    names.insert(key.as_bytes(), member_id)?;
+                    Ok(())
+                },
+            )?;
         Ok(())
     }
 }

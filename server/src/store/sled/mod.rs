@@ -1,6 +1,7 @@
 //! The store in sled, in the data dir (`db/`): one process at a time. Trees: devices keyed
 //! by their push endpoint, an index that keeps names unique (each name belongs to one
-//! member, who may have several devices), how many devices each member has, device codes,
+//! member, who may have several devices), how many devices each member has, the indexes
+//! that spare requests reading every device (see `indexes`), device codes,
 //! banned names, the history keyed by line id (big-endian, so it reads back in order), the
 //! queued fan-outs keyed the same way, the endpoints of members the operator removed, and
 //! single values (the store's format, the server's VAPID contact). The VAPID private key
@@ -8,13 +9,14 @@
 //! every change that spans trees is one transaction, on disk before its call returns.
 //! Allowances are counted in memory: sled lets one process open the data dir.
 //!
-//! One file per part of the store: `members`, `history`, `queue`, `identity`, `backups`,
-//! and `format` (bringing an older store up to date).
+//! One file per part of the store: `members` (with `indexes`), `history`, `queue`,
+//! `identity`, `backups`, and `format` (bringing an older store up to date).
 
 mod backups;
 mod format;
 mod history;
 mod identity;
+mod indexes;
 mod members;
 mod queue;
 #[cfg(test)]
@@ -56,6 +58,12 @@ const DEVICES: &str = "members";
 const NAMES: &str = "member_names";
 /// How many devices each member id has (u32, big-endian): its last leaving frees the name.
 const DEVICE_COUNTS: &str = "device_counts";
+/// Each member's devices, by member id (see `indexes`).
+const DEVICES_BY_MEMBER: &str = "devices_by_member";
+/// The devices that joined from each address (see `indexes`).
+const DEVICES_BY_ADDRESS: &str = "devices_by_address";
+/// Each member's name, by member id.
+const MEMBER_NAMES: &str = "names_by_member";
 /// One-time codes that add a device to a member, by the SHA-256 of the code.
 const DEVICE_CODES: &str = "device_codes";
 const HISTORY: &str = "history";
@@ -103,6 +111,9 @@ pub struct SledStore {
     devices: Tree,
     names: Tree,
     device_counts: Tree,
+    by_member: Tree,
+    by_address: Tree,
+    member_names: Tree,
     device_codes: Tree,
     history: Tree,
     fan_outs: Tree,
@@ -142,6 +153,9 @@ impl SledStore {
             devices: db.open_tree(DEVICES)?,
             names: db.open_tree(NAMES)?,
             device_counts: db.open_tree(DEVICE_COUNTS)?,
+            by_member: db.open_tree(DEVICES_BY_MEMBER)?,
+            by_address: db.open_tree(DEVICES_BY_ADDRESS)?,
+            member_names: db.open_tree(MEMBER_NAMES)?,
             device_codes: db.open_tree(DEVICE_CODES)?,
             banned: db.open_tree(BANNED)?,
             removals: db.open_tree(REMOVALS)?,

@@ -7,7 +7,8 @@ use crate::{
     model::{fan_out::FanOut, member::DeviceCode, subscription::Subscription},
     store::{
         code_key,
-        format::FORMAT,
+        format::{self, FORMAT},
+        name_key,
         testing::{ann, open_sled_when_free},
         Backups, FanOutQueue, MemberStore,
     },
@@ -49,12 +50,9 @@ async fn test_an_earlier_builds_unsent_lines_are_queued_to_every_member() {
         .any(|name| name.as_ref() == OLD_OUTBOX.as_bytes()));
 }
 
-/// A data dir as pushchat 0.1 (store format 1, no format recorded) left it: "bob"
-/// and a later "b\u{43e}b" (Cyrillic о) under their NFKC + lowercase keys, two banned
-/// names that now look alike, a device code, and a queued "left" push naming one member.
-fn write_format_1(dir: &Path) {
-    let db = sled::open(dir.join(DB_DIR)).unwrap();
-    let device = |name: &str, member_id: &str, n: u8, joined: u64| Device {
+/// A device of a member as an earlier build stored it, at https://p.example/N.
+fn old_device(name: &str, member_id: &str, n: u8, joined: u64) -> Device {
+    Device {
         name: name.into(),
         member_id: member_id.into(),
         subscription: Subscription {
@@ -65,25 +63,40 @@ fn write_format_1(dir: &Path) {
         joined,
         joined_from: None,
         muted_until: None,
-    };
-    let devices = db.open_tree(DEVICES).unwrap();
+    }
+}
+
+/// Stores `devices` as builds before format 3 did: the devices, the names (under `key`
+/// of each) and the device counts, no other index.
+fn write_old_devices(db: &sled::Db, devices: &[Device], key: impl Fn(&str) -> String) {
+    let records = db.open_tree(DEVICES).unwrap();
     let names = db.open_tree(NAMES).unwrap();
     let counts = db.open_tree(DEVICE_COUNTS).unwrap();
-    for device in [
-        device("bob", "first", 1, 10),
-        device("b\u{43e}b", "second", 2, 20),
-    ] {
+    for device in devices {
         let endpoint = device.subscription.endpoint.as_bytes();
-        devices
-            .insert(endpoint, serde_json::to_vec(&device).unwrap())
+        records
+            .insert(endpoint, serde_json::to_vec(device).unwrap())
             .unwrap();
         names
-            .insert(device.name.as_bytes(), device.member_id.as_bytes())
+            .insert(key(&device.name).as_bytes(), device.member_id.as_bytes())
             .unwrap();
+        let count = count_of(counts.get(&device.member_id).unwrap().as_deref());
         counts
-            .insert(device.member_id.as_bytes(), &1u32.to_be_bytes())
+            .insert(device.member_id.as_bytes(), &(count + 1).to_be_bytes())
             .unwrap();
     }
+}
+
+/// A data dir as pushchat 0.1 (store format 1, no format recorded) left it: "bob"
+/// and a later "b\u{43e}b" (Cyrillic о) under their NFKC + lowercase keys, two banned
+/// names that now look alike, a device code, and a queued "left" push naming one member.
+fn write_format_1(dir: &Path) {
+    let db = sled::open(dir.join(DB_DIR)).unwrap();
+    let devices = [
+        old_device("bob", "first", 1, 10),
+        old_device("b\u{43e}b", "second", 2, 20),
+    ];
+    write_old_devices(&db, &devices, str::to_owned);
     let banned = db.open_tree(BANNED).unwrap();
     banned.insert("eve", "Eve").unwrap();
     banned.insert("\u{435}ve", "\u{415}ve").unwrap();
@@ -121,6 +134,9 @@ async fn test_a_format_1_data_dir_is_brought_up_to_date_when_opened() {
         store.devices_of("b\u{43e}b (2)").await.unwrap(),
         vec![second]
     );
+    let mut names = store.member_names().await.unwrap();
+    names.sort();
+    assert_eq!(names, ["bob", "b\u{43e}b (2)"]);
     assert!(store.is_banned("EVE").await.unwrap());
     assert_eq!(store.contents().await.unwrap().banned.len(), 1);
     assert_eq!(store.take_device_code("CODE", 0).await.unwrap(), None);
@@ -173,4 +189,52 @@ async fn test_a_data_dir_of_a_newer_format_is_refused_and_left_as_it_is() {
         .unwrap()
         .unwrap();
     assert_eq!(kept.as_ref(), (FORMAT + 1).to_be_bytes());
+}
+
+/// A data dir as format 2 left it: Ann's two devices (from one address) and Bo's, their
+/// names and counts, no other index.
+fn write_format_2(dir: &Path) {
+    let db = sled::open(dir.join(DB_DIR)).unwrap();
+    let from = Some("203.0.113.7".parse().unwrap());
+    let devices = [
+        Device {
+            joined_from: from,
+            ..old_device("Ann", "ann", 1, 10)
+        },
+        Device {
+            joined_from: from,
+            ..old_device("Ann", "ann", 2, 11)
+        },
+        old_device("Bo", "bo", 3, 12),
+    ];
+    write_old_devices(&db, &devices, name_key);
+    let settings = db.open_tree(SETTINGS).unwrap();
+    settings
+        .insert(STORE_FORMAT, &format::SKELETON_NAMES.to_be_bytes())
+        .unwrap();
+    settings.insert(WRITTEN_BY_KEY, "pushchat 0.2.0").unwrap();
+    db.flush().unwrap();
+}
+
+#[tokio::test]
+async fn test_a_format_2_data_dir_gets_its_indexes_of_devices_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_2(dir.path());
+    let store = open_sled_when_free(dir.path()).await;
+    let mut names = store.member_names().await.unwrap();
+    names.sort();
+    assert_eq!(names, ["Ann", "Bo"]);
+    assert_eq!(store.devices_of("ANN").await.unwrap().len(), 2);
+    assert_eq!(store.devices_of("bo").await.unwrap().len(), 1);
+    let from = "203.0.113.7".parse().unwrap();
+    assert_eq!(store.devices_from(from).await.unwrap(), 2);
+    let recorded = store.settings.get(STORE_FORMAT).unwrap().unwrap();
+    assert_eq!(recorded.as_ref(), FORMAT.to_be_bytes());
+    // Kept up from now on: Ann's last device leaving takes her name and address with it.
+    let ann = store.devices_of("ann").await.unwrap();
+    let subscriptions: Vec<Subscription> =
+        ann.into_iter().map(|device| device.subscription).collect();
+    store.remove_devices(&subscriptions, None).await.unwrap();
+    assert_eq!(store.member_names().await.unwrap(), ["Bo"]);
+    assert_eq!(store.devices_from(from).await.unwrap(), 0);
 }
