@@ -17,8 +17,9 @@
 //!    member's name, built from the devices on the way up; PostgreSQL indexes devices by
 //!    address (migration 0003). What a backup holds is as in format 2.
 //!
-//! Each step that brings a store up a format is its own transaction and records the format
-//! it reached, so a store stopped between two steps goes on from there when it opens.
+//! Each step that brings a store up a format records the format it reached once its work
+//! is durable (in the same transaction where it has one), so a store stopped between two
+//! steps, or in one, goes on from there when it opens.
 
 use std::collections::{HashMap, HashSet};
 

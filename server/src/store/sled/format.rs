@@ -8,9 +8,9 @@ use sled::{
 
 use app::wire::ChatLine;
 
-use super::{decode, indexes::Indexes, SledStore, OLD_OUTBOX, STORE_FORMAT, WRITTEN_BY_KEY};
+use super::{decode, indexes::Entries, SledStore, OLD_OUTBOX, STORE_FORMAT, WRITTEN_BY_KEY};
 use crate::{
-    model::{fan_out::FanOut, subscription::Subscription},
+    model::{fan_out::FanOut, member::Device, subscription::Subscription},
     store::{
         format::{self, FORMAT, INDEXED_DEVICES, SKELETON_NAMES, UNRECORDED, WRITTEN_BY},
         name_key, StoreError,
@@ -136,28 +136,25 @@ impl SledStore {
         Ok(())
     }
 
-    /// Format 2 to 3, in one transaction: the indexes of devices (see `indexes`), built
-    /// from the devices (which format 2 did not index).
+    /// Format 2 to 3: the indexes of devices (see `indexes`), built from the devices
+    /// (which format 2 did not index). Not in one transaction: sled's keeps every write
+    /// in memory (2 GB for 100,000 devices). The indexes, which nothing reads before the
+    /// format is recorded, are emptied, filled from one device at a time and flushed, and
+    /// only then is format 3 recorded: an interrupted build begins again at the next open.
     fn index_devices(&self) -> Result<(), StoreError> {
-        let devices = self.all_devices()?;
-        (
-            &self.by_member,
-            &self.by_address,
-            &self.member_names,
-            &self.settings,
-        )
-            .transaction(|(by_member, by_address, names, settings)| {
-                let indexes = Indexes {
-                    by_member,
-                    by_address,
-                    names,
-                };
-                for device in &devices {
-                    indexes.add(device)?;
-                }
-                record_format(settings, INDEXED_DEVICES)?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })?;
+        let trees = (&self.by_member, &self.by_address, &self.member_names);
+        for tree in [trees.0, trees.1, trees.2] {
+            tree.clear()?;
+        }
+        for record in self.devices.iter().values() {
+            let device: Device = decode(&record?)?;
+            Entries::of(&device).insert_into(trees.0, trees.1, trees.2)?;
+        }
+        self.db.flush()?;
+        self.settings.transaction(|settings| {
+            record_format(settings, INDEXED_DEVICES)?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
         Ok(())
     }
 

@@ -2,12 +2,15 @@
 //! member's devices (by member id), the devices that joined from each address, and each
 //! member's name (by member id). Every change to a device updates them in its own
 //! transaction, through [`Indexes`]; the upgrade to format 3 builds them for an older
-//! store. Keys start with a prefix that no other prefix starts with, so a prefix scan
+//! store from each device's [`Entries`]. Keys start with a prefix that no other prefix starts with, so a prefix scan
 //! reads one member's or one address's entries and nothing else.
 
 use std::net::IpAddr;
 
-use sled::transaction::{TransactionalTree, UnabortableTransactionError};
+use sled::{
+    transaction::{TransactionalTree, UnabortableTransactionError},
+    Tree,
+};
 
 use crate::{model::member::Device, store::endpoint_key};
 
@@ -28,15 +31,12 @@ pub(super) struct Indexes<'a> {
 impl Indexes<'_> {
     /// Indexes `device` (again, if it was).
     pub fn add(&self, device: &Device) -> Result<(), UnabortableTransactionError> {
-        let endpoint = &device.subscription.endpoint;
-        let member_id = device.member_id.as_bytes();
-        self.by_member
-            .insert(member_device_key(member_id, endpoint), PRESENT)?;
-        if let Some(address) = device.joined_from {
-            self.by_address
-                .insert(address_device_key(address, endpoint), PRESENT)?;
+        let entries = Entries::of(device);
+        self.by_member.insert(entries.by_member, PRESENT)?;
+        if let Some(key) = entries.by_address {
+            self.by_address.insert(key, PRESENT)?;
         }
-        self.names.insert(member_id, device.name.as_bytes())?;
+        self.names.insert(entries.member_id, entries.name)?;
         Ok(())
     }
 
@@ -46,17 +46,53 @@ impl Indexes<'_> {
         device: &Device,
         member_left: bool,
     ) -> Result<(), UnabortableTransactionError> {
-        let endpoint = &device.subscription.endpoint;
-        let member_id = device.member_id.as_bytes();
-        self.by_member
-            .remove(member_device_key(member_id, endpoint))?;
-        if let Some(address) = device.joined_from {
-            self.by_address
-                .remove(address_device_key(address, endpoint))?;
+        let entries = Entries::of(device);
+        self.by_member.remove(entries.by_member)?;
+        if let Some(key) = entries.by_address {
+            self.by_address.remove(key)?;
         }
         if member_left {
-            self.names.remove(member_id)?;
+            self.names.remove(entries.member_id)?;
         }
+        Ok(())
+    }
+}
+
+/// The entries that index one device.
+pub(super) struct Entries<'a> {
+    by_member: Vec<u8>,
+    by_address: Option<Vec<u8>>,
+    member_id: &'a [u8],
+    name: &'a [u8],
+}
+
+impl<'a> Entries<'a> {
+    pub fn of(device: &'a Device) -> Self {
+        let endpoint = &device.subscription.endpoint;
+        let member_id = device.member_id.as_bytes();
+        Entries {
+            by_member: member_device_key(member_id, endpoint),
+            by_address: device
+                .joined_from
+                .map(|address| address_device_key(address, endpoint)),
+            member_id,
+            name: device.name.as_bytes(),
+        }
+    }
+
+    /// Writes them outside a transaction (into `by_member`, `by_address` and `names`, as
+    /// in [`Indexes`]): for building the indexes of a store that had none.
+    pub fn insert_into(
+        self,
+        by_member: &Tree,
+        by_address: &Tree,
+        names: &Tree,
+    ) -> Result<(), sled::Error> {
+        by_member.insert(self.by_member, PRESENT)?;
+        if let Some(key) = self.by_address {
+            by_address.insert(key, PRESENT)?;
+        }
+        names.insert(self.member_id, self.name)?;
         Ok(())
     }
 }

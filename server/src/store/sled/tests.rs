@@ -192,7 +192,7 @@ async fn test_a_data_dir_of_a_newer_format_is_refused_and_left_as_it_is() {
 }
 
 /// A data dir as format 2 left it: Ann's two devices (from one address) and Bo's, their
-/// names and counts, no other index.
+/// names and counts, and what a build of the indexes cut short left (a name nobody has).
 fn write_format_2(dir: &Path) {
     let db = sled::open(dir.join(DB_DIR)).unwrap();
     let from = Some("203.0.113.7".parse().unwrap());
@@ -208,6 +208,10 @@ fn write_format_2(dir: &Path) {
         old_device("Bo", "bo", 3, 12),
     ];
     write_old_devices(&db, &devices, name_key);
+    db.open_tree(MEMBER_NAMES)
+        .unwrap()
+        .insert("ghost", "Ghost")
+        .unwrap();
     let settings = db.open_tree(SETTINGS).unwrap();
     settings
         .insert(STORE_FORMAT, &format::SKELETON_NAMES.to_be_bytes())
