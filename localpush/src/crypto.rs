@@ -1,8 +1,8 @@
 //! Decryption of Web Push messages as a browser does it: aes128gcm content coding
 //! (RFC 8188) with the Web Push key derivation (RFC 8291). Written independently of the
-//! sender's encoder (the server's `push::encryption`, over OpenSSL), so each checks the other; pinned by the
-//! RFC 8291 Appendix A known-answer vector, which [`rfc8291_example`] gives to every test
-//! that wants real keys.
+//! sender's encoder (the server's `push::encryption`, over OpenSSL), so each checks the
+//! other; pinned by the RFC 8291 Appendix A known-answer vector, which [`rfc8291_example`]
+//! gives to every test that wants real keys.
 
 use aes_gcm::{aead::Aead, Aes128Gcm, KeyInit, Nonce};
 use hkdf::Hkdf;
