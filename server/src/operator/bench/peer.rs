@@ -4,11 +4,18 @@
 //! the engine adds, or saves, over the library one would pick. Built only with the
 //! feature `peer`, never into the production binary.
 //!
+//! The crate's hyper client keeps as many connections as it ever opened (2 descriptors
+//! each in this process, with the receiver's end), so before the engine's next run the
+//! peer drops it and waits, at most a minute, for those descriptors to close.
+//!
 //! One departure from the README: the JWT's `aud` is set to the endpoint's origin with its
 //! port, as `add_claim` allows, since the crate leaves the port out and the local push
 //! service, like the strict real ones, refuses that.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
@@ -40,6 +47,7 @@ pub(super) async fn compare(
     let payload: Arc<[u8]> = payload.into();
     let slots = Arc::new(Semaphore::new(AT_ONCE));
 
+    let descriptors_before = open_descriptors();
     let receiver_cpu_before = receiver.map(LocalReceiver::cpu).unwrap_or_default();
     let cpu_before = process_cpu();
     let started = Instant::now();
@@ -55,9 +63,11 @@ pub(super) async fn compare(
         });
     }
     let mut failed = 0usize;
+    let mut first_error = None;
     while let Some(sent) = sends.join_next().await {
-        if !matches!(sent, Ok(Ok(()))) {
+        if let Err(error) = sent.map_err(anyhow::Error::from).and_then(|sent| sent) {
             failed += 1;
+            first_error.get_or_insert(error);
         }
     }
     let elapsed = started.elapsed();
@@ -84,7 +94,20 @@ pub(super) async fn compare(
         ),
         format!("{:.2} s", receiver_cpu.as_secs_f64()),
     );
+    if let Some(error) = first_error {
+        println!("  peer's first failure: {error:#}");
+    }
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open_descriptors() > descriptors_before + 64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
+}
+
+/// File descriptors this process has open.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count())
 }
 
 /// One push, as the crate's README writes it.
