@@ -1,8 +1,8 @@
 //! Decryption of Web Push messages as a browser does it: aes128gcm content coding
 //! (RFC 8188) with the Web Push key derivation (RFC 8291). Written independently of the
-//! sender's library (`web-push`, over OpenSSL), so each checks the other; pinned by the
-//! RFC 8291 Appendix A known-answer vector, which [`rfc8291_example`] gives to every test
-//! that wants real keys.
+//! sender's encoder (the server's `push::encryption`, over OpenSSL), so each checks the
+//! other; pinned by the RFC 8291 Appendix A known-answer vector, which [`rfc8291_example`]
+//! gives to every test that wants real keys.
 
 use aes_gcm::{aead::Aead, Aes128Gcm, KeyInit, Nonce};
 use hkdf::Hkdf;
@@ -132,6 +132,11 @@ pub mod rfc8291_example {
     /// P-256 point.
     pub const SENDER_PUBLIC_KEY: &str =
         "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8";
+    /// The application server's private key for this message (`as_private`): what a
+    /// sender's known-answer test fixes in place of a fresh key.
+    pub const SENDER_PRIVATE_KEY: &str = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw";
+    /// The message's salt, which [`BODY`] starts with.
+    pub const SALT: &str = "DGv6ra1nlYgDCS1FRnbzlw";
     /// The push message body the application server sends: an aes128gcm header and one
     /// record.
     pub const BODY: &str = "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN";

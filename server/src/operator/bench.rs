@@ -12,11 +12,22 @@
 //!
 //! Figures, printed per run: messages per second (members / time from the POST to the
 //! last answer), that time, the median and 99th-percentile push latency, the engine's and
-//! the receiver's CPU time, and peak RSS; and the crypto floor measured in the same run:
-//! how many encryptions (P-256 key generation + ECDH + HKDF + AES-GCM, through the same
-//! `web-push` code the engine uses) one core does per second. The output ends with one
-//! machine-readable line per member count (the last one for the last count):
-//! `fanout members=N msgs_per_s=X floor_per_s=Y cores=C ratio=R p99_ms=L`.
+//! the receiver's CPU time and the engine's CPU per push; per member count, the peak RSS
+//! of the whole process while it ran (the kernel's high-water mark, reset before each
+//! count). Measured in the same run, on one core: the floor, the primitives of one
+//! message (a fresh P-256 key pair and its ECDH, with OpenSSL as the engine does them,
+//! `encryption::fresh_agreement`), and beside it the whole encryption of one message
+//! (`encryption::encrypt`: those, HKDF and AES-GCM).
+//!
+//! Built with the feature `peer`, each member count is also sent the same line by the
+//! `web-push` crate as its README shows (its own hyper client, a VAPID signature built
+//! per message, one `send` per member, 2,048 at once), with its rate and CPU beside the
+//! engine's; `--features peer` is never in the production binary.
+//!
+//! The output ends with one machine-readable line per member count (the last one for the
+//! last count): `fanout members=N msgs_per_s=X floor_per_s=Y cores=C ratio=R p99_ms=L
+//! engine_cpu_us_per_push=E primitives_us=P`, where the floor is the primitives' rate on
+//! every core and `ratio` is `msgs_per_s / floor_per_s`.
 
 use std::{
     net::SocketAddr,
@@ -33,7 +44,6 @@ use tokio::{
     net::TcpListener,
     sync::{broadcast, oneshot},
 };
-use web_push::{ContentEncoding, SubscriptionInfo, WebPushMessageBuilder};
 
 use app::wire::{self, MemberCredentials, PostLineRequest, PushMessage};
 
@@ -42,14 +52,21 @@ use crate::{
     config::{cli::BenchArgs, Config},
     http::client_address::TrustedProxies,
     model::member::Device,
-    model::subscription::{self, EndpointPolicy},
-    push::{vapid::VapidKeys, DeliveryReport, DeliverySettings},
+    model::subscription::{self, EndpointPolicy, Subscription},
+    push::{
+        encryption::{self, ReceiverKeys},
+        vapid::VapidKeys,
+        DeliveryReport, DeliverySettings,
+    },
     store::{self, StoreContents, StoreLocation},
 };
 
 /// The chat line every run fans out.
 const LINE: &str = "The quick brown fox jumps over the lazy dog, and tells every member.";
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
+
+#[cfg(feature = "peer")]
+mod peer;
 
 /// How a run's members behave.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -155,6 +172,53 @@ impl RunFigures {
     fn msgs_per_sec(&self) -> f64 {
         self.members as f64 / self.post_to_last.as_secs_f64()
     }
+
+    /// The engine's CPU time per push of the measured line.
+    fn engine_cpu_per_push(&self) -> Duration {
+        self.engine_cpu / self.members.max(1) as u32
+    }
+}
+
+/// What one core does per second, measured in the same run.
+struct Floors {
+    /// Fresh P-256 key pairs with their ECDH.
+    primitives: f64,
+    /// Whole RFC 8291 encryptions of the chat line.
+    encryptions: f64,
+}
+
+impl Floors {
+    /// Measures each for about a second on this thread.
+    fn measure(payload: &[u8]) -> anyhow::Result<Self> {
+        let member = external_member("https://push.example.org", 0).subscription;
+        let receiver = ReceiverKeys::from_base64(&member.keys.p256dh, &member.keys.auth)?;
+        Ok(Floors {
+            primitives: per_second(|| Ok(encryption::fresh_agreement(&receiver).map(drop)?))?,
+            encryptions: per_second(|| Ok(encryption::encrypt(&receiver, payload, 0).map(drop)?))?,
+        })
+    }
+}
+
+/// How many times a second `work` runs on this thread, over about a second.
+fn per_second(mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < Duration::from_secs(1) {
+        work()?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The payload the engine sends for [`LINE`] (give or take its id and time).
+fn line_payload() -> Vec<u8> {
+    PushMessage::Line(wire::ChatLine {
+        id: u64::MAX,
+        name: "member 0".into(),
+        msg: LINE.into(),
+        time: u64::MAX,
+    })
+    .to_payload()
 }
 
 /// Runs the benchmark as `args` say and prints its figures.
@@ -163,19 +227,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--members needs one or more counts above zero, e.g. --members 100,1000,10000");
     }
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    let payload = PushMessage::Line(wire::ChatLine {
-        id: u64::MAX,
-        name: "member 0".into(),
-        msg: LINE.into(),
-        time: u64::MAX,
-    })
-    .to_payload();
-    println!("measuring the crypto floor on one core…");
-    let floor_per_core = tokio::task::spawn_blocking(move || crypto_floor(&payload)).await??;
-    let floor = floor_per_core * cores as f64;
+    println!("measuring the floor on one core…");
+    let floors = tokio::task::spawn_blocking(|| Floors::measure(&line_payload())).await??;
+    let floor = floors.primitives * cores as f64;
+    let primitives_us = 1e6 / floors.primitives;
     println!(
-        "crypto floor: {floor_per_core:.0} encryptions/s per core, × {cores} cores = {floor:.0}/s"
+        "primitives (P-256 key pair + ECDH, OpenSSL): {:.0}/s per core ({primitives_us:.1} µs), \
+         × {cores} cores = {floor:.0}/s: the floor",
+        floors.primitives
     );
+    println!(
+        "encryption (the engine's whole RFC 8291 body): {:.0}/s per core ({:.1} µs)",
+        floors.encryptions,
+        1e6 / floors.encryptions
+    );
+    if !cfg!(feature = "peer") {
+        println!(
+            "peer (the web-push crate) not built in: build with \
+             `cargo build --release -p server --features peer` to compare"
+        );
+    }
 
     let receiver = match &args.push_service {
         Some(url) => Receiver::External(url.trim_end_matches('/').to_owned()),
@@ -187,7 +258,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Receiver::External(_) => &[Scenario::Healthy],
     };
     println!(
-        "{:>7}  {:<17} {:>10}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>12}  {:>15}",
+        "{:>7}  {:<17} {:>10}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}  {:>15}",
         "members",
         "endpoints",
         "msgs/s",
@@ -196,13 +267,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "p99",
         "failed",
         "engine CPU",
+        "CPU/push",
         "receiver CPU",
         "cold POST→last"
     );
     let mut summaries = Vec::new();
     for &members in &args.members {
+        let rss_reset = reset_peak_rss();
         for &scenario in scenarios {
-            let figures = run_once(&receiver, members, scenario).await?;
+            let (figures, subscriptions) = run_once(&receiver, members, scenario).await?;
             print_figures(&figures);
             if figures.sampled != figures.sampled_ok {
                 bail!(
@@ -213,15 +286,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             if scenario == Scenario::Healthy {
                 summaries.push(format!(
-                    "fanout members={members} msgs_per_s={:.0} floor_per_s={floor:.0} cores={cores} ratio={:.2} p99_ms={}",
+                    "fanout members={members} msgs_per_s={:.0} floor_per_s={floor:.0} cores={cores} ratio={:.2} p99_ms={} engine_cpu_us_per_push={:.1} primitives_us={primitives_us:.1}",
                     figures.msgs_per_sec(),
                     figures.msgs_per_sec() / floor,
-                    figures.report.percentile(99).as_millis()
+                    figures.report.percentile(99).as_millis(),
+                    figures.engine_cpu_per_push().as_secs_f64() * 1e6,
                 ));
+                #[cfg(feature = "peer")]
+                peer::compare(local(&receiver), &subscriptions, &line_payload()).await?;
             }
+            drop(subscriptions);
+        }
+        let peak = peak_rss_kib().unwrap_or(0) / 1024;
+        if rss_reset {
+            println!("peak RSS while {members} members ran: {peak} MiB");
+        } else {
+            println!(
+                "peak RSS of the process so far (this kernel cannot reset it, so it only grows): {peak} MiB"
+            );
         }
     }
-    println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
     // Machine-readable, one line per member count, the largest last.
     for summary in summaries {
         println!("{summary}");
@@ -235,7 +319,7 @@ fn print_figures(figures: &RunFigures) {
         format!("{:.2} s", cpu.as_secs_f64())
     });
     println!(
-        "{:>7}  {:<17} {:>10.0}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>12}  {:>15}",
+        "{:>7}  {:<17} {:>10.0}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}  {:>15}",
         figures.members,
         figures.scenario.name(),
         figures.msgs_per_sec(),
@@ -244,17 +328,22 @@ fn print_figures(figures: &RunFigures) {
         ms(figures.report.percentile(99)),
         figures.report.failed,
         format!("{:.2} s", figures.engine_cpu.as_secs_f64()),
+        format!(
+            "{:.0} µs",
+            figures.engine_cpu_per_push().as_secs_f64() * 1e6
+        ),
         receiver_cpu,
         ms(figures.cold_post_to_last),
     );
 }
 
-/// One fan-out to `count` members on a fresh server and store.
+/// One fan-out to `count` members on a fresh server and store; also returns the members'
+/// subscriptions.
 async fn run_once(
     receiver: &Receiver,
     count: usize,
     scenario: Scenario,
-) -> anyhow::Result<RunFigures> {
+) -> anyhow::Result<(RunFigures, Vec<Subscription>)> {
     let data_dir = tempfile::tempdir().context("cannot make a temporary data dir")?;
     let config = Config {
         addr: ([127, 0, 0, 1], 0).into(),
@@ -278,7 +367,7 @@ async fn run_once(
         admin_token: None,
         tls: None,
     };
-    let (sender, sampled_ids) = seed(&config, receiver, count, scenario).await?;
+    let (sender, sampled_ids, subscriptions) = seed(&config, receiver, count, scenario).await?;
 
     let state = crate::open(&config).await?;
     let mut reports = state.delivery.reports();
@@ -309,7 +398,7 @@ async fn run_once(
     let _ = stop.send(());
     server.await??;
     let (sampled, sampled_ok) = check_samples(receiver, &sampled_ids);
-    Ok(RunFigures {
+    let figures = RunFigures {
         members: count,
         scenario,
         cold_post_to_last,
@@ -319,7 +408,8 @@ async fn run_once(
         receiver_cpu,
         sampled,
         sampled_ok,
-    })
+    };
+    Ok((figures, subscriptions))
 }
 
 /// Posts a chat line and waits until the engine has a final answer for each of its
@@ -363,13 +453,14 @@ fn local(receiver: &Receiver) -> Option<&LocalReceiver> {
 }
 
 /// Makes the server's VAPID key and stores `count` members straight into the data dir's
-/// store; returns the credentials of the first (the sender) and the receiver ids of all.
+/// store; returns the credentials of the first (the sender), the receiver ids of all and
+/// their subscriptions.
 async fn seed(
     config: &Config,
     receiver: &Receiver,
     count: usize,
     scenario: Scenario,
-) -> anyhow::Result<(MemberCredentials, Vec<String>)> {
+) -> anyhow::Result<(MemberCredentials, Vec<String>, Vec<Subscription>)> {
     let store = store::open(&config.store, &config.data_dir, 1).await?;
     // Members are bound to the key, so it must exist before they do.
     VapidKeys::load_or_create(&*store, config.vapid_subject.clone()).await?;
@@ -415,7 +506,12 @@ async fn seed(
         ..StoreContents::default()
     };
     store.restore(&members).await?;
-    Ok((sender.context("no members")?, ids))
+    let subscriptions = members
+        .devices
+        .into_iter()
+        .map(|device| device.subscription)
+        .collect();
+    Ok((sender.context("no members")?, ids, subscriptions))
 }
 
 /// A member with fresh keys whose endpoint is under an external push service's URL.
@@ -452,21 +548,6 @@ fn check_samples(receiver: &Receiver, ids: &[String]) -> (usize, usize) {
     (decrypted.len(), ok)
 }
 
-/// Encryptions per second on this thread, for about a second.
-fn crypto_floor(payload: &[u8]) -> anyhow::Result<f64> {
-    let member = external_member("https://push.example.org", 0).subscription;
-    let info = SubscriptionInfo::new(member.endpoint, member.keys.p256dh, member.keys.auth);
-    let started = Instant::now();
-    let mut done = 0u64;
-    while started.elapsed() < Duration::from_secs(1) {
-        let mut message = WebPushMessageBuilder::new(&info);
-        message.set_payload(ContentEncoding::Aes128Gcm, payload);
-        message.build().context("encryption failed")?;
-        done += 1;
-    }
-    Ok(done as f64 / started.elapsed().as_secs_f64())
-}
-
 /// This process's CPU time (user + system), all threads.
 fn process_cpu() -> Duration {
     cpu_time(&PathBuf::from("/proc/self/stat")).unwrap_or_default()
@@ -481,6 +562,14 @@ fn cpu_time(stat: &PathBuf) -> Option<Duration> {
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(Duration::from_millis(ticks * 1000 / per_second))
+}
+
+/// Resets the kernel's peak-RSS mark of this process (`VmHWM`) to its present RSS, so
+/// that each member count's peak is its own; false where the kernel does not allow it.
+fn reset_peak_rss() -> bool {
+    // Writing 5 to clear_refs resets the high-water mark (proc(5)); kernels before 4.0
+    // refuse it.
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// Peak resident set size of this process, in KiB.

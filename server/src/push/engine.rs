@@ -1,5 +1,5 @@
 //! One push: encrypted with the recipient's own keys (aes128gcm, RFC 8291, a fresh key and
-//! salt per message), signed with VAPID (one JWT per push-service origin, see `vapid`),
+//! salt per attempt, see `encryption`), signed with VAPID (one JWT per push-service origin, see `vapid`),
 //! POSTed over the one shared HTTP client, retried, and ended under the status policy:
 //! - any 2xx: delivered;
 //! - 404 or 410: the subscription is gone (the fan-out reports it, see `delivery`);
@@ -16,13 +16,19 @@
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use reqwest::{header::HeaderMap, StatusCode};
+use reqwest::{
+    header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE},
+    StatusCode,
+};
 use url::Url;
-use web_push::{ContentEncoding, SubscriptionInfo, Urgency, WebPushMessageBuilder};
 
 use app::wire::PushMessage;
 
-use super::{delivery::Delivery, report::Outcome};
+use super::{
+    delivery::Delivery,
+    encryption::{self, EncryptionError, KeysError, ReceiverKeys},
+    report::Outcome,
+};
 use crate::model::subscription::Subscription;
 
 /// The engine's limits and retry policy.
@@ -83,12 +89,30 @@ impl DeliverySettings {
     }
 }
 
-/// The headers a push carries besides its body.
+/// RFC 8030 §5.3: how eagerly a push service should wake the device for a push.
+#[derive(Clone, Copy)]
+enum Urgency {
+    Normal,
+    High,
+}
+
+impl Urgency {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Urgency::Normal => "normal",
+            Urgency::High => "high",
+        })
+    }
+}
+
+/// The headers a push carries besides its body, and the size its body is padded to.
 pub(super) struct PushOptions {
     ttl_secs: u32,
     urgency: Urgency,
     /// A newer push with the same topic replaces an undelivered older one.
     topic: Option<&'static str>,
+    /// The body's size after padding (see `encryption::encrypt`); 0 pads nothing.
+    pad_to: usize,
 }
 
 impl PushOptions {
@@ -99,6 +123,7 @@ impl PushOptions {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::High,
                 topic: None,
+                pad_to: 0,
             },
             // An operator's notice is timely, but not urgent enough to wake a phone.
             // A removed member's browsers should hear of it even after a day away.
@@ -106,12 +131,14 @@ impl PushOptions {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::Normal,
                 topic: None,
+                pad_to: 0,
             },
             // Only the newest member-list change matters to a browser that was away.
             PushMessage::Joined { .. } | PushMessage::Left { .. } => PushOptions {
                 ttl_secs: 3600,
                 urgency: Urgency::Normal,
                 topic: Some("members"),
+                pad_to: 0,
             },
         }
     }
@@ -121,8 +148,25 @@ impl PushOptions {
 enum BuildError {
     #[error("the stored endpoint is not a URL")]
     Endpoint(#[from] url::ParseError),
-    #[error("web-push could not build the message")]
-    Message(#[from] web_push::WebPushError),
+    #[error("the stored subscription's keys are unusable")]
+    Keys(#[from] KeysError),
+    #[error("could not encrypt the push")]
+    Encryption(#[from] EncryptionError),
+}
+
+/// What every attempt at one push needs, parsed once per push.
+struct Recipient {
+    endpoint: Url,
+    keys: ReceiverKeys,
+}
+
+impl Recipient {
+    fn parse(to: &Subscription) -> Result<Self, BuildError> {
+        Ok(Recipient {
+            endpoint: Url::parse(&to.endpoint)?,
+            keys: ReceiverKeys::from_subscription(to)?,
+        })
+    }
 }
 
 /// The result of one try at one push.
@@ -142,13 +186,20 @@ impl Delivery {
         options: &PushOptions,
         to: &Subscription,
     ) -> (Outcome, u32) {
+        let recipient = match Recipient::parse(to) {
+            Ok(recipient) => recipient,
+            Err(error) => {
+                tracing::error!(host = %host_of(&to.endpoint), error = %error, "could not build a push");
+                return (Outcome::Failed, 0);
+            }
+        };
         let mut retries = 0;
         loop {
             let attempt = {
                 let Ok(_slot) = self.in_flight.acquire().await else {
                     return (Outcome::Failed, retries); // The semaphore is never closed.
                 };
-                self.attempt(payload, options, to).await
+                self.attempt(payload, options, &recipient).await
             };
             match attempt {
                 Attempt::Done(outcome) => return (outcome, retries),
@@ -164,8 +215,8 @@ impl Delivery {
         }
     }
 
-    async fn attempt(&self, payload: &[u8], options: &PushOptions, to: &Subscription) -> Attempt {
-        let host = || host_of(&to.endpoint);
+    async fn attempt(&self, payload: &[u8], options: &PushOptions, to: &Recipient) -> Attempt {
+        let host = || to.endpoint.host_str().unwrap_or_default().to_owned();
         let request = match self.build_request(payload, options, to) {
             Ok(request) => request,
             Err(error) => {
@@ -211,25 +262,27 @@ impl Delivery {
         &self,
         payload: &[u8],
         options: &PushOptions,
-        to: &Subscription,
+        to: &Recipient,
     ) -> Result<reqwest::RequestBuilder, BuildError> {
-        let endpoint = Url::parse(&to.endpoint)?;
-        let info = SubscriptionInfo::new(to.endpoint.as_str(), &to.p256dh, &to.auth);
-        let mut message = WebPushMessageBuilder::new(&info);
-        message.set_payload(ContentEncoding::Aes128Gcm, payload);
-        message.set_ttl(options.ttl_secs);
-        message.set_urgency(options.urgency);
+        let body = encryption::encrypt(&to.keys, payload, options.pad_to)?;
+        let mut request = self
+            .http
+            .post(to.endpoint.clone())
+            .header(HeaderName::from_static("ttl"), options.ttl_secs)
+            .header(CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"))
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
+            .header(HeaderName::from_static("urgency"), options.urgency.header())
+            .header(AUTHORIZATION, self.vapid.authorization_for(&to.endpoint));
         if let Some(topic) = options.topic {
-            message.set_topic(topic.to_owned());
+            request = request.header(
+                HeaderName::from_static("topic"),
+                HeaderValue::from_static(topic),
+            );
         }
-        message.set_vapid_signature(self.vapid.signature_for(&endpoint));
-        let encrypted = web_push::request_builder::build_request::<Vec<u8>>(message.build()?);
-
-        let mut request = self.http.post(endpoint);
-        for (name, value) in encrypted.headers() {
-            request = request.header(name.as_str(), value.as_bytes());
-        }
-        Ok(request.body(encrypted.into_body()))
+        Ok(request.body(body))
     }
 }
 

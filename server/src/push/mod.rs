@@ -1,10 +1,11 @@
-//! Web Push: the delivery of fan-outs (`delivery`), each push's encryption, signature,
-//! sending and status policy (`engine`), the worker that takes queued fan-outs
-//! (`worker`), what delivery reports (`report`), the server's VAPID identity (`vapid`),
-//! and the DNS resolver that lets the delivery client reach public addresses only
-//! (`public_dns`).
+//! Web Push: the delivery of fan-outs (`delivery`), each push's signature, sending and
+//! status policy (`engine`), its RFC 8291 encryption (`encryption`), the worker that
+//! takes queued fan-outs (`worker`), what delivery reports (`report`), the server's VAPID
+//! identity (`vapid`), and the DNS resolver that lets the delivery client reach public
+//! addresses only (`public_dns`).
 
 pub mod delivery;
+pub mod encryption;
 pub mod engine;
 pub mod public_dns;
 pub mod report;

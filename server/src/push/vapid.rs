@@ -5,9 +5,9 @@
 //!
 //! Promises: the private key is never served or logged; a key is never replaced silently
 //! (every browser subscription is bound to it); a JWT's `aud` is the endpoint's origin,
-//! port included when not the default (`web-push` leaves the port out, which strict push
-//! services reject); one JWT per push-service origin is reused until an hour before it
-//! expires, instead of one signature per message.
+//! port included when not the default (strict push services reject it without); one JWT
+//! per push-service origin, as a ready `Authorization: vapid t=…, k=…` header value, is
+//! reused until an hour before it expires, instead of one signature per message.
 
 use std::{
     collections::HashMap,
@@ -24,8 +24,8 @@ use p256::{
     pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
     SecretKey,
 };
+use reqwest::header::HeaderValue;
 use url::Url;
-use web_push::VapidSignature;
 
 use crate::store::{MemberStore, ServerIdentity, StoreError};
 
@@ -49,15 +49,16 @@ pub enum VapidError {
 }
 
 struct Token {
-    jwt: String,
+    /// `vapid t=JWT, k=PUBLIC_KEY` (RFC 8292 §3).
+    header: HeaderValue,
     expires: u64,
 }
 
 /// The key pair and the JWT cache. Shared behind an `Arc`.
 pub struct VapidKeys {
     signing: SigningKey,
-    /// The public key as an uncompressed point, as browsers take it.
-    public_key: Vec<u8>,
+    /// The public key as an uncompressed point, base64url, as browsers take it.
+    public_key: String,
     subject: String,
     tokens: Mutex<HashMap<String, Token>>,
     signatures: AtomicU64,
@@ -130,7 +131,7 @@ impl VapidKeys {
     }
 
     fn from_secret(secret: SecretKey, subject: String) -> Self {
-        let public_key = secret.public_key().to_sec1_bytes().to_vec();
+        let public_key = URL_SAFE_NO_PAD.encode(secret.public_key().to_sec1_bytes());
         VapidKeys {
             signing: SigningKey::from(&secret),
             public_key,
@@ -142,11 +143,12 @@ impl VapidKeys {
 
     /// The public key, base64url: what pages pass to `pushManager.subscribe()`.
     pub fn public_key_base64(&self) -> String {
-        URL_SAFE_NO_PAD.encode(&self.public_key)
+        self.public_key.clone()
     }
 
-    /// The VAPID credentials for a push to `endpoint`.
-    pub fn signature_for(&self, endpoint: &Url) -> VapidSignature {
+    /// The `Authorization` header value for a push to `endpoint` (cheap to clone: it
+    /// shares the cached bytes).
+    pub fn authorization_for(&self, endpoint: &Url) -> HeaderValue {
         let audience = endpoint.origin().ascii_serialization();
         let now = unix_now();
         let mut tokens = self
@@ -159,10 +161,7 @@ impl VapidKeys {
         if token.expires < now + TOKEN_RENEW_MARGIN_SECS {
             *token = self.sign(&audience, now);
         }
-        VapidSignature {
-            auth_t: token.jwt.clone(),
-            auth_k: self.public_key.clone(),
-        }
+        token.header.clone()
     }
 
     /// How many JWTs this key pair has signed since it was loaded.
@@ -179,7 +178,9 @@ impl VapidKeys {
         let signed = format!("{header}.{claims}");
         let signature: Signature = self.signing.sign(signed.as_bytes());
         let jwt = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
-        Token { jwt, expires }
+        let header = HeaderValue::try_from(format!("vapid t={jwt}, k={}", self.public_key))
+            .expect("base64url, dots, commas and spaces make a valid header value");
+        Token { header, expires }
     }
 }
 
@@ -251,8 +252,9 @@ mod tests {
         let store = TestStore::new().await;
         let keys = keys(&store).await;
         let endpoint = Url::parse("http://127.0.0.1:8790/push/abc").unwrap();
-        let signature = keys.signature_for(&endpoint);
-        let parts: Vec<&str> = signature.auth_t.split('.').collect();
+        let header = keys.authorization_for(&endpoint);
+        let (jwt, key) = t_and_k(&header);
+        let parts: Vec<&str> = jwt.split('.').collect();
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(claims["aud"], "http://127.0.0.1:8790");
@@ -260,7 +262,8 @@ mod tests {
         let exp = claims["exp"].as_u64().unwrap();
         assert!(exp > unix_now() && exp <= unix_now() + 24 * 3600);
 
-        let key = VerifyingKey::from_sec1_bytes(&signature.auth_k).unwrap();
+        assert_eq!(key, keys.public_key_base64());
+        let key = VerifyingKey::from_sec1_bytes(&URL_SAFE_NO_PAD.decode(key).unwrap()).unwrap();
         let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
         key.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
             .unwrap();
@@ -270,10 +273,21 @@ mod tests {
     async fn test_one_jwt_per_origin_is_reused() {
         let store = TestStore::new().await;
         let keys = keys(&store).await;
-        let a1 = keys.signature_for(&Url::parse("https://push.example/a").unwrap());
-        let a2 = keys.signature_for(&Url::parse("https://push.example/b").unwrap());
-        let other = keys.signature_for(&Url::parse("https://push.example:8443/a").unwrap());
-        assert_eq!(a1.auth_t, a2.auth_t);
-        assert_ne!(a1.auth_t, other.auth_t);
+        let a1 = keys.authorization_for(&Url::parse("https://push.example/a").unwrap());
+        let a2 = keys.authorization_for(&Url::parse("https://push.example/b").unwrap());
+        let other = keys.authorization_for(&Url::parse("https://push.example:8443/a").unwrap());
+        assert_eq!(a1, a2);
+        assert_ne!(a1, other);
+        assert_eq!(keys.signatures_made(), 2);
+    }
+
+    /// The JWT and the key of an `Authorization: vapid t=…, k=…` value.
+    fn t_and_k(header: &HeaderValue) -> (&str, &str) {
+        let text = header.to_str().unwrap();
+        let (t, k) = text
+            .strip_prefix("vapid t=")
+            .and_then(|rest| rest.split_once(", k="))
+            .unwrap();
+        (t, k)
     }
 }
