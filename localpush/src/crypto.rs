@@ -145,7 +145,7 @@ pub mod rfc8291_example {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
     use super::{rfc8291_example::*, *};
@@ -155,7 +155,7 @@ mod tests {
     }
 
     /// The receiving user agent of RFC 8291's example, with its keys.
-    fn rfc8291_receiver() -> SubscriberKeys {
+    pub(crate) fn rfc8291_receiver() -> SubscriberKeys {
         let secret = SecretKey::from_slice(&b64(RECEIVER_PRIVATE_KEY)).unwrap();
         let auth = b64(AUTH_SECRET).try_into().unwrap();
         SubscriberKeys { secret, auth }

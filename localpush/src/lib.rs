@@ -8,17 +8,26 @@
 //! decrypts what they receive (`crypto`, pinned by the RFC 8291 known-answer vector) and
 //! keeps it for tests to read through [`LocalPushClient`].
 //!
-//! Run it as a library with [`LocalPush::start`] or as the `localpush` binary.
+//! It answers HTTP/1.1 in the clear ([`Transport::Http1Plain`], what Firefox's WebSocket
+//! tests use) or, as FCM, Mozilla and Apple do, over TLS with HTTP/2 and HTTP/1.1 offered
+//! by ALPN ([`Transport::Http2Tls`], `tls`), with a certificate made at start that a client
+//! trusts through [`LocalPush::certificate`]. The routes are the same for both.
+//!
+//! Run it as a library with [`LocalPush::start`] or [`LocalPush::start_with`], or as the
+//! `localpush` binary.
 
 pub mod crypto;
 mod mozilla;
 mod service;
+mod tls;
 pub mod vapid;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::oneshot};
+
+use tls::{SelfSigned, TlsListener};
 
 use app::wire;
 
@@ -86,6 +95,8 @@ pub struct ReceivedPush {
     pub version: String,
     /// The browser's ack code: 100 decrypted and handled, 101 could not decrypt.
     pub ack: Option<u16>,
+    /// The HTTP version the push came in on: `HTTP/1.1` or `HTTP/2.0`.
+    pub http_version: String,
 }
 
 impl ReceivedPush {
@@ -100,26 +111,81 @@ impl ReceivedPush {
 pub struct Stats {
     pub accepted: u64,
     pub refused: u64,
+    /// Of the accepted pushes, those that came in over HTTP/2.
+    pub accepted_http2: u64,
+}
+
+/// How the service answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/1.1 without TLS, on `http://127.0.0.1:PORT`.
+    Http1Plain,
+    /// TLS with a certificate made at start, HTTP/2 (or HTTP/1.1, for a client that asks
+    /// for it over ALPN) on `https://127.0.0.1:PORT`, as real push services answer.
+    Http2Tls,
 }
 
 /// A running local push service; stops when dropped.
 pub struct LocalPush {
     url: String,
     service: Arc<service::PushService>,
+    /// The certificate made at start, DER; `None` in the clear.
+    certificate: Option<Vec<u8>>,
+    /// A client of the test API that trusts the certificate.
+    http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl LocalPush {
-    /// Starts the service on `addr` (port 0 picks a free port).
+    /// Starts the service in the clear on `addr` (port 0 picks a free port).
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
-        Self::start_sampling(addr, 1).await
+        Self::start_with(addr, Transport::Http1Plain, 1).await
     }
 
-    /// Starts a service that decrypts only one in `decrypt_every` pushes to virtual
-    /// subscribers (it still checks every push's headers and VAPID), for benchmarks.
+    /// Starts a service in the clear that decrypts only one in `decrypt_every` pushes to
+    /// virtual subscribers (it still checks every push's headers and VAPID), for benchmarks.
     pub async fn start_sampling(addr: SocketAddr, decrypt_every: u64) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        Self::start_with(addr, Transport::Http1Plain, decrypt_every).await
+    }
+
+    /// Starts the service on `addr` over `transport`, decrypting one in `decrypt_every`
+    /// pushes to virtual subscribers (1: all).
+    pub async fn start_with(
+        addr: SocketAddr,
+        transport: Transport,
+        decrypt_every: u64,
+    ) -> std::io::Result<Self> {
+        let tcp = TcpListener::bind(addr).await?;
+        let local = tcp.local_addr()?;
+        match transport {
+            Transport::Http1Plain => {
+                Self::serve(tcp, format!("http://{local}"), None, decrypt_every)
+            }
+            Transport::Http2Tls => {
+                let made = SelfSigned::generate()?;
+                let listener = TlsListener::new(tcp, made.config);
+                let url = format!("https://{local}");
+                Self::serve(listener, url, Some(made.der), decrypt_every)
+            }
+        }
+    }
+
+    /// Serves the routes on `listener`, whose streams are reached at `url`.
+    fn serve<L>(
+        listener: L,
+        url: String,
+        certificate: Option<Vec<u8>>,
+        decrypt_every: u64,
+    ) -> std::io::Result<Self>
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
+        let mut http = reqwest::Client::builder();
+        if let Some(der) = &certificate {
+            let root = reqwest::Certificate::from_der(der).map_err(std::io::Error::other)?;
+            http = http.add_root_certificate(root);
+        }
+        let http = http.build().map_err(std::io::Error::other)?;
         let service = Arc::new(service::PushService::new(url.clone(), decrypt_every));
         let app = service::router(Arc::clone(&service));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -134,11 +200,19 @@ impl LocalPush {
         Ok(LocalPush {
             url,
             service,
+            certificate,
+            http,
             stop: Some(stop),
         })
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// The certificate the service presents over TLS, DER (`None` in the clear): a
+    /// client trusts it as a root, e.g. with `reqwest::Certificate::from_der`.
+    pub fn certificate(&self) -> Option<&[u8]> {
+        self.certificate.as_deref()
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` over TLS.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -157,8 +231,12 @@ impl LocalPush {
         self.service.received_by(id)
     }
 
+    /// A client of this service's test API (trusting its certificate, over TLS).
     pub fn client(&self) -> LocalPushClient {
-        LocalPushClient::new(&self.url)
+        LocalPushClient {
+            base: self.url.clone(),
+            http: self.http.clone(),
+        }
     }
 }
 
@@ -239,5 +317,116 @@ impl LocalPushClient {
 
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use reqwest::{StatusCode, Version};
+
+    use super::*;
+    use crate::{
+        crypto::{rfc8291_example, tests::rfc8291_receiver},
+        vapid::tests::{claims, header_for, key},
+    };
+
+    async fn over_tls() -> LocalPush {
+        LocalPush::start_with("127.0.0.1:0".parse().unwrap(), Transport::Http2Tls, 1)
+            .await
+            .unwrap()
+    }
+
+    /// A client of `push` that trusts its certificate; `http1` asks for HTTP/1.1 only.
+    fn trusting(push: &LocalPush, http1: bool) -> reqwest::Client {
+        let root = reqwest::Certificate::from_der(push.certificate().unwrap()).unwrap();
+        let builder = reqwest::Client::builder().add_root_certificate(root);
+        let builder = if http1 { builder.http1_only() } else { builder };
+        builder.build().unwrap()
+    }
+
+    /// RFC 8291's example push, to a subscriber holding the example's receiver keys,
+    /// signed for `push`'s origin: the subscriber's id, the answer's status and the HTTP
+    /// version it came over.
+    async fn send_example(
+        push: &LocalPush,
+        client: &reqwest::Client,
+    ) -> (String, StatusCode, Version) {
+        let subscriber = push.service.add_virtual(rfc8291_receiver(), None, None);
+        let exp = unix_now() + 3600;
+        let vapid = header_for(
+            claims(push.url(), exp, "mailto:ops@example.org"),
+            &key(1),
+            &key(1),
+        );
+        let body = URL_SAFE_NO_PAD.decode(rfc8291_example::BODY).unwrap();
+        let answer = client
+            .post(&subscriber.subscription.endpoint)
+            .header("ttl", "60")
+            .header("content-encoding", "aes128gcm")
+            .header("authorization", vapid)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (subscriber.id, answer.status(), answer.version())
+    }
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[tokio::test]
+    async fn test_a_push_over_tls_and_http2_to_a_virtual_subscriber_decrypts() {
+        let push = over_tls().await;
+        assert!(push.url().starts_with("https://127.0.0.1:"));
+        let (id, status, version) = send_example(&push, &trusting(&push, false)).await;
+        assert_eq!((status, version), (StatusCode::CREATED, Version::HTTP_2));
+        let received = push.received_by(&id);
+        assert_eq!(received.len(), 1);
+        assert_eq!(
+            received[0].payload.as_deref(),
+            Some(rfc8291_example::PLAINTEXT)
+        );
+        assert_eq!(received[0].http_version, "HTTP/2.0");
+        let stats = push.client().stats().await.unwrap();
+        assert_eq!((stats.accepted, stats.accepted_http2), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn test_an_http1_client_over_tls_is_answered_too() {
+        let push = over_tls().await;
+        let (id, status, version) = send_example(&push, &trusting(&push, true)).await;
+        assert_eq!((status, version), (StatusCode::CREATED, Version::HTTP_11));
+        let received = push.received_by(&id);
+        assert_eq!(
+            received[0].payload.as_deref(),
+            Some(rfc8291_example::PLAINTEXT)
+        );
+        assert_eq!(received[0].http_version, "HTTP/1.1");
+        assert_eq!(push.client().stats().await.unwrap().accepted_http2, 0);
+    }
+
+    #[tokio::test]
+    async fn test_a_client_that_does_not_trust_the_certificate_cannot_connect() {
+        let push = over_tls().await;
+        let stranger = reqwest::Client::new();
+        let refused = stranger.get(format!("{}/stats", push.url())).send().await;
+        assert!(refused.is_err_and(|error| error.is_connect()));
+    }
+
+    #[tokio::test]
+    async fn test_the_plain_transport_answers_http1_in_the_clear() {
+        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(push.url().starts_with("http://127.0.0.1:"));
+        assert!(push.certificate().is_none());
+        let (id, status, _) = send_example(&push, &reqwest::Client::new()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(push.received_by(&id)[0].http_version, "HTTP/1.1");
     }
 }

@@ -16,7 +16,7 @@
 //!   virtual subscribers, with the browser's ack code for channels).
 //! - `DELETE /subscribers/{id}`: expires the subscription (later pushes get 410).
 //! - `PUT /subscribers/{id}/fault` (a [`Fault`] or `null`): changes how it misbehaves.
-//! - `GET /stats`: pushes accepted and refused so far.
+//! - `GET /stats`: pushes accepted and refused so far, and how many came over HTTP/2.
 //! - `POST /browsers/reset`: forgets the connected browsers, as a push service that lost
 //!   its data (see `mozilla`); their channels are expired.
 
@@ -32,7 +32,7 @@ use std::{
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{header, HeaderMap, StatusCode, Version},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -101,12 +101,15 @@ enum Misbehaviour {
 }
 
 pub(crate) struct PushService {
-    /// `http://127.0.0.1:PORT`: the origin of every endpoint, and so the VAPID `aud`.
+    /// `http://127.0.0.1:PORT` (`https` over TLS): the origin of every endpoint, and so
+    /// the VAPID `aud`.
     origin: String,
     subscribers: Mutex<HashMap<String, Subscriber>>,
     /// Pushes accepted so far; watched by pushes held until a count is reached.
     accepted: watch::Sender<u64>,
     refused: AtomicU64,
+    /// Accepted pushes that came over HTTP/2.
+    accepted_http2: AtomicU64,
     /// Virtual subscribers' pushes are decrypted one in this many (1: all), so a
     /// benchmark's receiver does not eat the CPU being measured.
     decrypt_every: u64,
@@ -137,6 +140,7 @@ impl PushService {
             subscribers: Mutex::new(HashMap::new()),
             accepted: watch::Sender::new(0),
             refused: AtomicU64::new(0),
+            accepted_http2: AtomicU64::new(0),
             decrypt_every: decrypt_every.max(1),
             verified: Mutex::new(HashMap::new()),
             browsers: mozilla::Browsers::default(),
@@ -153,6 +157,7 @@ impl PushService {
         Stats {
             accepted: *self.accepted.borrow(),
             refused: self.refused.load(Ordering::Relaxed),
+            accepted_http2: self.accepted_http2.load(Ordering::Relaxed),
         }
     }
 
@@ -191,23 +196,33 @@ impl PushService {
         let mut rng = rand::thread_rng();
         let mut auth = [0u8; 16];
         rng.fill_bytes(&mut auth);
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
-        let id: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
         let keys = SubscriberKeys {
             secret: SecretKey::random(&mut rng),
             auth,
         };
+        Ok(self.add_virtual(keys, server_key, request.fault))
+    }
+
+    /// A virtual subscriber with `keys`: its pushes are decrypted with them.
+    pub(crate) fn add_virtual(
+        &self,
+        keys: SubscriberKeys,
+        server_key: Option<Vec<u8>>,
+        fault: Option<Fault>,
+    ) -> VirtualSubscription {
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let id: String = id.iter().map(|byte| format!("{byte:02x}")).collect();
         let subscription = wire::PushSubscription {
             endpoint: format!("{}/push/{id}", self.origin),
             keys: wire::SubscriptionKeys {
                 p256dh: URL_SAFE_NO_PAD.encode(keys.public_key()),
-                auth: URL_SAFE_NO_PAD.encode(auth),
+                auth: URL_SAFE_NO_PAD.encode(keys.auth),
             },
         };
-        let subscriber = Subscriber::new(Receiver::Virtual(keys), server_key, request.fault);
+        let subscriber = Subscriber::new(Receiver::Virtual(keys), server_key, fault);
         self.subscribers().insert(id.clone(), subscriber);
-        Ok(VirtualSubscription { id, subscription })
+        VirtualSubscription { id, subscription }
     }
 
     pub(crate) fn received_by(&self, id: &str) -> Vec<ReceivedPush> {
@@ -310,8 +325,14 @@ impl PushService {
         }
     }
 
-    /// Checks and records one push; returns its message number.
-    fn accept(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Result<u64, Refusal> {
+    /// Checks and records one push, which came over `version`; returns its message number.
+    fn accept(
+        &self,
+        id: &str,
+        version: Version,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<u64, Refusal> {
         let mut subscribers = self.subscribers();
         let subscriber = subscribers
             .get_mut(id)
@@ -376,9 +397,12 @@ impl PushService {
             *accepted += 1;
             number = *accepted;
         });
-        let version = format!("m{number}");
+        if version == Version::HTTP_2 {
+            self.accepted_http2.fetch_add(1, Ordering::Relaxed);
+        }
+        let message = format!("m{number}");
         if let Receiver::Browser { uaid } = &subscriber.receiver {
-            self.browsers.notify(uaid, id, &version, body);
+            self.browsers.notify(uaid, id, &message, body);
         }
         subscriber.received.push(ReceivedPush {
             ttl,
@@ -386,8 +410,9 @@ impl PushService {
             topic: text(header::HeaderName::from_static("topic")).map(str::to_owned),
             vapid_subject: identity.subject,
             payload,
-            version,
+            version: message,
             ack: None,
+            http_version: format!("{version:?}"),
         });
         Ok(number)
     }
@@ -428,6 +453,7 @@ async fn add_subscriber(State(service): State<Arc<PushService>>, body: Bytes) ->
 async fn receive(
     State(service): State<Arc<PushService>>,
     Path(id): Path<String>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -460,7 +486,7 @@ async fn receive(
             let _ = accepted.wait_for(|accepted| *accepted >= count).await;
         }
     }
-    match service.accept(&id, &headers, &body) {
+    match service.accept(&id, version, &headers, &body) {
         Ok(number) => (
             StatusCode::CREATED,
             [(header::LOCATION, format!("/messages/{number}"))],

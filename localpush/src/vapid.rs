@@ -123,7 +123,7 @@ fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, VapidError
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use p256::{ecdsa::SigningKey, SecretKey};
 
     use super::*;
@@ -131,7 +131,12 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
     const AUD: &str = "http://127.0.0.1:8790";
 
-    fn header_for(claims: serde_json::Value, signer: &SigningKey, key: &SigningKey) -> String {
+    /// A VAPID header for `claims`, signed by `signer`, naming `key` as the sender.
+    pub(crate) fn header_for(
+        claims: serde_json::Value,
+        signer: &SigningKey,
+        key: &SigningKey,
+    ) -> String {
         let head = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ES256"}"#);
         let body = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signed = format!("{head}.{body}");
@@ -143,11 +148,11 @@ mod tests {
         )
     }
 
-    fn key(seed: u8) -> SigningKey {
+    pub(crate) fn key(seed: u8) -> SigningKey {
         SigningKey::from(SecretKey::from_slice(&[seed; 32]).unwrap())
     }
 
-    fn claims(aud: &str, exp: u64, sub: &str) -> serde_json::Value {
+    pub(crate) fn claims(aud: &str, exp: u64, sub: &str) -> serde_json::Value {
         serde_json::json!({ "aud": aud, "exp": exp, "sub": sub })
     }
 

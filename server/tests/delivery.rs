@@ -1,7 +1,8 @@
 //! The delivery engine against the local push service's fault modes: real encryption,
 //! real VAPID, real HTTP on loopback, a real store (sled, or PostgreSQL with
 //! `PUSHCHAT_TEST_STORE=postgres`). Each fault is one the engine's
-//! status policy (see `server::push::delivery`) must survive.
+//! status policy (see `server::push::delivery`) must survive; and a push service over TLS
+//! with HTTP/2, as real ones answer, reached only when its certificate is trusted.
 
 mod support;
 
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use app::wire::{ChatLine, PushMessage};
 use end2end::{eventually, DEADLINE};
-use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, VirtualSubscription};
+use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, Transport, VirtualSubscription};
 use server::{
     model::{fan_out::FanOut, subscription::Subscription},
     push::{vapid::VapidKeys, Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
@@ -32,16 +33,22 @@ struct Engine {
 }
 
 impl Engine {
+    /// An engine with a push service of its own in the clear.
     async fn new(settings: DeliverySettings) -> Engine {
+        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        Engine::on(push, settings).await
+    }
+
+    /// An engine whose members are on `push`.
+    async fn on(push: LocalPush, settings: DeliverySettings) -> Engine {
         let test_store = TestStore::new().await;
         let store = Arc::clone(&test_store.store);
         let vapid = VapidKeys::load_or_create(&*store, "mailto:ops@example.org".into()).await;
         let vapid = Arc::new(vapid.unwrap());
         let (gone, gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
         let delivery = Delivery::new(Arc::clone(&vapid), store.clone(), settings, gone).unwrap();
-        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
         Engine {
             delivery: Arc::new(delivery),
             gone: tokio::sync::Mutex::new(gone_heard),
@@ -372,4 +379,47 @@ async fn test_a_redirect_is_not_followed() {
     assert_eq!(pushes.received(&bo.id).await.unwrap().len(), 1);
     assert_eq!(pushes.attempts(&ann.id).await.unwrap().len(), 1);
     assert!(engine.is_member(&ann).await);
+}
+
+#[tokio::test]
+async fn test_a_tls_push_service_gets_every_push_over_http2_only_once_its_root_is_trusted() {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let push = LocalPush::start_with(addr, Transport::Http2Tls, 1)
+        .await
+        .unwrap();
+    let root = push.certificate().expect("a certificate over TLS").to_vec();
+    let settings = DeliverySettings {
+        extra_trusted_roots: vec![root],
+        ..quick()
+    };
+    let engine = Engine::on(push, settings).await;
+    let mut members = Vec::new();
+    for name in ["Ann", "Bo", "Cy"] {
+        members.push(engine.member(name, None).await);
+    }
+    let fan_out = engine.chat_line("over h2").await;
+
+    // The same key, store and fan-out, without the root: the public roots alone do not
+    // make the certificate trusted, so nothing arrives.
+    let (gone, _gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
+    let store = Arc::clone(&engine.store);
+    let untrusting = Delivery::new(Arc::clone(&engine.vapid), store, quick(), gone).unwrap();
+    let refused = tokio::time::timeout(DEADLINE, Arc::new(untrusting).send(fan_out.clone()))
+        .await
+        .expect("the fan-out finishes");
+    assert_eq!((refused.delivered, refused.gone, refused.failed), (0, 0, 3));
+    assert_eq!(engine.pushes().stats().await.unwrap().accepted, 0);
+
+    let done = engine.deliver(fan_out).await;
+    assert_eq!(counts(&done), report(3, 0, 0, 0));
+    for member in &members {
+        let received = engine.pushes().received(&member.id).await.unwrap();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].http_version, "HTTP/2.0");
+        assert!(
+            matches!(received[0].message(), Some(PushMessage::Line(line)) if line.msg == "over h2")
+        );
+    }
+    let stats = engine.pushes().stats().await.unwrap();
+    assert_eq!((stats.accepted, stats.accepted_http2), (3, 3));
 }

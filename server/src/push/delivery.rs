@@ -68,7 +68,7 @@ impl Delivery {
         settings: DeliverySettings,
         gone: GoneSubscriptions,
     ) -> reqwest::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .user_agent(concat!("pushchat/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
@@ -77,8 +77,11 @@ impl Delivery {
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(PublicOnly {
                 allow_loopback: settings.allow_loopback_endpoints,
-            }))
-            .build()?;
+            }));
+        for root in &settings.extra_trusted_roots {
+            http = http.add_root_certificate(reqwest::Certificate::from_der(root)?);
+        }
+        let http = http.build()?;
         Ok(Delivery {
             http,
             vapid,

@@ -53,6 +53,11 @@ pub struct DeliverySettings {
     /// (one process per store, as on sled). Where other instances take from the same
     /// queue (PostgreSQL), a stopping one leaves what is queued to them.
     pub finish_queue_on_stop: bool,
+    /// Certificates (DER) the client trusts as roots besides the public ones: the local
+    /// push service's, made at its start, for tests and `pushchat bench` only. No `serve`
+    /// flag or config file key sets it (see `config`): a deployment trusts the public
+    /// roots alone.
+    pub extra_trusted_roots: Vec<Vec<u8>>,
 }
 
 impl Default for DeliverySettings {
@@ -70,6 +75,7 @@ impl Default for DeliverySettings {
             request_timeout: Duration::from_secs(30),
             allow_loopback_endpoints: false,
             finish_queue_on_stop: true,
+            extra_trusted_roots: Vec::new(),
         }
     }
 }
