@@ -12,6 +12,12 @@
 //!    "NAME (2)" (see [`distinct_names`]); banned names fold the same way; device codes made
 //!    before are void (they would name a member by its old name); a queued "left" push names
 //!    its members in a list (`"names"`).
+//! 3. A queued batch is one push-service origin's recipients and records that origin
+//!    (sled: in its key, after the id; PostgreSQL: `fan_outs.origin`), so that delivery
+//!    can pass over a hung origin's batches. Nothing is moved: a batch queued before is
+//!    read as it is, held back by its first recipient's origin. The format still changes,
+//!    so that an older release refuses the store by its format instead of tripping on
+//!    the longer keys or the migration it does not know.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,7 +27,7 @@ use super::{name_key, StoreContents, StoreError};
 use crate::model::member::Device;
 
 /// The format this build writes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// The format of a store that records none but holds a chat.
 pub const UNRECORDED: u32 = 1;

@@ -59,8 +59,11 @@ pub(super) async fn bring_format_up_to_date(pool: &PgPool) -> Result<(), StoreEr
         None if holds_a_chat(&mut tx).await? => UNRECORDED,
         None => FORMAT,
     };
-    if found < FORMAT {
+    if found < 2 {
         migrate_to_format_2(&mut tx).await?;
+    }
+    // Format 3 moves nothing: its migration (server/migrations) added a column.
+    if found < FORMAT {
         tracing::warn!(
             from = found,
             to = FORMAT,

@@ -34,14 +34,17 @@ impl SledStore {
             .get(WRITTEN_BY_KEY)?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         format::check(found, written_by)?;
-        if found < FORMAT {
+        if found < 2 {
             self.migrate_to_format_2()?;
+        }
+        if found < FORMAT {
             tracing::warn!(
                 from = found,
                 to = FORMAT,
                 "brought the store's format up to date"
             );
-        } else if recorded.is_none() {
+        }
+        if recorded != Some(FORMAT) {
             self.settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
             self.settings
                 .insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
@@ -121,8 +124,7 @@ impl SledStore {
                     for (id, record) in &fan_outs {
                         queue.insert(id, record.as_slice())?;
                     }
-                    settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
-                    settings.insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;
+                    settings.insert(STORE_FORMAT, &2u32.to_be_bytes())?;
                     Ok::<_, ConflictableTransactionError<StoreError>>(())
                 },
             )?;
