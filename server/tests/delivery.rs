@@ -12,12 +12,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use app::wire::{ChatLine, PushMessage};
-use end2end::{eventually, DEADLINE};
+use end2end::{eventually, suites_use_postgres, DEADLINE};
 use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, Transport, VirtualSubscription};
 use server::{
     model::{fan_out::FanOut, subscription::Subscription},
     push::{vapid::VapidKeys, Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
-    store::{testing::TestStore, Store},
+    store::{testing::TestStore, Store, StoreContents},
 };
 use support::device;
 
@@ -38,12 +38,11 @@ impl Engine {
         let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        Engine::on(push, settings).await
+        Engine::on(TestStore::new().await, push, settings).await
     }
 
-    /// An engine whose members are on `push`.
-    async fn on(push: LocalPush, settings: DeliverySettings) -> Engine {
-        let test_store = TestStore::new().await;
+    /// An engine delivering from `test_store` to members on `push`.
+    async fn on(test_store: TestStore, push: LocalPush, settings: DeliverySettings) -> Engine {
         let store = Arc::clone(&test_store.store);
         let vapid = VapidKeys::load_or_create(&*store, "mailto:ops@example.org".into()).await;
         let vapid = Arc::new(vapid.unwrap());
@@ -301,7 +300,7 @@ async fn test_queued_fan_outs_are_taken_no_more_at_once_than_allowed() {
     // One at a time: the second push left only once the first had its (slow) answer.
     let attempts = pushes.attempts(&slow.id).await.unwrap();
     assert!(attempts[1] >= attempts[0] + 300, "{attempts:?}");
-    assert!(engine.store.take_fan_out().await.unwrap().is_none());
+    assert!(engine.store.take_fan_out(&[]).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -392,7 +391,7 @@ async fn test_a_tls_push_service_gets_every_push_over_http2_only_once_its_root_i
         extra_trusted_roots: vec![root],
         ..quick()
     };
-    let engine = Engine::on(push, settings).await;
+    let engine = Engine::on(TestStore::new().await, push, settings).await;
     let mut members = Vec::new();
     for name in ["Ann", "Bo", "Cy"] {
         members.push(engine.member(name, None).await);
@@ -422,4 +421,116 @@ async fn test_a_tls_push_service_gets_every_push_over_http2_only_once_its_root_i
     }
     let stats = engine.pushes().stats().await.unwrap();
     assert_eq!((stats.accepted, stats.accepted_http2), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_hung_origin_holds_none_of_another_origins_pushes() {
+    // As configured: PostgreSQL holds a connection per fan-out, so it takes 16 at once.
+    let settings = DeliverySettings {
+        max_fan_outs: if suites_use_postgres() { 16 } else { 256 },
+        ..DeliverySettings::default()
+    };
+    let test_store = TestStore::with_fan_outs(settings.max_fan_outs).await;
+    let share = settings.max_in_flight_per_origin;
+    let fine = LocalPush::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let engine = Engine::on(test_store, fine, settings.clone()).await;
+    // A decrypts one push in 50 (it still checks each), so that this debug build spends
+    // its time on the engine.
+    let hung = LocalPush::start_sampling("127.0.0.1:0".parse().unwrap(), 50)
+        .await
+        .unwrap();
+    let (hung, fine) = (&hung, &engine.push);
+    let key = Some(engine.vapid.public_key_base64());
+    // Origin A holds every push until it has accepted one: none of the chat's will be
+    // accepted before the releasing push below.
+    let hold = NewSubscriber {
+        application_server_key: key.clone(),
+        fault: Some(Fault::HangUntilAccepted { accepted: 1 }),
+    };
+    let healthy = NewSubscriber {
+        application_server_key: key,
+        fault: None,
+    };
+    let (hung_count, fine_count) = (5000, 300);
+    let (mut on_hung, mut on_fine, mut devices) = (Vec::new(), Vec::new(), Vec::new());
+    // In the members' order A comes first, and B's members are spread among A's.
+    for n in 0..hung_count + fine_count {
+        let (service, request, members, name) = if n % 17 == 16 && on_fine.len() < fine_count {
+            (fine, &healthy, &mut on_fine, format!("b{n}"))
+        } else {
+            (hung, &hold, &mut on_hung, format!("a{n}"))
+        };
+        let member = service.add_subscriber(request.clone()).unwrap();
+        devices.push(device(&name, &member));
+        members.push(member);
+    }
+    assert_eq!((on_hung.len(), on_fine.len()), (hung_count, fine_count));
+    let recipients: Vec<Subscription> = devices.iter().map(|d| d.subscription.clone()).collect();
+    let seeded = StoreContents {
+        devices,
+        ..StoreContents::default()
+    };
+    engine.store.restore(&seeded).await.unwrap();
+    let line = ChatLine {
+        id: 1,
+        name: "Ann".into(),
+        msg: "to everyone".into(),
+        time: 0,
+    };
+    // More of A's batches (25) than PostgreSQL's fan-out slots, which A must not fill.
+    let fan_out = FanOut::chat_line(&line, &recipients);
+    engine.store.queue_fan_out(&fan_out).await.unwrap();
+
+    let stop = CancellationToken::new();
+    engine.delivery.start(stop.clone());
+    eventually("every push to B answered", || async {
+        on_fine
+            .iter()
+            .all(|member| !fine.received_by(&member.id).is_empty())
+            .then_some(())
+    })
+    .await;
+    // A has answered nothing yet, and holds no more than its share.
+    assert_eq!(hung.client().stats().await.unwrap().accepted, 0);
+    for member in &on_fine {
+        assert_eq!(
+            fine.received_by(&member.id).len(),
+            1,
+            "B's pushes once each"
+        );
+    }
+    let pushes = hung.client();
+    let mut attempted = 0;
+    for member in &on_hung {
+        attempted += pushes.attempts(&member.id).await.unwrap().len();
+    }
+    assert!(attempted <= share, "{attempted} pushes to A at once");
+
+    // A answers again once it accepted one push: one a second engine sends (this one's
+    // share of A is full).
+    let releaser = hung.add_subscriber(healthy.clone()).unwrap();
+    let (gone, _gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);
+    let other = Delivery::new(
+        Arc::clone(&engine.vapid),
+        engine.store.clone(),
+        settings,
+        gone,
+    );
+    let to_releaser = vec![device("releaser", &releaser).subscription];
+    let released = Arc::new(other.unwrap())
+        .send(FanOut::chat_line(&line, &to_releaser))
+        .await;
+    assert_eq!(released.delivered, 1);
+    eventually("every push to A answered", || async {
+        on_hung
+            .iter()
+            .all(|member| !hung.received_by(&member.id).is_empty())
+            .then_some(())
+    })
+    .await;
+    stop.cancel();
+    assert!(engine.delivery.drain(DEADLINE).await);
+    assert!(engine.store.take_fan_out(&[]).await.unwrap().is_none());
 }

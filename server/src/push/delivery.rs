@@ -7,8 +7,9 @@
 //! delivery deletes nothing itself).
 //!
 //! Bounds: at most `max_in_flight` pushes are being encrypted or sent at once, across all
-//! fan-outs, so a slow or failing push service holds up only its own pushes. Every
-//! fan-out ends in a [`DeliveryReport`], logged and counted in [`DeliveryTotals`].
+//! fan-outs, and at most `max_in_flight_per_origin` to one push-service origin (see
+//! `origins`), so a slow, failing or hung push service holds up only its own pushes.
+//! Every fan-out ends in a [`DeliveryReport`], logged and counted in [`DeliveryTotals`].
 
 use std::{
     collections::HashMap,
@@ -22,8 +23,11 @@ use tokio::{
 };
 use tokio_util::task::TaskTracker;
 
+use app::wire::PushMessage;
+
 use super::{
     engine::{DeliverySettings, PushOptions},
+    origins::{OriginLimits, OriginPush},
     public_dns::PublicOnly,
     report::{DeliveryReport, DeliveryTotals, LastResult, Outcome},
     vapid::VapidKeys,
@@ -51,6 +55,8 @@ pub struct Delivery {
     pub(super) gone: GoneSubscriptions,
     pub(super) settings: DeliverySettings,
     pub(super) in_flight: Arc<Semaphore>,
+    /// Each push-service origin's share of `in_flight`.
+    pub(super) origins: OriginLimits,
     /// The taker of queued fan-outs and the fan-outs it took.
     pub(super) running: TaskTracker,
     pub(super) totals: DeliveryTotals,
@@ -88,6 +94,7 @@ impl Delivery {
             queue,
             gone,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            origins: OriginLimits::new(settings.max_in_flight_per_origin),
             settings,
             running: TaskTracker::new(),
             totals: DeliveryTotals::default(),
@@ -100,26 +107,35 @@ impl Delivery {
     /// says how it went (gone subscriptions are reported as an event, see
     /// [`GoneSubscriptions`]).
     pub async fn send(self: &Arc<Self>, fan_out: FanOut) -> DeliveryReport {
-        let report = self.push_to_all(fan_out, Instant::now()).await;
+        let admitted = self.origins.admit(fan_out.recipients);
+        let report = self
+            .push_to_all(&fan_out.message, admitted, Instant::now())
+            .await;
         self.record(&report);
         report
     }
 
-    /// Pushes `fan_out`, which started (was queued) at `started`, to every recipient and
-    /// says how it went; its gone subscriptions go out as one event.
+    /// Pushes `message`, which started (was queued) at `started`, to every recipient
+    /// admitted to its origin's share, and says how it went; its gone subscriptions go
+    /// out as one event.
     pub(super) async fn push_to_all(
         self: &Arc<Self>,
-        fan_out: FanOut,
+        message: &PushMessage,
+        admitted: Vec<(Subscription, OriginPush)>,
         started: Instant,
     ) -> DeliveryReport {
-        let payload: Arc<[u8]> = fan_out.message.to_payload().into();
-        let options = Arc::new(PushOptions::for_message(&fan_out.message));
+        let payload: Arc<[u8]> = message.to_payload().into();
+        let options = Arc::new(PushOptions::for_message(message));
         let mut pushes = JoinSet::new();
-        for recipient in fan_out.recipients {
+        for (recipient, origin) in admitted {
             let (delivery, payload, options) =
                 (Arc::clone(self), Arc::clone(&payload), Arc::clone(&options));
             pushes.spawn(async move {
-                let (outcome, retries) = delivery.push(&payload, &options, &recipient).await;
+                let (outcome, retries) =
+                    delivery.push(&payload, &options, &recipient, &origin).await;
+                // Finished for its origin before it is counted: the worker may take
+                // another batch for it at once.
+                drop(origin);
                 (outcome, retries, recipient)
             });
         }

@@ -1,12 +1,14 @@
 //! Web Push: the delivery of fan-outs (`delivery`), each push's signature, sending and
 //! status policy (`engine`), its RFC 8291 encryption (`encryption`), the worker that
-//! takes queued fan-outs (`worker`), what delivery reports (`report`), the server's VAPID
-//! identity (`vapid`), and the DNS resolver that lets the delivery client reach public
-//! addresses only (`public_dns`).
+//! takes queued fan-outs (`worker`), each push-service origin's share of the slots
+//! (`origins`), what delivery reports (`report`), the server's VAPID identity (`vapid`),
+//! and the DNS resolver that lets the delivery client reach public addresses only
+//! (`public_dns`).
 
 pub mod delivery;
 pub mod encryption;
 pub mod engine;
+mod origins;
 pub mod public_dns;
 pub mod report;
 pub mod vapid;

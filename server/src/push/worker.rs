@@ -3,6 +3,12 @@
 //! answered. One that is not done when its server stops is taken again (on PostgreSQL at
 //! once, by another instance): members who got it already get it twice, and pages drop
 //! the copy by its id. Waiting fan-outs are on disk, not in memory, however many queue up.
+//!
+//! It takes no batch for a saturated push-service origin (see `origins`): a hung origin
+//! holds at most `max_in_flight_per_origin / FAN_OUT_BATCH + 1` of the `max_fan_outs`
+//! slots, and its other batches wait in the queue until its pushes are answered. When
+//! every waiting batch is for a saturated origin, the worker sleeps until one of that
+//! origin's pushes finishes, a fan-out is queued, or [`FAN_OUT_POLL`] passes.
 
 use std::{
     future::Future,
@@ -14,9 +20,9 @@ use std::{
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::delivery::Delivery;
+use super::{delivery::Delivery, origins::OriginPush};
 use crate::{
-    model::clock::now_millis,
+    model::{clock::now_millis, subscription::Subscription},
     store::{TakenFanOut, FAN_OUT_POLL},
 };
 
@@ -46,21 +52,34 @@ impl Delivery {
             let Ok(slot) = slot else {
                 return; // The semaphore is never closed.
             };
+            let held_back = self.origins.saturated();
             let taken = tokio::select! {
                 _ = stop.cancelled(), if !draining => continue,
-                taken = self.queue.take_fan_out() => taken,
+                taken = self.queue.take_fan_out(&held_back) => taken,
             };
             let idle: Pin<Box<dyn Future<Output = ()> + Send + '_>> = match taken {
-                Ok(Some(fan_out)) => {
+                Ok(Some(mut fan_out)) => {
+                    // Admitted before the next take, so that it already counts the
+                    // batch's pushes against their origin.
+                    let recipients = std::mem::take(&mut fan_out.fan_out.recipients);
+                    let admitted = self.origins.admit(recipients);
                     let delivery = Arc::clone(&self);
                     self.running.spawn(async move {
-                        delivery.send_taken(fan_out).await;
+                        delivery.send_taken(fan_out, admitted).await;
                         drop(slot);
                     });
                     continue;
                 }
-                Ok(None) if draining => return,
-                Ok(None) => self.queue.fan_out_queued(),
+                Ok(None) if draining && held_back.is_empty() => return,
+                Ok(None) if held_back.is_empty() => self.queue.fan_out_queued(),
+                // What is left may be for the origins held back: waiting for them, not
+                // looking again and again.
+                Ok(None) => Box::pin(async {
+                    tokio::select! {
+                        _ = self.queue.fan_out_queued() => {}
+                        _ = self.origins.unsaturated() => {}
+                    }
+                }),
                 Err(error) if draining => {
                     tracing::error!(error = %error, "cannot take a queued fan-out; it waits for the next start");
                     return;
@@ -78,12 +97,19 @@ impl Delivery {
         }
     }
 
-    async fn send_taken(self: &Arc<Self>, taken: TakenFanOut) {
+    /// Sends a taken batch, whose recipients are `admitted`.
+    async fn send_taken(
+        self: &Arc<Self>,
+        taken: TakenFanOut,
+        admitted: Vec<(Subscription, OriginPush)>,
+    ) {
         let waited = now_millis().saturating_sub(taken.queued_at);
         let queued = Instant::now()
             .checked_sub(Duration::from_millis(waited))
             .unwrap_or_else(Instant::now);
-        let report = self.push_to_all(taken.fan_out.clone(), queued).await;
+        let report = self
+            .push_to_all(&taken.fan_out.message, admitted, queued)
+            .await;
         if let Err(error) = taken.done().await {
             tracing::error!(error = %error, "could not mark a fan-out as sent; it will go again");
         }

@@ -16,6 +16,12 @@
 //!    each member's devices, of the devices that joined from each address, and of each
 //!    member's name, built from the devices on the way up; PostgreSQL indexes devices by
 //!    address (migration 0003). What a backup holds is as in format 2.
+//! 4. A queued batch is one push-service origin's recipients and records that origin
+//!    (sled: in its key, after the id; PostgreSQL: `fan_outs.origin`), so that delivery
+//!    can pass over a hung origin's batches. Nothing is moved: a batch queued before is
+//!    read as it is, held back by its first recipient's origin. The format still changes,
+//!    so that an older release refuses the store by its format instead of tripping on
+//!    the longer keys or the migration it does not know (0004).
 //!
 //! Each step that brings a store up a format records the format it reached once its work
 //! is durable (in the same transaction where it has one), so a store stopped between two
@@ -29,7 +35,7 @@ use super::{name_key, StoreContents, StoreError};
 use crate::model::member::Device;
 
 /// The format this build writes.
-pub const FORMAT: u32 = INDEXED_DEVICES;
+pub const FORMAT: u32 = FAN_OUT_ORIGINS;
 
 /// The format in which names collide by their skeleton (see the list above).
 pub const SKELETON_NAMES: u32 = 2;
@@ -37,6 +43,9 @@ pub const SKELETON_NAMES: u32 = 2;
 /// The format in which requests read no more devices than they concern (see the list
 /// above).
 pub const INDEXED_DEVICES: u32 = 3;
+
+/// The format in which a queued batch is one origin's and records it (see the list above).
+pub const FAN_OUT_ORIGINS: u32 = 4;
 
 /// The format of a store that records none but holds a chat.
 pub const UNRECORDED: u32 = 1;

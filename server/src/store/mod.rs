@@ -9,9 +9,10 @@
 //! browsers the operator removed, the history, the VAPID identity, the allowances of rate
 //! limits (see `allowance`), and the fan-outs not yet sent. A fan-out is queued in the
 //! store before the change that caused it answers (a chat line and its fan-out in one
-//! transaction), split in batches of at most [`FAN_OUT_BATCH`] recipients; the queue
-//! announces it once it is durable, delivery takes batches with
-//! [`FanOutQueue::take_fan_out`] and gives each back with [`TakenFanOut::done`] once every
+//! transaction), split in batches of at most [`FAN_OUT_BATCH`] recipients of one
+//! push-service origin each (the batch records its origin); the queue announces it once it
+//! is durable, delivery takes batches with [`FanOutQueue::take_fan_out`] (passing over
+//! the origins it is holding back) and gives each back with [`TakenFanOut::done`] once every
 //! recipient's push service answered. A batch whose taker stops before that is taken again
 //! (by this process after a restart, or at once by another instance on PostgreSQL): at
 //! least once, never lost. Every change is durable when its call returns.
@@ -75,6 +76,8 @@ pub struct NewLine<'a> {
 /// [`done`](TakenFanOut::done) or this process stops.
 pub struct TakenFanOut {
     pub fan_out: FanOut,
+    /// The push-service origin it was queued for (see `model::fan_out::push_origin`).
+    pub origin: String,
     /// When it was queued, in milliseconds since the Unix epoch: its pushes' latency
     /// counts from then.
     pub queued_at: u64,
@@ -82,9 +85,15 @@ pub struct TakenFanOut {
 }
 
 impl TakenFanOut {
-    fn new(fan_out: FanOut, queued_at: u64, lease: impl FanOutLease + 'static) -> Self {
+    fn new(
+        fan_out: FanOut,
+        origin: String,
+        queued_at: u64,
+        lease: impl FanOutLease + 'static,
+    ) -> Self {
         TakenFanOut {
             fan_out,
+            origin,
             queued_at,
             lease: Box::new(lease),
         }
@@ -269,8 +278,9 @@ pub trait FanOutQueue: Send + Sync {
     /// Queues a fan-out (in batches); nothing for one without recipients.
     async fn queue_fan_out(&self, fan_out: &FanOut) -> Result<(), StoreError>;
 
-    /// The oldest queued fan-out nobody has taken, taken by this process.
-    async fn take_fan_out(&self) -> Result<Option<TakenFanOut>, StoreError>;
+    /// The oldest queued fan-out nobody has taken whose origin is not one of `skip`, taken
+    /// by this process. Those of `skip` wait, durable, for a later call.
+    async fn take_fan_out(&self, skip: &[String]) -> Result<Option<TakenFanOut>, StoreError>;
 
     /// Resolves when a fan-out may have been queued since the last call, or after
     /// [`FAN_OUT_POLL`] at the latest.

@@ -37,6 +37,8 @@ pub fn ann() -> Device {
 pub struct TestStore {
     pub store: Arc<dyn Store>,
     home: Home,
+    /// How many fan-outs its delivery may hold at once (PostgreSQL: connections for them).
+    max_fan_outs: usize,
 }
 
 /// Where a test store keeps its data; removed when dropped.
@@ -48,34 +50,47 @@ enum Home {
 impl TestStore {
     /// A new, empty store.
     pub async fn new() -> TestStore {
+        Self::with_fan_outs(4).await
+    }
+
+    /// A new, empty store whose delivery may hold `max_fan_outs` fan-outs at once.
+    pub async fn with_fan_outs(max_fan_outs: usize) -> TestStore {
         let home = if suites_use_postgres() {
             Home::Postgres(TestDatabase::create().await)
         } else {
             Home::Sled(tempfile::tempdir().unwrap())
         };
         TestStore {
-            store: open(&home).await,
+            store: open(&home, max_fan_outs).await,
             home,
+            max_fan_outs,
         }
     }
 
     /// The same store, closed and opened again.
     pub async fn reopen(self) -> TestStore {
-        let TestStore { store, home } = self;
+        let TestStore {
+            store,
+            home,
+            max_fan_outs,
+        } = self;
         drop(store);
         TestStore {
-            store: open(&home).await,
+            store: open(&home, max_fan_outs).await,
             home,
+            max_fan_outs,
         }
     }
 }
 
-async fn open(home: &Home) -> Arc<dyn Store> {
+async fn open(home: &Home, max_fan_outs: usize) -> Arc<dyn Store> {
     match home {
         Home::Sled(dir) => Arc::new(open_sled_when_free(dir.path()).await),
-        Home::Postgres(database) => {
-            Arc::new(PostgresStore::connect(&database.url, 4).await.unwrap())
-        }
+        Home::Postgres(database) => Arc::new(
+            PostgresStore::connect(&database.url, max_fan_outs)
+                .await
+                .unwrap(),
+        ),
     }
 }
 

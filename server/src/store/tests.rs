@@ -469,22 +469,71 @@ async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_rest
     let nothing = FanOut::notice("hi", Vec::new());
     test.store.queue_fan_out(&nothing).await.unwrap();
 
-    let taken = test.store.take_fan_out().await.unwrap().unwrap();
+    let taken = test.store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(taken.fan_out.message, PushMessage::Line(first.clone()));
-    let next = test.store.take_fan_out().await.unwrap().unwrap();
+    let next = test.store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(next.fan_out.message, PushMessage::Line(second.clone()));
-    assert!(test.store.take_fan_out().await.unwrap().is_none());
+    assert!(test.store.take_fan_out(&[]).await.unwrap().is_none());
     taken.done().await.unwrap();
     drop(next); // its taker stopped before it was done
 
     let test = test.reopen().await;
-    let again = test.store.take_fan_out().await.unwrap().unwrap();
+    let again = test.store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(again.fan_out.message, PushMessage::Line(second.clone()));
     again.done().await.unwrap();
-    assert!(test.store.take_fan_out().await.unwrap().is_none());
+    assert!(test.store.take_fan_out(&[]).await.unwrap().is_none());
     assert_eq!(
         test.store.recent_lines(10).await.unwrap(),
         vec![first, second]
+    );
+}
+
+#[tokio::test]
+async fn test_a_held_back_origin_is_passed_over_and_its_batches_wait_in_the_queue() {
+    let test = TestStore::new().await;
+    let hung = "https://hung.example:8443";
+    let mut recipients = Vec::new();
+    for n in 0..FAN_OUT_BATCH + 1 {
+        recipients.push(member(&format!("h{n}"), &format!("{hung}/{n}")).subscription);
+        if n % 100 == 0 {
+            recipients
+                .push(member(&format!("f{n}"), &format!("https://fine.example/{n}")).subscription);
+        }
+    }
+    let (line, _) = test
+        .store
+        .append_line(line("hi", 1), 10, &recipients)
+        .await
+        .unwrap();
+    let line = PushMessage::Line(line);
+
+    let first = test.store.take_fan_out(&[]).await.unwrap().unwrap();
+    assert_eq!(first.origin, hung);
+    assert_eq!(first.fan_out.recipients.len(), FAN_OUT_BATCH);
+    let held_back = [hung.to_owned()];
+    let fine = test.store.take_fan_out(&held_back).await.unwrap().unwrap();
+    assert_eq!(
+        (fine.origin.as_str(), fine.fan_out.recipients.len()),
+        ("https://fine.example", 3)
+    );
+    assert_eq!(fine.fan_out.message, line);
+    assert!(fine
+        .fan_out
+        .recipients
+        .iter()
+        .all(|recipient| recipient.endpoint.starts_with("https://fine.example/")));
+    fine.done().await.unwrap();
+    assert!(test.store.take_fan_out(&held_back).await.unwrap().is_none());
+
+    let rest = test.store.take_fan_out(&[]).await.unwrap().unwrap();
+    assert_eq!(
+        (rest.origin.as_str(), rest.fan_out.recipients.len()),
+        (hung, 1)
+    );
+    assert_eq!(
+        queued(&*test.store).await.len(),
+        2,
+        "the hung origin's, not yet done"
     );
 }
 
@@ -535,7 +584,7 @@ async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
         .append_line(line("one", 1), 10, &to_ann)
         .await
         .unwrap();
-    let sent = store.take_fan_out().await.unwrap().unwrap();
+    let sent = store.take_fan_out(&[]).await.unwrap().unwrap();
     sent.done().await.unwrap();
     store
         .append_line(line("two", 2), 10, &to_ann)

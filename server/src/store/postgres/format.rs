@@ -63,6 +63,7 @@ pub(super) async fn bring_format_up_to_date(pool: &PgPool) -> Result<(), StoreEr
         migrate_to_format_2(&mut tx).await?;
     }
     // Format 3 (`INDEXED_DEVICES`) only adds an index, which migration 0003 makes.
+    // Format 4 (`FAN_OUT_ORIGINS`) moves nothing: migration 0004 added a column.
     if found < FORMAT {
         tracing::warn!(
             from = found,

@@ -24,7 +24,7 @@ impl FanOutQueue for PostgresStore {
         Ok(())
     }
 
-    async fn take_fan_out(&self) -> Result<Option<TakenFanOut>, StoreError> {
+    async fn take_fan_out(&self, skip: &[String]) -> Result<Option<TakenFanOut>, StoreError> {
         let unreadable: Vec<i64> = self
             .unreadable
             .lock()
@@ -38,15 +38,18 @@ impl FanOutQueue for PostgresStore {
         sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
             .execute(&mut *tx)
             .await?;
-        let row: Option<(i64, Json<serde_json::Value>, Json<serde_json::Value>, i64)> =
-            sqlx::query_as(
-                "SELECT id, message, recipients, queued_at FROM fan_outs WHERE id <> ALL($1) \
-                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(&unreadable)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((id, Json(message), Json(recipients), queued_at)) = row else {
+        // A batch without an origin (queued before format 4) is taken whatever `skip`
+        // says: its first recipient's origin would need its recipients read.
+        let row: Option<QueuedRow> = sqlx::query_as(
+            "SELECT id, message, recipients, origin, queued_at FROM fan_outs \
+             WHERE id <> ALL($1) AND (origin IS NULL OR origin <> ALL($2)) \
+             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&unreadable)
+        .bind(skip)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, Json(message), Json(recipients), origin, queued_at)) = row else {
             return Ok(None);
         };
         let decoded = serde_json::from_value(message)
@@ -68,8 +71,10 @@ impl FanOutQueue for PostgresStore {
             message,
             recipients,
         };
+        let origin = origin.unwrap_or_else(|| fan_out.origin());
         let lease = PostgresLease { id, tx };
-        Ok(Some(TakenFanOut::new(fan_out, unsigned(queued_at)?, lease)))
+        let taken = TakenFanOut::new(fan_out, origin, unsigned(queued_at)?, lease);
+        Ok(Some(taken))
     }
 
     async fn fan_out_queued(&self) {
@@ -92,6 +97,15 @@ impl FanOutQueue for PostgresStore {
         }
     }
 }
+
+/// A queued fan-out's row: id, message, recipients, origin, when it was queued.
+type QueuedRow = (
+    i64,
+    Json<serde_json::Value>,
+    Json<serde_json::Value>,
+    Option<String>,
+    i64,
+);
 
 /// A fan-out this instance holds: its row stays locked until `done` deletes it, or the
 /// transaction ends with the instance (then another takes it).
@@ -116,16 +130,23 @@ impl FanOutLease for PostgresLease {
 /// Queues `fan_out` in batches and tells every instance, when `conn`'s transaction
 /// commits.
 pub(super) async fn queue(conn: &mut PgConnection, fan_out: &FanOut) -> Result<(), StoreError> {
-    let batches: Vec<Vec<Subscription>> = fan_out.batches().map(|batch| batch.recipients).collect();
+    let (origins, batches): (Vec<String>, Vec<Vec<Subscription>>) = fan_out
+        .batches()
+        .map(|batch| (batch.origin, batch.fan_out.recipients))
+        .unzip();
     if batches.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO fan_outs (message, recipients, queued_at) \
-         SELECT $1, batch, $3 FROM jsonb_array_elements($2) AS batch",
+        "INSERT INTO fan_outs (message, recipients, origin, queued_at) \
+         SELECT $1, batch.recipients, origins.origin, $4 \
+         FROM jsonb_array_elements($2) WITH ORDINALITY AS batch (recipients, n) \
+         JOIN unnest($3::text[]) WITH ORDINALITY AS origins (origin, n) USING (n) \
+         ORDER BY n",
     )
     .bind(Json(&fan_out.message))
     .bind(Json(&batches))
+    .bind(&origins)
     .bind(signed(now_millis())?)
     .execute(&mut *conn)
     .await?;

@@ -53,7 +53,7 @@ async fn test_a_format_1_database_is_brought_up_to_date_when_connected() {
         .await
         .unwrap();
     assert_eq!(codes, 0);
-    let queued = store.take_fan_out().await.unwrap().unwrap();
+    let queued = store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(
         queued.fan_out.message,
         PushMessage::Left {

@@ -43,13 +43,15 @@ impl SledStore {
         if found < INDEXED_DEVICES {
             self.index_devices()?;
         }
+        // Format 4 (`FAN_OUT_ORIGINS`) moves nothing: batches queued before are read as they are.
         if found < FORMAT {
             tracing::warn!(
                 from = found,
                 to = FORMAT,
                 "brought the store's format up to date"
             );
-        } else if recorded.is_none() {
+        }
+        if recorded != Some(FORMAT) {
             self.settings.insert(STORE_FORMAT, &FORMAT.to_be_bytes())?;
             self.settings
                 .insert(WRITTEN_BY_KEY, WRITTEN_BY.as_bytes())?;

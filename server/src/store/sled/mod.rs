@@ -254,7 +254,7 @@ async fn flush(db: sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One more than the highest id in `tree` (keyed by big-endian ids).
+/// One more than the highest id in `tree` (keyed by big-endian ids, first).
 fn next_id_in(tree: &Tree) -> Result<u64, StoreError> {
     match tree.last()? {
         Some((key, _)) => Ok(id_of(&key)? + 1),
@@ -262,10 +262,12 @@ fn next_id_in(tree: &Tree) -> Result<u64, StoreError> {
     }
 }
 
+/// The id a key starts with (a queued fan-out's key goes on with its origin).
 fn id_of(key: &[u8]) -> Result<u64, StoreError> {
     let bytes = key
-        .try_into()
-        .map_err(|_| StoreError::BadValue("a stored id is not 8 bytes"))?;
+        .get(..8)
+        .and_then(|id| id.try_into().ok())
+        .ok_or(StoreError::BadValue("a stored key is shorter than an id"))?;
     Ok(u64::from_be_bytes(bytes))
 }
 

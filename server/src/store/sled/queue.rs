@@ -1,6 +1,9 @@
-//! The queue of fan-outs in sled, keyed by id (big-endian, oldest first). A fan-out this
-//! process took is skipped until it is done, or the process stops (the next start takes
-//! it again); one queued is announced once it is on disk.
+//! The queue of fan-outs in sled, keyed by id (big-endian, oldest first) followed by the
+//! batch's push-service origin, so that a taker passes over an origin it holds back
+//! without reading the batch (a batch queued before store format 4 has the id alone, and
+//! its first recipient's origin). A fan-out this process took is skipped until it is
+//! done, or the process stops (the next start takes it again); one queued is announced
+//! once it is on disk.
 
 use std::{
     collections::HashSet,
@@ -9,11 +12,14 @@ use std::{
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sled::Tree;
+use sled::{IVec, Tree};
 
 use super::{decode, flush, id_of, SledStore};
 use crate::{
-    model::{clock::now_millis, fan_out::FanOut},
+    model::{
+        clock::now_millis,
+        fan_out::{Batch, FanOut},
+    },
     store::{FanOutLease, FanOutQueue, StoreError, TakenFanOut, FAN_OUT_POLL},
 };
 
@@ -23,7 +29,7 @@ impl FanOutQueue for SledStore {
         self.commit(|| self.enqueue(fan_out)).await
     }
 
-    async fn take_fan_out(&self) -> Result<Option<TakenFanOut>, StoreError> {
+    async fn take_fan_out(&self, skip: &[String]) -> Result<Option<TakenFanOut>, StoreError> {
         let mut taken = self
             .taken
             .lock()
@@ -31,18 +37,35 @@ impl FanOutQueue for SledStore {
         for entry in self.fan_outs.iter() {
             let (key, value) = entry?;
             let id = id_of(&key)?;
-            if taken.insert(id) {
-                let lease = SledLease {
-                    id,
-                    fan_outs: self.fan_outs.clone(),
-                    taken: Arc::clone(&self.taken),
-                    changing: Arc::clone(&self.changing),
-                    db: self.db.clone(),
-                };
-                let queued: QueuedFanOut = decode(&value)?;
-                let taken = TakenFanOut::new(queued.fan_out, queued.queued_at, lease);
-                return Ok(Some(taken));
+            if taken.contains(&id) {
+                continue;
             }
+            let mut queued = None;
+            let origin = match key.get(8..) {
+                Some(origin) if !origin.is_empty() => String::from_utf8_lossy(origin).into_owned(),
+                _ => queued
+                    .insert(decode::<QueuedFanOut>(&value)?)
+                    .fan_out
+                    .origin(),
+            };
+            if skip.contains(&origin) {
+                continue;
+            }
+            let queued = match queued {
+                Some(queued) => queued,
+                None => decode(&value)?,
+            };
+            taken.insert(id);
+            let lease = SledLease {
+                id,
+                key,
+                fan_outs: self.fan_outs.clone(),
+                taken: Arc::clone(&self.taken),
+                changing: Arc::clone(&self.changing),
+                db: self.db.clone(),
+            };
+            let taken = TakenFanOut::new(queued.fan_out, origin, queued.queued_at, lease);
+            return Ok(Some(taken));
         }
         Ok(None)
     }
@@ -78,17 +101,19 @@ impl SledStore {
         let queued_at = now_millis();
         fan_out
             .batches()
-            .map(|fan_out| {
+            .map(|Batch { origin, fan_out }| {
                 let id = self.next_fan_out_id.fetch_add(1, Ordering::Relaxed);
+                let key = IVec::from([&id.to_be_bytes()[..], origin.as_bytes()].concat());
                 let record = QueuedFanOut { queued_at, fan_out };
-                Ok((id.to_be_bytes(), serde_json::to_vec(&record)?))
+                Ok((key, serde_json::to_vec(&record)?))
             })
             .collect()
     }
 }
 
-/// A queued fan-out's key (its id, big-endian) and value (a [`QueuedFanOut`]).
-type QueueRecord = ([u8; 8], Vec<u8>);
+/// A queued fan-out's key (its id, big-endian, then its origin) and value (a
+/// [`QueuedFanOut`]).
+type QueueRecord = (IVec, Vec<u8>);
 
 /// A queued fan-out as stored.
 #[derive(Serialize, Deserialize)]
@@ -104,6 +129,7 @@ struct QueuedFanOut {
 /// stops (then the next start takes it again).
 struct SledLease {
     id: u64,
+    key: IVec,
     fan_outs: Tree,
     taken: Arc<Mutex<HashSet<u64>>>,
     changing: Arc<RwLock<()>>,
@@ -118,7 +144,7 @@ impl FanOutLease for SledLease {
                 .changing
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.fan_outs.remove(self.id.to_be_bytes())?;
+            self.fan_outs.remove(&self.key)?;
         }
         self.taken
             .lock()

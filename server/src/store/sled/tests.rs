@@ -38,7 +38,7 @@ async fn test_an_earlier_builds_unsent_lines_are_queued_to_every_member() {
         db.flush().unwrap();
     }
     let store = open_sled_when_free(dir.path()).await;
-    let queued = store.take_fan_out().await.unwrap().unwrap();
+    let queued = store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(
         queued.fan_out,
         FanOut::chat_line(&line, std::slice::from_ref(&ann.subscription))
@@ -140,7 +140,7 @@ async fn test_a_format_1_data_dir_is_brought_up_to_date_when_opened() {
     assert!(store.is_banned("EVE").await.unwrap());
     assert_eq!(store.contents().await.unwrap().banned.len(), 1);
     assert_eq!(store.take_device_code("CODE", 0).await.unwrap(), None);
-    let queued = store.take_fan_out().await.unwrap().unwrap();
+    let queued = store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(
         queued.fan_out.message,
         PushMessage::Left {
