@@ -7,8 +7,11 @@
 //!
 //! Members are virtual subscribers of the local push service, run in this process on a
 //! thread of its own so its CPU time is reported apart from the engine's; it checks every
-//! push's headers and VAPID but decrypts only a sample. With `--push-service URL` members
-//! point at an external service instead (anything that answers 2xx to a POST under URL).
+//! push's headers and VAPID but decrypts only a sample. It answers over TLS with HTTP/2,
+//! as the real push services do (the engine trusts its certificate made at start, here
+//! only), and, for comparison, a second one over HTTP/1.1 in the clear. With
+//! `--push-service URL` members point at an external service instead (anything that
+//! answers 2xx to a POST under URL).
 //!
 //! Figures, printed per run: messages per second (members / time from the POST to the
 //! last answer), that time, the median and 99th-percentile push latency, the engine's and
@@ -24,10 +27,11 @@
 //! per message, one `send` per member, 2,048 at once), with its rate and CPU beside the
 //! engine's; `--features peer` is never in the production binary.
 //!
-//! The output ends with one machine-readable line per member count (the last one for the
-//! last count): `fanout members=N msgs_per_s=X floor_per_s=Y cores=C ratio=R p99_ms=L
-//! engine_cpu_us_per_push=E primitives_us=P`, where the floor is the primitives' rate on
-//! every core and `ratio` is `msgs_per_s / floor_per_s`.
+//! The output ends with one machine-readable line per member count and transport (the
+//! last one for the last count over HTTP/2): `fanout members=N msgs_per_s=X
+//! floor_per_s=Y cores=C ratio=R p99_ms=L engine_cpu_us_per_push=E primitives_us=P
+//! transport=T`, where the floor is the primitives' rate on every core, `ratio` is
+//! `msgs_per_s / floor_per_s` and T is `http2`, `http1.1` or `external`.
 
 use std::{
     net::SocketAddr,
@@ -38,7 +42,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use localpush::{Fault, LocalPush, NewSubscriber, VirtualSubscription};
+use localpush::{Fault, LocalPush, NewSubscriber, Transport, VirtualSubscription};
 use p256::elliptic_curve::rand_core::{OsRng, RngCore};
 use tokio::{
     net::TcpListener,
@@ -100,9 +104,35 @@ enum Receiver {
     External(String),
 }
 
+impl Receiver {
+    /// The name of its transport, in the table and the machine-readable lines.
+    fn transport(&self) -> &'static str {
+        match self {
+            Receiver::Local(local) => match local.transport {
+                Transport::Http2Tls => "http2",
+                Transport::Http1Plain => "http1.1",
+            },
+            Receiver::External(_) => "external",
+        }
+    }
+
+    /// The runs it takes: over HTTP/2 (what deployments meet) healthy and with faults;
+    /// over HTTP/1.1 healthy only, to compare the transports. An external service's
+    /// faults are its own.
+    fn scenarios(&self) -> &'static [Scenario] {
+        match self {
+            Receiver::Local(local) if local.transport == Transport::Http2Tls => {
+                &[Scenario::Healthy, Scenario::Faulty]
+            }
+            _ => &[Scenario::Healthy],
+        }
+    }
+}
+
 /// The local push service on its own thread and runtime.
 struct LocalReceiver {
     push: LocalPush,
+    transport: Transport,
     /// `/proc/self/task/TID/stat` of the receiver's thread.
     thread_stat: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -110,7 +140,7 @@ struct LocalReceiver {
 }
 
 impl LocalReceiver {
-    fn start(decrypt_every: u64) -> anyhow::Result<Self> {
+    fn start(transport: Transport, decrypt_every: u64) -> anyhow::Result<Self> {
         let (ready, started) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = thread::spawn(move || {
@@ -120,7 +150,7 @@ impl LocalReceiver {
             let Ok(runtime) = runtime else { return };
             runtime.block_on(async move {
                 let local: SocketAddr = ([127, 0, 0, 1], 0).into();
-                let push = LocalPush::start_sampling(local, decrypt_every).await;
+                let push = LocalPush::start_with(local, transport, decrypt_every).await;
                 let own_stat = std::fs::read_link("/proc/thread-self")
                     .map(|task| PathBuf::from("/proc").join(task).join("stat"));
                 if ready.send(push.map(|push| (push, own_stat))).is_ok() {
@@ -131,6 +161,7 @@ impl LocalReceiver {
         let (push, thread_stat) = started.recv().context("the receiver thread died")??;
         Ok(LocalReceiver {
             push,
+            transport,
             thread_stat: thread_stat?,
             stop: Some(stop),
             thread: Some(thread),
@@ -248,18 +279,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    let receiver = match &args.push_service {
-        Some(url) => Receiver::External(url.trim_end_matches('/').to_owned()),
-        None => Receiver::Local(LocalReceiver::start(args.decrypt_every)?),
-    };
-    let scenarios: &[Scenario] = match receiver {
-        Receiver::Local(_) => &[Scenario::Healthy, Scenario::Faulty],
-        // An external service's faults are its own.
-        Receiver::External(_) => &[Scenario::Healthy],
+    // HTTP/1.1 first, so that the last machine-readable line is the default transport's.
+    let receivers = match &args.push_service {
+        Some(url) => vec![Receiver::External(url.trim_end_matches('/').to_owned())],
+        None => vec![
+            Receiver::Local(LocalReceiver::start(
+                Transport::Http1Plain,
+                args.decrypt_every,
+            )?),
+            Receiver::Local(LocalReceiver::start(
+                Transport::Http2Tls,
+                args.decrypt_every,
+            )?),
+        ],
     };
     println!(
-        "{:>7}  {:<17} {:>10}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}  {:>15}",
+        "{:>7}  {:<9} {:<17} {:>10}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}  {:>15}",
         "members",
+        "transport",
         "endpoints",
         "msgs/s",
         "POST→last",
@@ -274,28 +311,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut summaries = Vec::new();
     for &members in &args.members {
         let rss_reset = reset_peak_rss();
-        for &scenario in scenarios {
-            let (figures, subscriptions) = run_once(&receiver, members, scenario).await?;
-            print_figures(&figures);
-            if figures.sampled != figures.sampled_ok {
-                bail!(
-                    "only {} of {} sampled pushes decrypted to the line sent",
-                    figures.sampled_ok,
-                    figures.sampled
-                );
-            }
-            if scenario == Scenario::Healthy {
-                summaries.push(format!(
-                    "fanout members={members} msgs_per_s={:.0} floor_per_s={floor:.0} cores={cores} ratio={:.2} p99_ms={} engine_cpu_us_per_push={:.1} primitives_us={primitives_us:.1}",
-                    figures.msgs_per_sec(),
-                    figures.msgs_per_sec() / floor,
-                    figures.report.percentile(99).as_millis(),
-                    figures.engine_cpu_per_push().as_secs_f64() * 1e6,
-                ));
+        for receiver in &receivers {
+            for &scenario in receiver.scenarios() {
+                let (figures, subscriptions) = run_once(receiver, members, scenario).await?;
+                print_figures(receiver, &figures);
+                if figures.sampled != figures.sampled_ok {
+                    bail!(
+                        "only {} of {} sampled pushes decrypted to the line sent",
+                        figures.sampled_ok,
+                        figures.sampled
+                    );
+                }
+                if scenario == Scenario::Healthy {
+                    summaries.push(format!(
+                        "fanout members={members} msgs_per_s={:.0} floor_per_s={floor:.0} cores={cores} ratio={:.2} p99_ms={} engine_cpu_us_per_push={:.1} primitives_us={primitives_us:.1} transport={}",
+                        figures.msgs_per_sec(),
+                        figures.msgs_per_sec() / floor,
+                        figures.report.percentile(99).as_millis(),
+                        figures.engine_cpu_per_push().as_secs_f64() * 1e6,
+                        receiver.transport(),
+                    ));
+                }
+                // The crate's own client trusts no certificate of ours: it meets the
+                // receiver in the clear.
                 #[cfg(feature = "peer")]
-                peer::compare(local(&receiver), &subscriptions, &line_payload()).await?;
+                if scenario == Scenario::Healthy && receiver.transport() == "http1.1" {
+                    peer::compare(local(receiver), &subscriptions, &line_payload()).await?;
+                }
+                drop(subscriptions);
             }
-            drop(subscriptions);
         }
         let peak = peak_rss_kib().unwrap_or(0) / 1024;
         if rss_reset {
@@ -313,14 +357,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_figures(figures: &RunFigures) {
+fn print_figures(receiver: &Receiver, figures: &RunFigures) {
     let ms = |d: Duration| format!("{} ms", d.as_millis());
     let receiver_cpu = figures.receiver_cpu.map_or("external".into(), |cpu| {
         format!("{:.2} s", cpu.as_secs_f64())
     });
     println!(
-        "{:>7}  {:<17} {:>10.0}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}  {:>15}",
+        "{:>7}  {:<9} {:<17} {:>10.0}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}  {:>15}",
         figures.members,
+        receiver.transport(),
         figures.scenario.name(),
         figures.msgs_per_sec(),
         ms(figures.post_to_last),
@@ -358,6 +403,10 @@ async fn run_once(
         },
         delivery: DeliverySettings {
             allow_loopback_endpoints: true,
+            extra_trusted_roots: local(receiver)
+                .and_then(|local| local.push.certificate())
+                .map(|der| vec![der.to_vec()])
+                .unwrap_or_default(),
             ..DeliverySettings::default()
         },
         store: StoreLocation::Sled {

@@ -79,8 +79,9 @@ pub(super) async fn compare(
         .saturating_sub(cpu_before)
         .saturating_sub(receiver_cpu);
     println!(
-        "{:>7}  {:<17} {:>10.0}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}",
+        "{:>7}  {:<9} {:<17} {:>10.0}  {:>12}  {:>8}  {:>8}  {:>8}  {:>10}  {:>9}  {:>12}",
         members.len(),
+        "http1.1",
         "peer: web-push",
         members.len() as f64 / elapsed.as_secs_f64(),
         format!("{} ms", elapsed.as_millis()),
