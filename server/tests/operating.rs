@@ -1,16 +1,20 @@
 //! What running the server for months needs, on the real binary: a renewed TLS
-//! certificate served without a restart (on SIGHUP, and when its files change), and a
-//! broken renewal refused while the old certificate stays.
+//! certificate served without a restart (on SIGHUP, and when its files change), a broken
+//! renewal refused while the old certificate stays, and logs a machine reads
+//! (`--log-format json`).
 
 mod support;
 
 use std::{
     path::{Path, PathBuf},
+    process::Stdio,
     time::SystemTime,
 };
 
-use end2end::{eventually, Logs, PushchatProcess};
+use end2end::{eventually, Logs, PushchatProcess, Server, DEADLINE};
+use localpush::{LocalPush, NewSubscriber};
 use rcgen::CertifiedKey;
+use serde_json::Value;
 use support::*;
 
 /// Bigger than any PEM file these tests write, so padded files all have one size.
@@ -243,4 +247,90 @@ async fn test_a_broken_renewal_is_refused_and_the_old_certificate_stays() {
     // A good pair after broken ones is taken.
     files.write(&fixed);
     wait_until_served(&server.url, &fixed, &trusted, "the pair that was fixed").await;
+}
+
+#[tokio::test]
+async fn test_json_logs_are_one_object_per_line_with_the_fan_out_fields() {
+    let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let (process, logs) = PushchatProcess::start_logged(
+        Path::new(PUSHCHAT),
+        data_dir.path(),
+        data_dir.path(),
+        &["--log-format", "json"],
+        "info",
+    )
+    .await;
+    let server = Server::client_of(process);
+    let key = server.vapid_key().await;
+    let mut members = Vec::new();
+    for name in ["Ann", "Bo"] {
+        let member = push
+            .client()
+            .subscribe(&NewSubscriber {
+                application_server_key: Some(key.clone()),
+                fault: None,
+            })
+            .await
+            .unwrap();
+        server.subscribe(name, &member).await;
+        members.push(member);
+    }
+    server.chat(&members[0], "hello, machines").await;
+
+    let fan_out = eventually("a fan-out that delivered a chat line", || async {
+        parsed(&logs).into_iter().find(|event| {
+            event["fields"]["message"] == "fan-out done" && event["fields"]["delivered"] == 1
+        })
+    })
+    .await;
+    assert_eq!(fan_out["level"], "INFO", "{fan_out}");
+    for field in ["gone", "failed", "retried", "elapsed_ms", "p99_ms"] {
+        assert!(fan_out["fields"][field].is_u64(), "{field}: {fan_out}");
+    }
+    assert!(fan_out["timestamp"].is_string(), "{fan_out}");
+}
+
+#[tokio::test]
+async fn test_with_json_logs_a_failed_start_is_logged_as_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(PUSHCHAT);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PUSHCHAT_") {
+            command.env_remove(name);
+        }
+    }
+    // No --vapid-subject: refused at start.
+    command
+        .args(["serve", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("pushchat exits within the deadline")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let stopped = events.last().expect("a log line");
+    assert_eq!(stopped["level"], "ERROR", "{stopped}");
+    let error = stopped["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("--vapid-subject"), "{stopped}");
+}
+
+/// Every line logged so far, each of which must be a JSON object.
+fn parsed(logs: &Logs) -> Vec<Value> {
+    logs.lines()
+        .iter()
+        .map(|line| match serde_json::from_str::<Value>(line) {
+            Ok(event) if event.is_object() => event,
+            _ => panic!("not a JSON object: {line}"),
+        })
+        .collect()
 }
