@@ -20,5 +20,5 @@ mod wait;
 pub use api::{chat_body, credentials, join_body, sample, Server, ADMIN_TOKEN};
 pub use fixture::{joined, left, messages, received, ChatHome, Fixture, Stopped};
 pub use postgres::{suites_use_postgres, TestDatabase, SERVER_URL_VAR, STORE_VAR};
-pub use process::{PushchatProcess, SUBJECT};
+pub use process::{Logs, PushchatProcess, SUBJECT};
 pub use wait::{eventually, DEADLINE};

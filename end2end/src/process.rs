@@ -1,7 +1,11 @@
 //! The `pushchat` binary running for a test: started on a port of its choosing, with
 //! the address it printed, killed when the test drops it.
 
-use std::{path::Path, process::Stdio};
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+};
 
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -30,7 +34,43 @@ impl PushchatProcess {
         data_dir: &Path,
         extra_args: &[&str],
     ) -> Self {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command.env("RUST_LOG", "warn");
+        PushchatProcess::launch(command, workdir, data_dir, extra_args).await
+    }
+
+    /// Like [`start`](Self::start), logging at `filter` (`RUST_LOG`) into the returned
+    /// [`Logs`] rather than the test's own stderr.
+    pub async fn start_logged(
+        binary: &Path,
+        workdir: &Path,
+        data_dir: &Path,
+        extra_args: &[&str],
+        filter: &str,
+    ) -> (Self, Logs) {
+        let mut command = Command::new(binary);
+        command.env("RUST_LOG", filter).stderr(Stdio::piped());
+        let mut process = PushchatProcess::launch(command, workdir, data_dir, extra_args).await;
+        let stderr = process.child.stderr.take().expect("stderr is piped");
+        let logs = Logs::default();
+        let kept = Arc::clone(&logs.lines);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        (process, logs)
+    }
+
+    async fn launch(
+        mut command: Command,
+        workdir: &Path,
+        data_dir: &Path,
+        extra_args: &[&str],
+    ) -> Self {
+        let binary = Path::new(command.as_std().get_program()).to_owned();
+        let mut child = command
             .current_dir(workdir)
             .args([
                 "serve",
@@ -42,7 +82,6 @@ impl PushchatProcess {
             .arg(data_dir)
             .args(["--vapid-subject", SUBJECT])
             .args(extra_args)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -69,8 +108,29 @@ impl PushchatProcess {
         self.child.id()
     }
 
+    /// Sends `signal` (`libc::SIGHUP`, say) to the process, while it runs.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.pid().expect("pushchat runs") as i32;
+        // SAFETY: kill(2) takes any pid and signal number and touches no memory of ours.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "cannot signal pushchat");
+    }
+
     /// SIGKILL: no graceful shutdown, so only what was flushed survives.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("pushchat can be killed");
+    }
+}
+
+/// What a process started with [`PushchatProcess::start_logged`] has written to stderr
+/// so far, line by line.
+#[derive(Clone, Default)]
+pub struct Logs {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Logs {
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -60,7 +60,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tls = match &config.tls {
-        Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
+        Some(files) => Some(tls::ServedCertificate::load(files)?),
         None => None,
     };
     let state = open(&config).await?;
@@ -82,11 +82,14 @@ pub async fn serve(
     };
     let served = match tls {
         None => {
+            let hangups = tls::answer_hangups_without_tls()?;
             println!("pushchat listening on http://{local}");
-            serve_until(tcp, admin, state, shutdown).await
+            let served = serve_until(tcp, admin, state, shutdown).await;
+            hangups.abort();
+            served
         }
-        Some(tls) => {
-            let listener = TlsListener::new(tcp, tls)?;
+        Some(certificate) => {
+            let listener = TlsListener::new(tcp, certificate)?;
             println!("pushchat listening on https://{local}");
             serve_until(listener, admin, state, shutdown).await
         }

@@ -1,18 +1,35 @@
 //! `pushchat`: parses the command line, then hands off to the server library.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 use server::{
-    config::{self, cli::Command, Config},
+    config::{
+        self,
+        cli::{Command, LogFormat},
+        Config,
+    },
     operator,
 };
 
 fn main() -> ExitCode {
-    match run() {
+    let cli = match config::file::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("pushchat: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    start_logging(cli.log_format);
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        // A log reader sees why the server stopped in the log's own format.
+        Err(error) if cli.log_format == LogFormat::Json => {
+            tracing::error!(error = format!("{error:#}"), "pushchat stopped");
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("pushchat: {error:#}");
             ExitCode::FAILURE
@@ -20,14 +37,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let cli = config::file::parse(std::env::args_os().collect())?;
-    tracing_subscriber::fmt()
+/// Log lines go to stderr, at `RUST_LOG`'s levels (`info` without it), coloured only
+/// for a terminal (not for journald or a file).
+fn start_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    match cli.command {
+    match command {
         Command::Serve(args) => {
             let config = Config::from_args(args)?;
             runtime.block_on(server::serve(config, shutdown_signal()))

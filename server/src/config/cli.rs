@@ -5,7 +5,7 @@ use std::{
     path::PathBuf,
 };
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::chat::{
     DEFAULT_CHAT_LINES_PER_MINUTE, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_PER_ADDRESS,
@@ -22,6 +22,23 @@ pub struct Cli {
     /// "/var/lib/pushchat"`); flags and environment variables override it.
     #[arg(long, global = true, env = "PUSHCHAT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// How log lines are written to stderr: `text` for people, `json` for machines (one
+    /// object per line, its fields under "fields").
+    #[arg(
+        long,
+        global = true,
+        env = "PUSHCHAT_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

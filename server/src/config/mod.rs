@@ -370,6 +370,26 @@ mod tests {
     }
 
     #[test]
+    fn test_the_log_format_is_text_unless_a_flag_or_the_config_file_says_json() {
+        use crate::config::cli::LogFormat;
+        let parse = |args: &[&std::ffi::OsStr]| {
+            let args = args.iter().map(|arg| arg.to_os_string()).collect();
+            crate::config::file::parse(args).unwrap().log_format
+        };
+        let args = ["pushchat", "serve"].map(std::ffi::OsStr::new);
+        assert_eq!(parse(&args), LogFormat::Text);
+        let args = ["pushchat", "serve", "--log-format", "json"].map(std::ffi::OsStr::new);
+        assert_eq!(parse(&args), LogFormat::Json);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pushchat.toml");
+        std::fs::write(&file, "log-format = \"json\"\n").unwrap();
+        let args = ["pushchat", "members", "--config"].map(std::ffi::OsStr::new);
+        let mut args = args.to_vec();
+        args.push(file.as_os_str());
+        assert_eq!(parse(&args), LogFormat::Json);
+    }
+
+    #[test]
     fn test_the_store_is_sled_unless_a_postgres_url_names_one() {
         let sled = serve(&[]).unwrap();
         assert!(

@@ -3,12 +3,21 @@
 //!
 //! [`TlsListener`] accepts TCP connections and completes each TLS handshake in a task of
 //! its own (bounded by a timeout), so a client that stalls mid-handshake holds up nobody;
-//! axum receives finished TLS streams.
+//! axum receives finished TLS streams. Each handshake is served the pair that
+//! [`ServedCertificate`] holds at that moment, which `renewal` replaces when the files
+//! are renewed: a certificate renews without a restart, and a broken new pair never
+//! replaces a working one.
+
+mod renewal;
 
 use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use rustls::{
+    crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
     ServerConfig,
 };
 use tokio::{
@@ -17,6 +26,10 @@ use tokio::{
     task::JoinHandle,
 };
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
+
+use crate::config::TlsFiles;
+
+pub use renewal::answer_hangups_without_tls;
 
 /// Longer than any real client needs to say hello and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,47 +48,104 @@ pub enum TlsError {
         path: String,
         source: rustls::pki_types::pem::Error,
     },
-    #[error("the --tls-cert and --tls-key do not make a usable pair: {0}")]
-    Mismatch(#[from] rustls::Error),
+    #[error("--tls-cert {cert} and --tls-key {key} do not make a usable pair: {source}")]
+    Mismatch {
+        cert: String,
+        key: String,
+        source: rustls::Error,
+    },
+    #[error("cannot set up TLS: {0}")]
+    Setup(#[from] rustls::Error),
+    #[error("cannot listen for HTTPS: {0}")]
+    Listen(#[from] io::Error),
 }
 
-/// The TLS settings for a certificate chain and its key, both PEM files. Offers HTTP/2
-/// and HTTP/1.1.
-pub fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+/// The certificate chain and key in `files` (PEM), checked to belong together.
+fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let shown = |path: &Path| path.display().to_string();
-    let chain = CertificateDer::pem_file_iter(cert)
+    let chain = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Certificates {
-            path: shown(cert),
+            path: shown(&files.cert),
             source,
         })?;
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate(shown(cert)));
+        return Err(TlsError::NoCertificate(shown(&files.cert)));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key {
-        path: shown(key),
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Key {
+        path: shown(&files.key),
         source,
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Mismatch {
+        cert: shown(&files.cert),
+        key: shown(&files.key),
+        source,
+    })
 }
 
-/// A listener that hands out TLS streams whose handshake is done.
+/// The pair new handshakes are served, replaced whole when the files are renewed.
+/// Handshakes read it without a lock (`arc-swap`), so a renewal never waits on them.
+#[derive(Debug)]
+pub struct ServedCertificate {
+    files: TlsFiles,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ServedCertificate {
+    /// The pair in `files`, or why it cannot be served.
+    pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let pair = load_pair(files, &provider)?;
+        Ok(ServedCertificate {
+            files: files.clone(),
+            provider,
+            current: ArcSwap::from_pointee(pair),
+        })
+    }
+
+    /// Reads the files again and serves their pair from the next handshake on; a pair
+    /// that cannot be served leaves the current one in place.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let pair = load_pair(&self.files, &self.provider)?;
+        self.current.store(Arc::new(pair));
+        Ok(())
+    }
+
+    /// The TLS settings that serve this certificate, offering HTTP/2 and HTTP/1.1.
+    pub fn server_config(self: &Arc<Self>) -> Result<ServerConfig, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+impl ResolvesServerCert for ServedCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A listener that hands out TLS streams whose handshake is done, and keeps its
+/// certificate renewed while it listens.
 pub struct TlsListener {
     handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
     accepting: JoinHandle<()>,
+    renewing: JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: ServerConfig) -> io::Result<Self> {
+    /// Serves `certificate` on `tcp`. From now on SIGHUP, or a change to its files,
+    /// reloads it (see `renewal`).
+    pub fn new(tcp: TcpListener, certificate: ServedCertificate) -> Result<Self, TlsError> {
         let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let certificate = Arc::new(certificate);
+        let acceptor = TlsAcceptor::from(Arc::new(certificate.server_config()?));
+        let renewing = renewal::keep_renewed(certificate)?;
         let (done, handshaken) = mpsc::channel(64);
         let accepting = tokio::spawn(async move {
             loop {
@@ -105,6 +175,7 @@ impl TlsListener {
             handshaken,
             local,
             accepting,
+            renewing,
         })
     }
 }
@@ -113,6 +184,7 @@ impl Drop for TlsListener {
     fn drop(&mut self) {
         // Stop accepting: the port closes with the listener.
         self.accepting.abort();
+        self.renewing.abort();
     }
 }
 
