@@ -15,7 +15,10 @@ use app::wire::{ChatLine, PushMessage};
 use end2end::{eventually, suites_use_postgres, DEADLINE};
 use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, Transport, VirtualSubscription};
 use server::{
-    model::{fan_out::FanOut, subscription::Subscription},
+    model::{
+        fan_out::{FanOut, ResolvedFanOut},
+        subscription::Subscription,
+    },
     push::{vapid::VapidKeys, Delivery, DeliveryReport, DeliverySettings, GONE_BATCHES_WAITING},
     store::{testing::TestStore, Store, StoreContents},
 };
@@ -87,7 +90,7 @@ impl Engine {
     }
 
     /// A chat line to every stored member.
-    async fn chat_line(&self, msg: &str) -> FanOut {
+    async fn chat_line(&self, msg: &str) -> ResolvedFanOut {
         let line = ChatLine {
             id: 1,
             name: "Ann".into(),
@@ -102,10 +105,26 @@ impl Engine {
             .into_iter()
             .map(|member| member.subscription)
             .collect();
-        FanOut::chat_line(&line, &recipients)
+        ResolvedFanOut {
+            message: PushMessage::Line(line),
+            recipients,
+        }
     }
 
-    async fn deliver(&self, fan_out: FanOut) -> DeliveryReport {
+    /// Queues a chat line to every stored member, by reference, as the chat does.
+    async fn queue_chat_line(&self, msg: &str) {
+        let everyone = self.store.endpoints(None).await.unwrap();
+        let line = ChatLine {
+            id: 1,
+            name: "Ann".into(),
+            msg: msg.into(),
+            time: 0,
+        };
+        let fan_out = FanOut::chat_line(&line, &everyone);
+        self.store.queue_fan_out(&fan_out).await.unwrap();
+    }
+
+    async fn deliver(&self, fan_out: ResolvedFanOut) -> DeliveryReport {
         tokio::time::timeout(DEADLINE, self.delivery.send(fan_out))
             .await
             .expect("the fan-out finishes")
@@ -139,6 +158,35 @@ fn report(
 
 fn counts(report: &DeliveryReport) -> (usize, usize, usize, usize) {
     (report.delivered, report.gone, report.failed, report.retried)
+}
+
+#[tokio::test]
+async fn test_a_member_who_left_before_its_batch_was_taken_is_neither_sent_to_nor_counted() {
+    let engine = Engine::new(quick()).await;
+    let stays = engine.member("Ann", None).await;
+    let leaves = engine.member("Bo", None).await;
+    let everyone = engine.store.endpoints(None).await.unwrap();
+    let line = ChatLine {
+        id: 1,
+        name: "Ann".into(),
+        msg: "still here?".into(),
+        time: 0,
+    };
+    let fan_out = FanOut::chat_line(&line, &everyone);
+    engine.store.queue_fan_out(&fan_out).await.unwrap();
+    let gone = engine.store.device(&leaves.subscription.endpoint).await;
+    let gone = gone.unwrap().unwrap().subscription;
+    engine.store.remove_devices(&[gone], None).await.unwrap();
+
+    let mut reports = engine.delivery.reports();
+    let stop = CancellationToken::new();
+    engine.delivery.start(stop.clone());
+    let done = tokio::time::timeout(DEADLINE, reports.recv()).await;
+    assert_eq!(counts(&done.unwrap().unwrap()), report(1, 0, 0, 0));
+    stop.cancel();
+    assert!(engine.delivery.drain(DEADLINE).await);
+    assert_eq!(engine.push.received_by(&stays.id).len(), 1);
+    assert!(engine.push.received_by(&leaves.id).is_empty());
 }
 
 #[tokio::test]
@@ -275,8 +323,7 @@ async fn test_queued_fan_outs_are_taken_no_more_at_once_than_allowed() {
         .member("Slow", Some(Fault::Slow { millis: 300 }))
         .await;
     for msg in ["first", "second"] {
-        let fan_out = engine.chat_line(msg).await;
-        engine.store.queue_fan_out(&fan_out).await.unwrap();
+        engine.queue_chat_line(msg).await;
     }
 
     let stop = CancellationToken::new();
@@ -313,8 +360,7 @@ async fn test_a_stopping_engine_sends_what_is_queued_unless_other_instances_will
         .await;
         let ann = engine.member("Ann", None).await;
         for msg in ["one", "two"] {
-            let fan_out = engine.chat_line(msg).await;
-            engine.store.queue_fan_out(&fan_out).await.unwrap();
+            engine.queue_chat_line(msg).await;
         }
         // Stopped before it took anything, as when the last requests queue fan-outs.
         let stop = CancellationToken::new();
@@ -467,7 +513,9 @@ async fn test_a_hung_origin_holds_none_of_another_origins_pushes() {
         members.push(member);
     }
     assert_eq!((on_hung.len(), on_fine.len()), (hung_count, fine_count));
-    let recipients: Vec<Subscription> = devices.iter().map(|d| d.subscription.clone()).collect();
+    let recipients: Vec<String> = (devices.iter())
+        .map(|d| d.subscription.endpoint.clone())
+        .collect();
     let seeded = StoreContents {
         devices,
         ..StoreContents::default()
@@ -520,7 +568,10 @@ async fn test_a_hung_origin_holds_none_of_another_origins_pushes() {
     );
     let to_releaser = vec![device("releaser", &releaser).subscription];
     let released = Arc::new(other.unwrap())
-        .send(FanOut::chat_line(&line, &to_releaser))
+        .send(ResolvedFanOut {
+            message: PushMessage::Line(line),
+            recipients: to_releaser,
+        })
         .await;
     assert_eq!(released.delivered, 1);
     eventually("every push to A answered", || async {

@@ -121,7 +121,7 @@ impl Chat {
         let remaining = self.recipients(PushKind::Other).await?;
         for names in pushes {
             let told = self.queue(FanOut::left(names, remaining.clone())).await?;
-            if !told.recipients.is_empty() {
+            if !told.recipients().is_empty() {
                 queued.push(told);
             }
         }

@@ -1,10 +1,15 @@
 //! What members say and hear: a chat line from a member, a notice from the operator, and
 //! a member muting chat lines for an hour.
 
-use app::wire::{chat_payload_excess, ChatLine, MuteRequest, PostLineRequest, PUSH_PAYLOAD_LIMIT};
+use app::wire::{
+    chat_payload_excess, ChatLine, MuteRequest, PostLineRequest, PushMessage, PUSH_PAYLOAD_LIMIT,
+};
 
 use super::{check_text, limits::Limits, Chat, ChatError, PushKind, MUTE_FOR};
-use crate::{model::fan_out::FanOut, store::NewLine};
+use crate::{
+    model::fan_out::{FanOut, ResolvedFanOut},
+    store::NewLine,
+};
 
 impl Chat {
     /// A member speaks: the line is stored under the member's stored name and goes to
@@ -32,21 +37,23 @@ impl Chat {
     }
 
     /// A notice from the operator, to the member called `to` or to everyone. It is not
-    /// part of the history.
-    pub async fn notice(&self, to: Option<&str>, text: &str) -> Result<FanOut, ChatError> {
+    /// part of the history, nor queued: the caller sends it at once.
+    pub async fn notice(&self, to: Option<&str>, text: &str) -> Result<ResolvedFanOut, ChatError> {
         let text = text.trim();
         check_text(text)?;
-        let mut notice = FanOut::notice(text, Vec::new());
-        let excess = notice
-            .message
+        let message = PushMessage::Notice { text: text.into() };
+        let excess = message
             .to_payload()
             .len()
             .saturating_sub(PUSH_PAYLOAD_LIMIT);
         if excess > 0 {
             return Err(ChatError::MessageTooLong(excess));
         }
-        notice.recipients = match to {
-            None => self.recipients(PushKind::Other).await?,
+        let recipients = match to {
+            None => {
+                let everyone = self.recipients(PushKind::Other).await?;
+                self.store.subscriptions(&everyone).await?
+            }
             Some(name) => {
                 let devices = self.store.devices_of(name).await?;
                 if devices.is_empty() {
@@ -55,7 +62,10 @@ impl Chat {
                 devices.into_iter().map(|d| d.subscription).collect()
             }
         };
-        Ok(notice)
+        Ok(ResolvedFanOut {
+            message,
+            recipients,
+        })
     }
 
     /// A member mutes chat lines for [`MUTE_FOR`] from now, on every one of its browsers

@@ -225,13 +225,14 @@ impl Chat {
         Ok(fan_out)
     }
 
-    /// Every member's devices, but a chat line skips members whose mute lasts past now.
-    pub(super) async fn recipients(&self, kind: PushKind) -> Result<Vec<Subscription>, ChatError> {
+    /// Every member's devices, by endpoint, but a chat line skips members whose mute lasts
+    /// past now.
+    pub(super) async fn recipients(&self, kind: PushKind) -> Result<Vec<String>, ChatError> {
         let unmuted_at = match kind {
             PushKind::ChatLine => Some(self.now()),
             PushKind::Other => None,
         };
-        Ok(self.store.subscriptions(unmuted_at).await?)
+        Ok(self.store.endpoints(unmuted_at).await?)
     }
 }
 

@@ -14,7 +14,7 @@ use app::wire::{
 
 use super::*;
 use crate::{
-    model::{clock::ManualClock, subscription},
+    model::{clock::ManualClock, fan_out::ResolvedFanOut, subscription},
     store::testing::TestStore,
 };
 
@@ -83,6 +83,14 @@ fn left(names: &[&str]) -> PushMessage {
 
 fn endpoints(broadcast: &FanOut) -> Vec<String> {
     broadcast
+        .recipients()
+        .endpoints()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn notice_endpoints(notice: &ResolvedFanOut) -> Vec<String> {
+    notice
         .recipients
         .iter()
         .map(|r| r.endpoint.clone())
@@ -99,8 +107,11 @@ async fn test_a_join_is_pushed_to_everyone_including_the_newcomer() {
         .unwrap();
     assert_eq!(room.members, ["Ann", "Bo"]);
     let broadcast = broadcast.unwrap();
-    assert_eq!(broadcast.message, PushMessage::Joined { name: "Bo".into() });
-    assert_eq!(broadcast.recipients.len(), 2);
+    assert_eq!(
+        *broadcast.message(),
+        PushMessage::Joined { name: "Bo".into() }
+    );
+    assert_eq!(broadcast.recipients().len(), 2);
 }
 
 #[tokio::test]
@@ -167,7 +178,7 @@ async fn test_chat_lines_carry_the_stored_name_and_reach_everyone() {
     };
     let (line, broadcast) = chat.post_line(request).await.unwrap();
     assert_eq!(line.name, "Bo");
-    assert_eq!(broadcast.message, PushMessage::Line(line.clone()));
+    assert_eq!(*broadcast.message(), PushMessage::Line(line.clone()));
     assert_eq!(endpoints(&broadcast).len(), 2);
     assert_eq!(chat.room().await.unwrap().history, vec![line]);
 }
@@ -253,7 +264,7 @@ async fn test_leaving_tells_only_those_who_remain() {
     let [broadcast] = queued.as_slice() else {
         panic!("Ann's only device left: one push, not {queued:?}");
     };
-    assert_eq!(broadcast.message, left(&["Ann"]));
+    assert_eq!(*broadcast.message(), left(&["Ann"]));
     assert_eq!(endpoints(broadcast), [credentials(2).endpoint]);
     assert_eq!(chat.room().await.unwrap().members, ["Bo"]);
 }
@@ -275,12 +286,12 @@ async fn test_a_muted_member_gets_no_chat_lines_for_an_hour_but_still_hears_of_j
     let (line, broadcast) = chat.post_line(line).await.unwrap();
     assert_eq!(endpoints(&broadcast), [credentials(2).endpoint]);
     let (_, join) = chat.subscribe(join_request("Cy", 3), HOME).await.unwrap();
-    assert_eq!(join.unwrap().recipients.len(), 3);
+    assert_eq!(join.unwrap().recipients().len(), 3);
     // What waits in the store to be sent skips Ann too.
     let queue = store.store.contents().await.unwrap().fan_outs;
     let queued = queue
         .iter()
-        .find(|fan_out| fan_out.message == PushMessage::Line(line.clone()))
+        .find(|fan_out| fan_out.message() == &PushMessage::Line(line.clone()))
         .expect("the line's fan-out is queued");
     assert_eq!(endpoints(queued), [credentials(2).endpoint]);
 
@@ -291,10 +302,10 @@ async fn test_a_muted_member_gets_no_chat_lines_for_an_hour_but_still_hears_of_j
     };
     clock.set(until - 1);
     let (_, later) = chat.post_line(say("still there?")).await.unwrap();
-    assert_eq!(later.recipients.len(), 2);
+    assert_eq!(later.recipients().len(), 2);
     clock.set(until);
     let (_, after) = chat.post_line(say("and now?")).await.unwrap();
-    assert_eq!(after.recipients.len(), 3);
+    assert_eq!(after.recipients().len(), 3);
 }
 
 #[tokio::test]
@@ -411,9 +422,9 @@ async fn test_the_operator_removes_and_bans_by_name_whatever_its_case() {
     let [to_ann, to_the_others] = queued.as_slice() else {
         panic!("a push to Ann's browser and one to the others, not {queued:?}");
     };
-    assert_eq!(to_ann.message, PushMessage::Removed { banned: true });
+    assert_eq!(*to_ann.message(), PushMessage::Removed { banned: true });
     assert_eq!(endpoints(to_ann), [credentials(1).endpoint]);
-    assert_eq!(to_the_others.message, left(&["Ann"]));
+    assert_eq!(*to_the_others.message(), left(&["Ann"]));
     assert_eq!(endpoints(to_the_others), [credentials(2).endpoint]);
     assert!(matches!(
         chat.subscribe(join_request("ann", 3), HOME).await,
@@ -444,11 +455,11 @@ async fn test_a_notice_goes_to_one_member_or_to_everyone() {
     chat.subscribe(join_request("Ann", 1), HOME).await.unwrap();
     chat.subscribe(join_request("Bo", 2), HOME).await.unwrap();
     assert_eq!(
-        endpoints(&chat.notice(None, " maintenance at 5 ").await.unwrap()).len(),
+        notice_endpoints(&chat.notice(None, " maintenance at 5 ").await.unwrap()).len(),
         2
     );
     let to_bo = chat.notice(Some("bo"), "hi Bo").await.unwrap();
-    assert_eq!(endpoints(&to_bo), [credentials(2).endpoint]);
+    assert_eq!(notice_endpoints(&to_bo), [credentials(2).endpoint]);
     assert_eq!(
         to_bo.message,
         PushMessage::Notice {
@@ -538,7 +549,7 @@ async fn test_a_device_code_adds_a_browser_to_the_member_who_made_it() {
     };
     let (line, to_all) = chat.post_line(request).await.unwrap();
     assert_eq!(line.name, "Ann");
-    assert_eq!(to_all.recipients.len(), 3);
+    assert_eq!(to_all.recipients().len(), 3);
     assert_eq!(
         chat.notice(Some("ann"), "hi")
             .await
@@ -552,7 +563,7 @@ async fn test_a_device_code_adds_a_browser_to_the_member_who_made_it() {
     assert!(chat.unsubscribe(credentials(1)).await.unwrap().is_empty());
     assert_eq!(chat.room().await.unwrap().members, ["Ann", "Bo"]);
     let last = chat.unsubscribe(credentials(3)).await.unwrap();
-    assert_eq!(last[0].message, left(&["Ann"]));
+    assert_eq!(*last[0].message(), left(&["Ann"]));
     assert_eq!(chat.room().await.unwrap().members, ["Bo"]);
     assert!(matches!(
         chat.device_code(credentials(1)).await,
@@ -604,11 +615,11 @@ async fn test_a_removed_member_is_told_and_cannot_come_back_by_init_or_device_co
     let (store, chat) = with_three().await;
     let code = chat.device_code(credentials(3)).await.unwrap().code;
     let queued = chat.remove_named("cy", false).await.unwrap();
-    assert_eq!(queued[0].message, PushMessage::Removed { banned: false });
+    assert_eq!(*queued[0].message(), PushMessage::Removed { banned: false });
     let mut own = endpoints(&queued[0]);
     own.sort();
     assert_eq!(own, [credentials(3).endpoint, credentials(4).endpoint]);
-    assert_eq!(queued[1].message, left(&["Cy"]));
+    assert_eq!(*queued[1].message(), left(&["Cy"]));
     assert_eq!(
         queued.len(),
         2,
@@ -632,11 +643,11 @@ async fn test_a_removed_member_is_told_and_cannot_come_back_by_init_or_device_co
     assert_eq!(chat.room().await.unwrap().members, ["Ann", "Bo"]);
     // Removed without a ban, Cy may join again, and everyone hears of it.
     let (_, joined) = chat.subscribe(join_request("Cy", 6), HOME).await.unwrap();
-    assert_eq!(joined.unwrap().recipients.len(), 3);
+    assert_eq!(joined.unwrap().recipients().len(), 3);
     let fan_outs = store.store.contents().await.unwrap().fan_outs;
-    assert!(fan_outs
-        .iter()
-        .all(|fan_out| fan_out.message != joined_message("Cy") || fan_out.recipients.len() == 3));
+    assert!(fan_outs.iter().all(
+        |fan_out| *fan_out.message() != joined_message("Cy") || fan_out.recipients().len() == 3
+    ));
 }
 
 fn joined_message(name: &str) -> PushMessage {
@@ -687,7 +698,7 @@ async fn test_gone_subscriptions_end_memberships_in_one_push_per_batch_of_names(
         .collect();
     let queued = chat.subscriptions_gone(&gone).await.unwrap();
     assert_eq!(queued.len(), 1);
-    assert_eq!(queued[0].message, left(&["Bo"]));
+    assert_eq!(*queued[0].message(), left(&["Bo"]));
     assert_eq!(chat.room().await.unwrap().members, ["Ann", "Cy"]);
     // A purge: everyone's browsers at once; nobody is left to tell.
     let everyone: Vec<Subscription> = [1, 3]

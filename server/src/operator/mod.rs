@@ -38,7 +38,7 @@ use crate::{
         },
         admin_socket::{self, AdminClient},
     },
-    model::{fan_out::FanOut, subscription::Subscription},
+    model::fan_out::FanOut,
     push::{vapid::VapidKeys, Delivery, DeliverySettings, GONE_BATCHES_WAITING},
     store::{self, format, Store, StoreContents, StoreError, StoreLocation},
 };
@@ -350,8 +350,8 @@ pub async fn restore(args: BackupArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not a pushchat backup", args.file.display()))?;
     let mut contents = format::read_contents(serde_json::Value::Object(backup.contents))
         .with_context(|| format!("cannot restore {}", args.file.display()))?;
-    let everyone: Vec<Subscription> = (contents.devices.iter())
-        .map(|device| device.subscription.clone())
+    let everyone: Vec<String> = (contents.devices.iter())
+        .map(|device| device.subscription.endpoint.clone())
         .collect();
     for line in &backup.unsent {
         contents.fan_outs.push(FanOut::chat_line(line, &everyone));

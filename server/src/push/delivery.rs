@@ -33,7 +33,7 @@ use super::{
     vapid::VapidKeys,
 };
 use crate::{
-    model::{fan_out::FanOut, subscription::Subscription},
+    model::{fan_out::ResolvedFanOut, subscription::Subscription},
     store::FanOutQueue,
 };
 
@@ -106,7 +106,7 @@ impl Delivery {
     /// Sends `fan_out` now, without the queue (`pushchat send` on a stopped server), and
     /// says how it went (gone subscriptions are reported as an event, see
     /// [`GoneSubscriptions`]).
-    pub async fn send(self: &Arc<Self>, fan_out: FanOut) -> DeliveryReport {
+    pub async fn send(self: &Arc<Self>, fan_out: ResolvedFanOut) -> DeliveryReport {
         let admitted = self.origins.admit(fan_out.recipients);
         let report = self
             .push_to_all(&fan_out.message, admitted, Instant::now())

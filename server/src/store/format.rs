@@ -22,6 +22,13 @@
 //!    read as it is, held back by its first recipient's origin. The format still changes,
 //!    so that an older release refuses the store by its format instead of tripping on
 //!    the longer keys or the migration it does not know (0004).
+//! 5. A queued batch names its recipients by their devices' endpoints
+//!    (`{"devices": [endpoint, …]}` where a list of whole subscriptions was), and their
+//!    subscriptions are read when it is taken: a chat line costs the queue an endpoint per
+//!    member instead of a copy of every subscription. The last push to a removed member's
+//!    browsers, whose devices go in the same change, still carries whole subscriptions,
+//!    and so does every batch queued before, read as it is. Nothing is moved; the format
+//!    changes so that an older release refuses a store whose batches it cannot read.
 //!
 //! Each step that brings a store up a format records the format it reached once its work
 //! is durable (in the same transaction where it has one), so a store stopped between two
@@ -35,7 +42,7 @@ use super::{name_key, StoreContents, StoreError};
 use crate::model::member::Device;
 
 /// The format this build writes.
-pub const FORMAT: u32 = FAN_OUT_ORIGINS;
+pub const FORMAT: u32 = DEVICE_RECIPIENTS;
 
 /// The format in which names collide by their skeleton (see the list above).
 pub const SKELETON_NAMES: u32 = 2;
@@ -46,6 +53,10 @@ pub const INDEXED_DEVICES: u32 = 3;
 
 /// The format in which a queued batch is one origin's and records it (see the list above).
 pub const FAN_OUT_ORIGINS: u32 = 4;
+
+/// The format in which a queued batch names its recipients by their devices' endpoints
+/// (see the list above).
+pub const DEVICE_RECIPIENTS: u32 = 5;
 
 /// The format of a store that records none but holds a chat.
 pub const UNRECORDED: u32 = 1;

@@ -13,7 +13,9 @@
 //! push-service origin each (the batch records its origin); the queue announces it once it
 //! is durable, delivery takes batches with [`FanOutQueue::take_fan_out`] (passing over
 //! the origins it is holding back) and gives each back with [`TakenFanOut::done`] once every
-//! recipient's push service answered. A batch whose taker stops before that is taken again
+//! recipient's push service answered. A batch names its recipients by their devices'
+//! endpoints (see `model::fan_out::Recipients`), so it costs the queue an endpoint per
+//! member; taking it reads those devices' subscriptions, in one lookup per batch. A batch whose taker stops before that is taken again
 //! (by this process after a restart, or at once by another instance on PostgreSQL): at
 //! least once, never lost. Every change is durable when its call returns.
 //!
@@ -47,7 +49,7 @@ use unicode_security::confusable_detection::skeleton;
 use app::wire::ChatLine;
 
 use crate::model::{
-    fan_out::FanOut,
+    fan_out::{FanOut, ResolvedFanOut},
     member::{Device, DeviceCode, Removal, Removed},
     subscription::Subscription,
 };
@@ -75,7 +77,9 @@ pub struct NewLine<'a> {
 /// A queued fan-out taken by this process: nobody else takes it until it is
 /// [`done`](TakenFanOut::done) or this process stops.
 pub struct TakenFanOut {
-    pub fan_out: FanOut,
+    /// Its recipients' subscriptions as of when it was taken: a device gone by then is not
+    /// among them.
+    pub fan_out: ResolvedFanOut,
     /// The push-service origin it was queued for (see `model::fan_out::push_origin`).
     pub origin: String,
     /// When it was queued, in milliseconds since the Unix epoch: its pushes' latency
@@ -86,7 +90,7 @@ pub struct TakenFanOut {
 
 impl TakenFanOut {
     fn new(
-        fan_out: FanOut,
+        fan_out: ResolvedFanOut,
         origin: String,
         queued_at: u64,
         lease: impl FanOutLease + 'static,
@@ -175,11 +179,14 @@ pub trait MemberStore: Send + Sync {
     /// member's devices only, whatever the number of members.
     async fn devices_of(&self, name: &str) -> Result<Vec<Device>, StoreError>;
 
-    /// Every device's subscription, in no particular order; with `unmuted_at`, only those
-    /// of devices whose mute (if any) ends by then. Reads nothing else of a device: this
-    /// is the fan-out to everyone.
-    async fn subscriptions(&self, unmuted_at: Option<u64>)
-        -> Result<Vec<Subscription>, StoreError>;
+    /// Every device's endpoint, in no particular order; with `unmuted_at`, only those of
+    /// devices whose mute (if any) ends by then: the fan-out to everyone, queued by
+    /// reference.
+    async fn endpoints(&self, unmuted_at: Option<u64>) -> Result<Vec<String>, StoreError>;
+
+    /// The subscriptions of the devices at `endpoints` that are still there, in one lookup;
+    /// reads nothing else of a device.
+    async fn subscriptions(&self, endpoints: &[String]) -> Result<Vec<Subscription>, StoreError>;
 
     /// How many devices joined from `address`, counted from an index (never by reading
     /// every device).
@@ -256,14 +263,14 @@ pub trait MemberStore: Send + Sync {
 /// The history of chat lines.
 #[async_trait]
 pub trait ChatHistory: Send + Sync {
-    /// Appends a line to the history and queues its fan-out to `recipients`, in one
-    /// transaction; then drops the oldest lines beyond `keep`. Returns the line, with its
-    /// id, and the fan-out it queued.
+    /// Appends a line to the history and queues its fan-out to the devices at `recipients`
+    /// (endpoints), in one transaction; then drops the oldest lines beyond `keep`. Returns
+    /// the line, with its id, and the fan-out it queued.
     async fn append_line(
         &self,
         line: NewLine<'_>,
         keep: usize,
-        recipients: &[Subscription],
+        recipients: &[String],
     ) -> Result<(ChatLine, FanOut), StoreError>;
 
     /// The newest `limit` lines, oldest first.
@@ -279,7 +286,8 @@ pub trait FanOutQueue: Send + Sync {
     async fn queue_fan_out(&self, fan_out: &FanOut) -> Result<(), StoreError>;
 
     /// The oldest queued fan-out nobody has taken whose origin is not one of `skip`, taken
-    /// by this process. Those of `skip` wait, durable, for a later call.
+    /// by this process, with its recipients' subscriptions read (see [`TakenFanOut`]).
+    /// Those of `skip` wait, durable, for a later call.
     async fn take_fan_out(&self, skip: &[String]) -> Result<Option<TakenFanOut>, StoreError>;
 
     /// Resolves when a fan-out may have been queued since the last call, or after

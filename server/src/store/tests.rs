@@ -7,7 +7,7 @@ use super::{
     testing::{ann, member, TestStore, AUTH},
     *,
 };
-use crate::model::member::REMOVALS_KEPT;
+use crate::model::{fan_out::Recipients, member::REMOVALS_KEPT};
 
 /// A store whose one member is Ann, at https://p.example/1.
 async fn with_ann() -> TestStore {
@@ -330,7 +330,7 @@ async fn test_member_names_and_a_members_devices_follow_every_change() {
 }
 
 #[tokio::test]
-async fn test_subscriptions_are_every_devices_but_the_muted_when_asked() {
+async fn test_endpoints_are_every_devices_but_the_muted_when_asked() {
     let test = TestStore::new().await;
     let store = &*test.store;
     let ann = member("Ann", "https://p.example/1");
@@ -342,10 +342,7 @@ async fn test_subscriptions_are_every_devices_but_the_muted_when_asked() {
         .await
         .unwrap();
     let endpoints = |unmuted_at| async move {
-        let mut endpoints: Vec<String> = (store.subscriptions(unmuted_at).await.unwrap())
-            .into_iter()
-            .map(|subscription| subscription.endpoint)
-            .collect();
+        let mut endpoints = store.endpoints(unmuted_at).await.unwrap();
         endpoints.sort();
         endpoints
     };
@@ -358,14 +355,24 @@ async fn test_subscriptions_are_every_devices_but_the_muted_when_asked() {
         endpoints(Some(50)).await,
         ["https://p.example/1", "https://p.example/2"]
     );
-    assert_eq!(
-        store.subscriptions(Some(49)).await.unwrap(),
-        [bo.subscription]
-    );
     remove_device(store, "https://p.example/2", AUTH)
         .await
         .unwrap();
     assert!(endpoints(Some(49)).await.is_empty());
+}
+
+#[tokio::test]
+async fn test_subscriptions_are_read_for_the_devices_still_there() {
+    let test = TestStore::new().await;
+    let store = &*test.store;
+    let ann = member("Ann", "https://p.example/1");
+    store.put_device(&ann).await.unwrap();
+    let asked = ["https://p.example/1".into(), "https://p.example/2".into()];
+    assert_eq!(
+        store.subscriptions(&asked).await.unwrap(),
+        [ann.subscription]
+    );
+    assert!(store.subscriptions(&[]).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -425,8 +432,8 @@ async fn test_history_keeps_the_newest_lines_in_order() {
 async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
     let test = TestStore::new().await;
     let store = &test.store;
-    let recipients: Vec<Subscription> = (0..FAN_OUT_BATCH + 1)
-        .map(|n| member("Ann", &format!("https://p.example/{n}")).subscription)
+    let recipients: Vec<String> = (0..FAN_OUT_BATCH + 1)
+        .map(|n| format!("https://p.example/{n}"))
         .collect();
     let line = store
         .append_line(line("hello", 1), 10, &recipients)
@@ -437,12 +444,12 @@ async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
     assert_eq!(queue.len(), 2);
     assert!(queue
         .iter()
-        .all(|fan_out| fan_out.message == PushMessage::Line(line.clone())));
-    let sizes: Vec<usize> = queue.iter().map(|f| f.recipients.len()).collect();
+        .all(|fan_out| *fan_out.message() == PushMessage::Line(line.clone())));
+    let sizes: Vec<usize> = queue.iter().map(|f| f.recipients().len()).collect();
     assert_eq!(sizes, [FAN_OUT_BATCH, 1]);
-    let queued_recipients: Vec<Subscription> = queue
+    let queued_recipients: Vec<&str> = queue
         .iter()
-        .flat_map(|fan_out| fan_out.recipients.clone())
+        .flat_map(|fan_out| fan_out.recipients().endpoints())
         .collect();
     assert_eq!(
         queued_recipients, recipients,
@@ -452,8 +459,8 @@ async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
 
 #[tokio::test]
 async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_restart() {
-    let test = TestStore::new().await;
-    let to_ann = vec![member("Ann", "https://p.example/1").subscription];
+    let test = with_ann().await;
+    let to_ann = vec![ann().subscription.endpoint];
     let first = test
         .store
         .append_line(line("one", 1), 10, &to_ann)
@@ -466,11 +473,12 @@ async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_rest
         .await
         .unwrap()
         .0;
-    let nothing = FanOut::notice("hi", Vec::new());
+    let nothing = FanOut::joined("Ann", Vec::new());
     test.store.queue_fan_out(&nothing).await.unwrap();
 
     let taken = test.store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(taken.fan_out.message, PushMessage::Line(first.clone()));
+    assert_eq!(taken.fan_out.recipients, [ann().subscription]);
     let next = test.store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(next.fan_out.message, PushMessage::Line(second.clone()));
     assert!(test.store.take_fan_out(&[]).await.unwrap().is_none());
@@ -489,17 +497,70 @@ async fn test_a_taken_fan_out_is_skipped_until_done_and_taken_again_after_a_rest
 }
 
 #[tokio::test]
+async fn test_a_batch_is_queued_by_endpoint_and_taken_with_the_subscriptions_still_there() {
+    let test = with_ann().await;
+    let bo = member("Bo", "https://p.example/2");
+    test.store.put_device(&bo).await.unwrap();
+    let everyone = test.store.endpoints(None).await.unwrap();
+    let (_, fan_out) = test
+        .store
+        .append_line(line("hi", 1), 10, &everyone)
+        .await
+        .unwrap();
+    assert!(matches!(fan_out.recipients(), Recipients::Devices { .. }));
+    // Bo leaves before the batch is taken: only Ann gets it.
+    remove_device(&*test.store, "https://p.example/2", AUTH)
+        .await
+        .unwrap()
+        .unwrap();
+    let taken = test.store.take_fan_out(&[]).await.unwrap().unwrap();
+    assert_eq!(taken.fan_out.recipients, [ann().subscription]);
+    taken.done().await.unwrap();
+}
+
+#[tokio::test]
+async fn test_a_removed_members_last_push_reaches_its_devices_gone_since() {
+    let test = with_ann().await;
+    let removed = test
+        .store
+        .remove_devices(&[ann().subscription], None)
+        .await
+        .unwrap();
+    let own = vec![removed[0].device.subscription.clone()];
+    test.store
+        .queue_fan_out(&FanOut::removed(false, own.clone()))
+        .await
+        .unwrap();
+    let taken = test.store.take_fan_out(&[]).await.unwrap().unwrap();
+    assert_eq!(
+        taken.fan_out.message,
+        PushMessage::Removed { banned: false }
+    );
+    assert_eq!(taken.fan_out.recipients, own);
+}
+
+#[tokio::test]
 async fn test_a_held_back_origin_is_passed_over_and_its_batches_wait_in_the_queue() {
     let test = TestStore::new().await;
     let hung = "https://hung.example:8443";
-    let mut recipients = Vec::new();
+    let mut devices = Vec::new();
     for n in 0..FAN_OUT_BATCH + 1 {
-        recipients.push(member(&format!("h{n}"), &format!("{hung}/{n}")).subscription);
+        devices.push(member(&format!("h{n}"), &format!("{hung}/{n}")));
         if n % 100 == 0 {
-            recipients
-                .push(member(&format!("f{n}"), &format!("https://fine.example/{n}")).subscription);
+            devices.push(member(
+                &format!("f{n}"),
+                &format!("https://fine.example/{n}"),
+            ));
         }
     }
+    let recipients: Vec<String> = (devices.iter())
+        .map(|device| device.subscription.endpoint.clone())
+        .collect();
+    let members = StoreContents {
+        devices,
+        ..StoreContents::default()
+    };
+    test.store.restore(&members).await.unwrap();
     let (line, _) = test
         .store
         .append_line(line("hi", 1), 10, &recipients)
@@ -579,7 +640,7 @@ async fn test_contents_restore_into_an_empty_store_and_new_lines_come_after() {
         .set_vapid_subject("mailto:ops@example.org")
         .await
         .unwrap();
-    let to_ann = vec![member("Ann", "https://p.example/1").subscription];
+    let to_ann = vec![ann().subscription.endpoint];
     store
         .append_line(line("one", 1), 10, &to_ann)
         .await
@@ -771,7 +832,7 @@ async fn test_contents_carry_the_format_and_an_older_backup_is_brought_up_to_dat
         .collect();
     assert_eq!(names, ["b\u{43e}b (2)", "bob"]);
     assert_eq!(
-        read.fan_outs[0].message,
+        *read.fan_outs[0].message(),
         PushMessage::Left {
             names: vec!["Cy".into()]
         }

@@ -4,8 +4,6 @@
 use async_trait::async_trait;
 use sqlx::types::Json;
 
-use app::wire::PushMessage;
-
 use super::{
     format::holds_a_chat,
     members::{insert_device, keep_ban},
@@ -14,7 +12,7 @@ use super::{
     signed, PostgresStore, VAPID_SUBJECT,
 };
 use crate::{
-    model::{fan_out::FanOut, subscription::Subscription},
+    model::fan_out::FanOut,
     store::{
         format::{FORMAT, WRITTEN_BY},
         Backups, StoreContents, StoreError,
@@ -34,10 +32,12 @@ impl Backups for PostgresStore {
             .fetch_all(&mut *tx)
             .await?;
         let history = Self::lines(&mut tx, usize::MAX).await?;
-        let fan_outs: Vec<(Json<PushMessage>, Json<Vec<Subscription>>)> =
-            sqlx::query_as("SELECT message, recipients FROM fan_outs ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await?;
+        let fan_outs: Vec<Json<FanOut>> = sqlx::query_scalar(
+            "SELECT jsonb_build_object('message', message, 'recipients', recipients) \
+             FROM fan_outs ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let vapid_subject = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(VAPID_SUBJECT)
             .fetch_optional(&mut *tx)
@@ -49,13 +49,7 @@ impl Backups for PostgresStore {
             devices,
             banned,
             history,
-            fan_outs: fan_outs
-                .into_iter()
-                .map(|(Json(message), Json(recipients))| FanOut {
-                    message,
-                    recipients,
-                })
-                .collect(),
+            fan_outs: fan_outs.into_iter().map(|Json(fan_out)| fan_out).collect(),
             vapid_subject,
         })
     }

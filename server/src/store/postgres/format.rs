@@ -64,6 +64,8 @@ pub(super) async fn bring_format_up_to_date(pool: &PgPool) -> Result<(), StoreEr
     }
     // Format 3 (`INDEXED_DEVICES`) only adds an index, which migration 0003 makes.
     // Format 4 (`FAN_OUT_ORIGINS`) moves nothing: migration 0004 added a column.
+    // Format 5 (`DEVICE_RECIPIENTS`) moves nothing: batches queued before are read as they
+    // are, and a batch by reference is a `recipients` value older releases cannot read.
     if found < FORMAT {
         tracing::warn!(
             from = found,

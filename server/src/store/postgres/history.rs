@@ -6,7 +6,7 @@ use app::wire::ChatLine;
 
 use super::{queue::queue, signed, unsigned, PostgresStore};
 use crate::{
-    model::{fan_out::FanOut, subscription::Subscription},
+    model::fan_out::FanOut,
     store::{ChatHistory, NewLine, StoreError},
 };
 
@@ -16,7 +16,7 @@ impl ChatHistory for PostgresStore {
         &self,
         line: NewLine<'_>,
         keep: usize,
-        recipients: &[Subscription],
+        recipients: &[String],
     ) -> Result<(ChatLine, FanOut), StoreError> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(

@@ -41,25 +41,18 @@ impl MemberStore for PostgresStore {
         rows.into_iter().map(Device::try_from).collect()
     }
 
-    async fn subscriptions(
-        &self,
-        unmuted_at: Option<u64>,
-    ) -> Result<Vec<Subscription>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT endpoint, p256dh, auth FROM devices \
+    async fn endpoints(&self, unmuted_at: Option<u64>) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT endpoint FROM devices \
              WHERE $1::bigint IS NULL OR muted_until IS NULL OR muted_until <= $1",
         )
         .bind(unmuted_at.map(signed).transpose()?)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(endpoint, p256dh, auth)| Subscription {
-                endpoint,
-                p256dh,
-                auth,
-            })
-            .collect())
+        .await?)
+    }
+
+    async fn subscriptions(&self, endpoints: &[String]) -> Result<Vec<Subscription>, StoreError> {
+        subscriptions_at(&mut *self.pool.acquire().await?, endpoints).await
     }
 
     async fn devices_from(&self, address: IpAddr) -> Result<usize, StoreError> {
@@ -285,6 +278,26 @@ impl MemberStore for PostgresStore {
                 .await?,
         )
     }
+}
+
+/// The subscriptions of the devices at `endpoints` that are still there, in one query.
+pub(super) async fn subscriptions_at(
+    conn: &mut PgConnection,
+    endpoints: &[String],
+) -> Result<Vec<Subscription>, StoreError> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT endpoint, p256dh, auth FROM devices WHERE endpoint = ANY($1)")
+            .bind(endpoints)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(endpoint, p256dh, auth)| Subscription {
+            endpoint,
+            p256dh,
+            auth,
+        })
+        .collect())
 }
 
 /// Stores `device` and, for a new member, the member: the one piece of SQL behind

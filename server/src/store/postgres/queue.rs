@@ -1,7 +1,9 @@
 //! The queue of fan-outs in PostgreSQL: rows an instance takes with `FOR UPDATE SKIP
 //! LOCKED` and holds, in an open transaction, until it has delivered them and deletes
 //! them. Other instances skip a held row; when an instance dies its transaction ends and
-//! the row is free for the next taker. Queuing one sends `NOTIFY pushchat_fan_outs`, which
+//! the row is free for the next taker. A row names its recipients by endpoint (see
+//! `model::fan_out::Recipients`), and taking it reads their devices' subscriptions in the
+//! same transaction, in one query. Queuing one sends `NOTIFY pushchat_fan_outs`, which
 //! PostgreSQL delivers when the transaction commits, so idle instances look at once.
 
 use std::time::Duration;
@@ -9,9 +11,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::{types::Json, PgConnection, Postgres, Transaction};
 
-use super::{signed, unsigned, PostgresStore, FAN_OUTS_CHANNEL};
+use super::{members::subscriptions_at, signed, unsigned, PostgresStore, FAN_OUTS_CHANNEL};
 use crate::{
-    model::{clock::now_millis, fan_out::FanOut, subscription::Subscription},
+    model::{
+        clock::now_millis,
+        fan_out::{FanOut, Recipients, ResolvedFanOut},
+    },
     store::{FanOutLease, FanOutQueue, StoreError, TakenFanOut, FAN_OUT_POLL},
 };
 
@@ -41,7 +46,8 @@ impl FanOutQueue for PostgresStore {
         // A batch without an origin (queued before format 4) is taken whatever `skip`
         // says: its first recipient's origin would need its recipients read.
         let row: Option<QueuedRow> = sqlx::query_as(
-            "SELECT id, message, recipients, origin, queued_at FROM fan_outs \
+            "SELECT id, jsonb_build_object('message', message, 'recipients', recipients), \
+             origin, queued_at FROM fan_outs \
              WHERE id <> ALL($1) AND (origin IS NULL OR origin <> ALL($2)) \
              ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
         )
@@ -49,12 +55,10 @@ impl FanOutQueue for PostgresStore {
         .bind(skip)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((id, Json(message), Json(recipients), origin, queued_at)) = row else {
+        let Some((id, Json(fan_out), origin, queued_at)) = row else {
             return Ok(None);
         };
-        let decoded = serde_json::from_value(message)
-            .and_then(|message| Ok((message, serde_json::from_value(recipients)?)));
-        let (message, recipients) = match decoded {
+        let fan_out: FanOut = match serde_json::from_value(fan_out) {
             Ok(decoded) => decoded,
             Err(error) => {
                 // Queued by another version of pushchat, say: left for an instance that
@@ -67,11 +71,16 @@ impl FanOutQueue for PostgresStore {
                 return Err(StoreError::Corrupt(error));
             }
         };
-        let fan_out = FanOut {
+        let origin = origin.unwrap_or_else(|| fan_out.origin());
+        let (message, recipients) = fan_out.into_parts();
+        let recipients = match recipients {
+            Recipients::Devices { endpoints } => subscriptions_at(&mut tx, &endpoints).await?,
+            Recipients::Subscriptions(subscriptions) => subscriptions,
+        };
+        let fan_out = ResolvedFanOut {
             message,
             recipients,
         };
-        let origin = origin.unwrap_or_else(|| fan_out.origin());
         let lease = PostgresLease { id, tx };
         let taken = TakenFanOut::new(fan_out, origin, unsigned(queued_at)?, lease);
         Ok(Some(taken))
@@ -98,14 +107,9 @@ impl FanOutQueue for PostgresStore {
     }
 }
 
-/// A queued fan-out's row: id, message, recipients, origin, when it was queued.
-type QueuedRow = (
-    i64,
-    Json<serde_json::Value>,
-    Json<serde_json::Value>,
-    Option<String>,
-    i64,
-);
+/// A queued fan-out's row: id, the fan-out (its message and recipients), origin, when it
+/// was queued.
+type QueuedRow = (i64, Json<serde_json::Value>, Option<String>, i64);
 
 /// A fan-out this instance holds: its row stays locked until `done` deletes it, or the
 /// transaction ends with the instance (then another takes it).
@@ -130,9 +134,9 @@ impl FanOutLease for PostgresLease {
 /// Queues `fan_out` in batches and tells every instance, when `conn`'s transaction
 /// commits.
 pub(super) async fn queue(conn: &mut PgConnection, fan_out: &FanOut) -> Result<(), StoreError> {
-    let (origins, batches): (Vec<String>, Vec<Vec<Subscription>>) = fan_out
+    let (origins, batches): (Vec<String>, Vec<Recipients>) = fan_out
         .batches()
-        .map(|batch| (batch.origin, batch.fan_out.recipients))
+        .map(|batch| (batch.origin, batch.fan_out.into_parts().1))
         .unzip();
     if batches.is_empty() {
         return Ok(());
@@ -144,7 +148,7 @@ pub(super) async fn queue(conn: &mut PgConnection, fan_out: &FanOut) -> Result<(
          JOIN unnest($3::text[]) WITH ORDINALITY AS origins (origin, n) USING (n) \
          ORDER BY n",
     )
-    .bind(Json(&fan_out.message))
+    .bind(Json(fan_out.message()))
     .bind(Json(&batches))
     .bind(&origins)
     .bind(signed(now_millis())?)

@@ -6,7 +6,10 @@ use end2end::TestDatabase;
 use app::wire::PushMessage;
 
 use super::*;
-use crate::store::{format::FORMAT, Backups, FanOutQueue, MemberStore};
+use crate::{
+    model::subscription::Subscription,
+    store::{format::FORMAT, Backups, FanOutQueue, MemberStore},
+};
 
 /// A database as pushchat 0.1 (store format 1, no format recorded) left it: its one
 /// migration, "bob" and a later "b\u{43e}b" (Cyrillic о) under their NFKC + lowercase
@@ -68,6 +71,36 @@ async fn test_a_format_1_database_is_brought_up_to_date_when_connected() {
     // A second instance finds it up to date.
     let again = PostgresStore::connect(&database.url, 2).await.unwrap();
     assert_eq!(again.member_count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn test_a_batch_queued_with_whole_subscriptions_by_format_4_is_sent_to_them() {
+    let database = TestDatabase::create().await;
+    let store = PostgresStore::connect(&database.url, 2).await.unwrap();
+    // As format 4 queued it: every recipient whole (its device gone since, which does not
+    // matter to such a batch).
+    sqlx::query(
+        "INSERT INTO fan_outs (message, recipients, origin, queued_at) VALUES \
+         ('{\"action\": \"notice\", \"text\": \"hi\"}', \
+          '[{\"endpoint\": \"https://p.example/9\", \"p256dh\": \"key\", \"auth\": \"auth\"}]', \
+          'https://p.example', 5)",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let queued = store.take_fan_out(&[]).await.unwrap().unwrap();
+    assert_eq!(queued.origin, "https://p.example");
+    assert_eq!(
+        queued.fan_out.message,
+        PushMessage::Notice { text: "hi".into() }
+    );
+    let to = Subscription {
+        endpoint: "https://p.example/9".into(),
+        p256dh: "key".into(),
+        auth: "auth".into(),
+    };
+    assert_eq!(queued.fan_out.recipients, [to]);
+    queued.done().await.unwrap();
 }
 
 #[tokio::test]

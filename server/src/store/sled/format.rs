@@ -10,7 +10,7 @@ use app::wire::ChatLine;
 
 use super::{decode, indexes::Entries, SledStore, OLD_OUTBOX, STORE_FORMAT, WRITTEN_BY_KEY};
 use crate::{
-    model::{fan_out::FanOut, member::Device, subscription::Subscription},
+    model::{fan_out::FanOut, member::Device},
     store::{
         format::{self, FORMAT, INDEXED_DEVICES, SKELETON_NAMES, UNRECORDED, WRITTEN_BY},
         name_key, StoreError,
@@ -43,7 +43,8 @@ impl SledStore {
         if found < INDEXED_DEVICES {
             self.index_devices()?;
         }
-        // Format 4 (`FAN_OUT_ORIGINS`) moves nothing: batches queued before are read as they are.
+        // Formats 4 (`FAN_OUT_ORIGINS`) and 5 (`DEVICE_RECIPIENTS`) move nothing: batches
+        // queued before are read as they are.
         if found < FORMAT {
             tracing::warn!(
                 from = found,
@@ -178,10 +179,10 @@ impl SledStore {
             .map(|bytes| decode(&bytes?))
             .collect::<Result<Vec<ChatLine>, _>>()?;
         if !lines.is_empty() {
-            let everyone: Vec<Subscription> = self
+            let everyone: Vec<String> = self
                 .all_devices()?
                 .into_iter()
-                .map(|device| device.subscription)
+                .map(|device| device.subscription.endpoint)
                 .collect();
             let mut batch = sled::Batch::default();
             for line in &lines {

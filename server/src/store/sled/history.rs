@@ -10,7 +10,7 @@ use app::wire::ChatLine;
 
 use super::SledStore;
 use crate::{
-    model::{fan_out::FanOut, subscription::Subscription},
+    model::fan_out::FanOut,
     store::{ChatHistory, NewLine, StoreError},
 };
 
@@ -20,7 +20,7 @@ impl ChatHistory for SledStore {
         &self,
         line: NewLine<'_>,
         keep: usize,
-        recipients: &[Subscription],
+        recipients: &[String],
     ) -> Result<(ChatLine, FanOut), StoreError> {
         self.commit(|| {
             let line = ChatLine {

@@ -50,25 +50,29 @@ impl MemberStore for SledStore {
         Ok(devices)
     }
 
-    async fn subscriptions(
-        &self,
-        unmuted_at: Option<u64>,
-    ) -> Result<Vec<Subscription>, StoreError> {
-        /// What a fan-out reads of a device record; the rest is skipped, not kept.
+    async fn endpoints(&self, unmuted_at: Option<u64>) -> Result<Vec<String>, StoreError> {
+        /// What a fan-out reads of a device record (the key is its endpoint).
         #[derive(Deserialize)]
-        struct Reachable {
-            subscription: Subscription,
+        struct Mute {
             #[serde(default)]
             muted_until: Option<u64>,
         }
-        let mut subscriptions = Vec::new();
-        for record in self.devices.iter().values() {
-            let device: Reachable = decode(&record?)?;
-            if unmuted_at.is_none_or(|now| device.muted_until.is_none_or(|until| until <= now)) {
-                subscriptions.push(device.subscription);
+        let mut endpoints = Vec::new();
+        for entry in self.devices.iter() {
+            let (endpoint, record) = entry?;
+            if let Some(now) = unmuted_at {
+                let mute: Mute = decode(&record)?;
+                if mute.muted_until.is_some_and(|until| until > now) {
+                    continue;
+                }
             }
+            endpoints.push(String::from_utf8_lossy(&endpoint).into_owned());
         }
-        Ok(subscriptions)
+        Ok(endpoints)
+    }
+
+    async fn subscriptions(&self, endpoints: &[String]) -> Result<Vec<Subscription>, StoreError> {
+        self.subscriptions_at(endpoints)
     }
 
     async fn devices_from(&self, address: IpAddr) -> Result<usize, StoreError> {
@@ -301,6 +305,25 @@ impl MemberStore for SledStore {
 }
 
 impl SledStore {
+    /// The subscriptions of the devices at `endpoints` that are still there, in their
+    /// order; the rest of each record is skipped, not kept.
+    pub(super) fn subscriptions_at(
+        &self,
+        endpoints: &[String],
+    ) -> Result<Vec<Subscription>, StoreError> {
+        #[derive(Deserialize)]
+        struct Reachable {
+            subscription: Subscription,
+        }
+        let mut subscriptions = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            if let Some(record) = self.devices.get(endpoint)? {
+                subscriptions.push(decode::<Reachable>(&record)?.subscription);
+            }
+        }
+        Ok(subscriptions)
+    }
+
     /// Stores `device` (see [`MemberStore::put_device`]) in one transaction.
     pub(super) fn insert_device(&self, device: &Device) -> Result<(), StoreError> {
         let endpoint = device.subscription.endpoint.as_bytes();

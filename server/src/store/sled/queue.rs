@@ -1,9 +1,10 @@
 //! The queue of fan-outs in sled, keyed by id (big-endian, oldest first) followed by the
 //! batch's push-service origin, so that a taker passes over an origin it holds back
 //! without reading the batch (a batch queued before store format 4 has the id alone, and
-//! its first recipient's origin). A fan-out this process took is skipped until it is
-//! done, or the process stops (the next start takes it again); one queued is announced
-//! once it is on disk.
+//! its first recipient's origin). A batch names its recipients by endpoint, and taking it
+//! gets each one's device (see `model::fan_out::Recipients`). A fan-out this process took
+//! is skipped until it is done, or the process stops (the next start takes it again); one
+//! queued is announced once it is on disk.
 
 use std::{
     collections::HashSet,
@@ -18,7 +19,7 @@ use super::{decode, flush, id_of, SledStore};
 use crate::{
     model::{
         clock::now_millis,
-        fan_out::{Batch, FanOut},
+        fan_out::{Batch, FanOut, Recipients, ResolvedFanOut},
     },
     store::{FanOutLease, FanOutQueue, StoreError, TakenFanOut, FAN_OUT_POLL},
 };
@@ -55,6 +56,16 @@ impl FanOutQueue for SledStore {
                 Some(queued) => queued,
                 None => decode(&value)?,
             };
+            // Read before it counts as taken: a failed read leaves it in the queue.
+            let (message, recipients) = queued.fan_out.into_parts();
+            let recipients = match recipients {
+                Recipients::Devices { endpoints } => self.subscriptions_at(&endpoints)?,
+                Recipients::Subscriptions(subscriptions) => subscriptions,
+            };
+            let fan_out = ResolvedFanOut {
+                message,
+                recipients,
+            };
             taken.insert(id);
             let lease = SledLease {
                 id,
@@ -64,7 +75,7 @@ impl FanOutQueue for SledStore {
                 changing: Arc::clone(&self.changing),
                 db: self.db.clone(),
             };
-            let taken = TakenFanOut::new(queued.fan_out, origin, queued.queued_at, lease);
+            let taken = TakenFanOut::new(fan_out, origin, queued.queued_at, lease);
             return Ok(Some(taken));
         }
         Ok(None)

@@ -4,7 +4,7 @@ use app::wire::PushMessage;
 
 use super::*;
 use crate::{
-    model::{fan_out::FanOut, member::DeviceCode, subscription::Subscription},
+    model::{fan_out::ResolvedFanOut, member::DeviceCode, subscription::Subscription},
     store::{
         code_key,
         format::{self, FORMAT},
@@ -41,7 +41,10 @@ async fn test_an_earlier_builds_unsent_lines_are_queued_to_every_member() {
     let queued = store.take_fan_out(&[]).await.unwrap().unwrap();
     assert_eq!(
         queued.fan_out,
-        FanOut::chat_line(&line, std::slice::from_ref(&ann.subscription))
+        ResolvedFanOut {
+            message: PushMessage::Line(line),
+            recipients: vec![ann.subscription],
+        }
     );
     assert!(!store
         .db
@@ -154,6 +157,51 @@ async fn test_a_format_1_data_dir_is_brought_up_to_date_when_opened() {
     // Opened again, it is up to date already: nothing moves.
     let again = open_sled_when_free(dir.path()).await;
     assert_eq!(again.member_count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn test_a_batch_queued_with_whole_subscriptions_by_format_4_is_sent_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = Subscription {
+        endpoint: "https://p.example/9".into(),
+        p256dh: "key".into(),
+        auth: "auth".into(),
+    };
+    {
+        // A format 4 queue: the batch's origin after its id, every recipient whole (and
+        // its device gone since, which does not matter to such a batch).
+        let db = sled::open(dir.path().join(DB_DIR)).unwrap();
+        let settings = db.open_tree(SETTINGS).unwrap();
+        settings
+            .insert(STORE_FORMAT, &format::FAN_OUT_ORIGINS.to_be_bytes())
+            .unwrap();
+        let record = serde_json::json!({
+            "queued_at": 5,
+            "broadcast": {
+                "message": {"action": "notice", "text": "hi"},
+                "recipients": [to],
+            },
+        });
+        let key = [&1u64.to_be_bytes()[..], b"https://p.example"].concat();
+        let fan_outs = db.open_tree(FAN_OUTS).unwrap();
+        fan_outs
+            .insert(key, serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open_sled_when_free(dir.path()).await;
+    let queued = store.take_fan_out(&[]).await.unwrap().unwrap();
+    assert_eq!(queued.origin, "https://p.example");
+    assert_eq!(
+        queued.fan_out,
+        ResolvedFanOut {
+            message: PushMessage::Notice { text: "hi".into() },
+            recipients: vec![to],
+        }
+    );
+    queued.done().await.unwrap();
+    let recorded = store.settings.get(STORE_FORMAT).unwrap().unwrap();
+    assert_eq!(recorded.as_ref(), FORMAT.to_be_bytes());
 }
 
 #[tokio::test]
