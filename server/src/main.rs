@@ -14,6 +14,9 @@ use server::{
     operator,
 };
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match config::file::parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
