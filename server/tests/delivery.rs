@@ -91,12 +91,7 @@ impl Engine {
 
     /// A chat line to every stored member.
     async fn chat_line(&self, msg: &str) -> ResolvedFanOut {
-        let line = ChatLine {
-            id: 1,
-            name: "Ann".into(),
-            msg: msg.into(),
-            time: 0,
-        };
+        let line = line_from_ann(msg);
         let recipients: Vec<Subscription> = self
             .store
             .devices()
@@ -114,12 +109,7 @@ impl Engine {
     /// Queues a chat line to every stored member, by reference, as the chat does.
     async fn queue_chat_line(&self, msg: &str) {
         let everyone = self.store.endpoints(None).await.unwrap();
-        let line = ChatLine {
-            id: 1,
-            name: "Ann".into(),
-            msg: msg.into(),
-            time: 0,
-        };
+        let line = line_from_ann(msg);
         let fan_out = FanOut::chat_line(&line, &everyone);
         self.store.queue_fan_out(&fan_out).await.unwrap();
     }
@@ -136,6 +126,16 @@ impl Engine {
             .await
             .unwrap()
             .is_some()
+    }
+}
+
+/// Ann's chat line `msg`, the one every test sends.
+fn line_from_ann(msg: &str) -> ChatLine {
+    ChatLine {
+        id: 1,
+        name: "Ann".into(),
+        msg: msg.into(),
+        time: 0,
     }
 }
 
@@ -165,15 +165,7 @@ async fn test_a_member_who_left_before_its_batch_was_taken_is_neither_sent_to_no
     let engine = Engine::new(quick()).await;
     let stays = engine.member("Ann", None).await;
     let leaves = engine.member("Bo", None).await;
-    let everyone = engine.store.endpoints(None).await.unwrap();
-    let line = ChatLine {
-        id: 1,
-        name: "Ann".into(),
-        msg: "still here?".into(),
-        time: 0,
-    };
-    let fan_out = FanOut::chat_line(&line, &everyone);
-    engine.store.queue_fan_out(&fan_out).await.unwrap();
+    engine.queue_chat_line("still here?").await;
     let gone = engine.store.device(&leaves.subscription.endpoint).await;
     let gone = gone.unwrap().unwrap().subscription;
     engine.store.remove_devices(&[gone], None).await.unwrap();
@@ -521,12 +513,7 @@ async fn test_a_hung_origin_holds_none_of_another_origins_pushes() {
         ..StoreContents::default()
     };
     engine.store.restore(&seeded).await.unwrap();
-    let line = ChatLine {
-        id: 1,
-        name: "Ann".into(),
-        msg: "to everyone".into(),
-        time: 0,
-    };
+    let line = line_from_ann("to everyone");
     // More of A's batches (25) than PostgreSQL's fan-out slots, which A must not fill.
     let fan_out = FanOut::chat_line(&line, &recipients);
     engine.store.queue_fan_out(&fan_out).await.unwrap();

@@ -15,9 +15,10 @@
 //! the origins it is holding back) and gives each back with [`TakenFanOut::done`] once every
 //! recipient's push service answered. A batch names its recipients by their devices'
 //! endpoints (see `model::fan_out::Recipients`), so it costs the queue an endpoint per
-//! member; taking it reads those devices' subscriptions, in one lookup per batch. A batch whose taker stops before that is taken again
-//! (by this process after a restart, or at once by another instance on PostgreSQL): at
-//! least once, never lost. Every change is durable when its call returns.
+//! member; taking it reads those devices' subscriptions, in one lookup per batch. A batch
+//! whose taker stops before that is taken again (by this process after a restart, or at
+//! once by another instance on PostgreSQL): at least once, never lost. Every change is
+//! durable when its call returns.
 //!
 //! What a store keeps has a format, [`FORMAT`], recorded in it and checked when it opens:
 //! an older one is brought up to date in one transaction (it either finishes or leaves the
