@@ -352,7 +352,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 // The crate's own client trusts no certificate of ours: it meets the
                 // receiver in the clear.
                 #[cfg(feature = "peer")]
-                if scenario == Scenario::Healthy && receiver.transport() == "http1.1" {
+                if scenario == Scenario::Healthy
+                    && local(receiver).is_some_and(|local| local.transport == Transport::Http1Plain)
+                {
                     peer::compare(local(receiver), &subscriptions, &line_payload()).await?;
                 }
                 drop(subscriptions);
