@@ -3,7 +3,7 @@
 
 use sled::{
     transaction::{ConflictableTransactionError, TransactionalTree, UnabortableTransactionError},
-    Transactional,
+    Transactional, Tree,
 };
 
 use app::wire::ChatLine;
@@ -17,26 +17,35 @@ use crate::{
     },
 };
 
+/// The format recorded in `settings`, if any (none in a new store, or one from before
+/// formats were recorded); a newer format than this build's is refused. It reads nothing
+/// else, so it is what opening a store does first.
+pub(super) fn recorded_format(settings: &Tree) -> Result<Option<u32>, StoreError> {
+    let Some(bytes) = settings.get(STORE_FORMAT)? else {
+        return Ok(None);
+    };
+    let found = u32::from_be_bytes(
+        bytes
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::BadValue("the recorded store format is not 4 bytes"))?,
+    );
+    let written_by = settings
+        .get(WRITTEN_BY_KEY)?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    format::check(found, written_by)?;
+    Ok(Some(found))
+}
+
 impl SledStore {
-    /// Checks the recorded format: a fresh store gets this build's, an older one is
-    /// migrated (see `format`), a newer one refused.
-    pub(super) fn bring_format_up_to_date(&self) -> Result<(), StoreError> {
-        let recorded = match self.settings.get(STORE_FORMAT)? {
-            Some(bytes) => Some(u32::from_be_bytes(bytes.as_ref().try_into().map_err(
-                |_| StoreError::BadValue("the recorded store format is not 4 bytes"),
-            )?)),
-            None => None,
-        };
+    /// Brings the store from its `recorded` format (see [`recorded_format`]) to this
+    /// build's: a fresh store gets this build's, an older one is migrated (see `format`).
+    pub(super) fn bring_format_up_to_date(&self, recorded: Option<u32>) -> Result<(), StoreError> {
         let found = match recorded {
             Some(found) => found,
             None if self.holds_a_chat()? => UNRECORDED,
             None => FORMAT,
         };
-        let written_by = self
-            .settings
-            .get(WRITTEN_BY_KEY)?
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-        format::check(found, written_by)?;
         if found < SKELETON_NAMES {
             self.migrate_to_format_2()?;
         }

@@ -48,7 +48,7 @@ use super::{
 };
 use crate::model::member::Device;
 
-use self::identity::KEY_FILE;
+use self::{format::recorded_format, identity::KEY_FILE};
 
 /// The database's folder in the data dir.
 const DB_DIR: &str = "db";
@@ -145,6 +145,10 @@ impl SledStore {
             .path(data_dir.join(DB_DIR))
             .cache_capacity(cache_bytes)
             .open()?;
+        // The format first: a newer release's store is refused before anything else of it
+        // is read (its keys and records need not be this build's) or written.
+        let settings = db.open_tree(SETTINGS)?;
+        let recorded = recorded_format(&settings)?;
         let history = db.open_tree(HISTORY)?;
         let fan_outs = db.open_tree(FAN_OUTS)?;
         let store = SledStore {
@@ -159,7 +163,7 @@ impl SledStore {
             device_codes: db.open_tree(DEVICE_CODES)?,
             banned: db.open_tree(BANNED)?,
             removals: db.open_tree(REMOVALS)?,
-            settings: db.open_tree(SETTINGS)?,
+            settings,
             allowances: LocalAllowances::default(),
             history,
             fan_outs,
@@ -171,7 +175,7 @@ impl SledStore {
             db,
         };
         store.queue_old_outbox()?;
-        store.bring_format_up_to_date()?;
+        store.bring_format_up_to_date(recorded)?;
         Ok(store)
     }
 
