@@ -42,7 +42,8 @@ struct Stack {
     push: LocalPush,
     server: Server,
     _data_dir: tempfile::TempDir,
-    /// The site the server serves (`target/site` in the workspace, or a copy).
+    /// The site the server serves (the one it carries, built from `target/site` in the
+    /// workspace, or a copy).
     site: PathBuf,
 }
 
@@ -77,22 +78,25 @@ impl Stack {
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        // The server reads the site from `target/site` under its working directory.
-        let workdir = match copy {
-            SiteCopy::No => root.clone(),
+        // The server serves the site it carries, or the copy it is told of.
+        let (server, site) = match copy {
+            SiteCopy::No => (
+                PushchatProcess::start(&binary, &root, data_dir.path(), server_args).await,
+                root.join("target/site"),
+            ),
             SiteCopy::Yes => {
-                let workdir = data_dir.path().to_owned();
-                copy_dir(&root.join("target/site"), &workdir.join("target/site"));
-                workdir
+                let site = data_dir.path().join("site");
+                copy_dir(&root.join("target/site"), &site);
+                let server =
+                    PushchatProcess::start_on_site(&binary, &site, data_dir.path(), server_args);
+                (server.await, site)
             }
         };
-        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), server_args);
-        let server = Server::client_of(server.await);
         Stack {
             push,
-            server,
+            server: Server::client_of(server),
             _data_dir: data_dir,
-            site: workdir.join("target/site"),
+            site,
         }
     }
 
