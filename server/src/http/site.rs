@@ -74,6 +74,12 @@ impl Site {
         }
     }
 
+    /// Whether its files cannot change while the server runs (it is embedded): only then
+    /// do the brotli and gzip copies beside a file surely match it.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.source, Source::Embedded)
+    }
+
     /// The name the page gives the bundle (`output_name` is Leptos's, `pushchat`):
     /// `pushchat.DIGEST` for an embedded site, else `output_name` itself.
     pub fn bundle_name(&self, output_name: &str) -> String {

@@ -1,6 +1,7 @@
 //! Answers a request for a file of the site. It sends the brotli or gzip copy that
 //! `cargo leptos build --precompress` made beside the file when the browser takes that
-//! encoding and the copy is smaller; gives each copy its own ETag and answers a matching
+//! encoding and the copy is smaller (from an embedded site only: in a folder, the file
+//! may have changed since its copies were made); gives each copy its own ETag and answers a matching
 //! `If-None-Match` with 304; and says how long to keep it: a year, unchanged, for names
 //! that carry their content's digest, and `no-cache` (ask again every time, 304 if
 //! unchanged) for the rest, so a new service worker, manifest or icon is never missed.
@@ -30,7 +31,13 @@ pub async fn serve(site: &Site, request_path: &str, request: &HeaderMap) -> Opti
     let mime = plain.metadata.mimetype().to_owned();
     let mut chosen = (None, plain);
     let accepted = header_text(request, axum::http::header::ACCEPT_ENCODING);
-    for (token, extension) in ENCODINGS {
+    // A folder's file may be changed after its copies were made (a test's new worker).
+    let encodings = if site.is_embedded() {
+        &ENCODINGS[..]
+    } else {
+        &[]
+    };
+    for &(token, extension) in encodings {
         if !accepts(accepted, token) {
             continue;
         }
