@@ -14,7 +14,8 @@
 // icons) so that the installed app opens without the network: every page load and shell
 // file comes from the network first, and from the cache only when the server cannot be
 // reached. The page and its wasm must come from the same build, or hydration fails, so
-// the shell is cached as a whole at install, under a name that carries VERSION, and old
+// the shell is cached as a whole at install: the page, and the bundle files it names
+// (their names carry their content's digest), under a name that carries VERSION; old
 // versions are deleted on activate. A new VERSION (any change to this file makes the
 // browser install it) fetches a new, matching shell before it takes over.
 //
@@ -23,19 +24,17 @@
 // hands all of its work to it.
 
 const ICON = '/icons/icon-192.png';
-const VERSION = 'v2';
+const VERSION = 'v3';
 const SHELL_CACHE_PREFIX = 'pushchat-shell-';
 const SHELL_CACHE = `${SHELL_CACHE_PREFIX}${VERSION}`;
-const SHELL = [
-  '/',
-  '/pkg/pushchat.js',
-  '/pkg/pushchat.wasm',
-  '/pkg/pushchat.css',
+// The shell besides the page and the bundle it names (under /pkg/).
+const SHELL_FILES = [
   '/manifest.webmanifest',
   '/icons/icon-192.png',
   '/icons/icon-512.png',
   '/icons/icon-maskable-512.png',
 ];
+const BUNDLE = '/pkg/';
 
 // The MessagePort each open page handed over, by the page's client id. They are lost
 // when the browser stops an idle worker; pages are then reached with client.postMessage.
@@ -236,12 +235,24 @@ const saveMember = (member) => memberStore('readwrite', (store) => store.put(mem
 const loadMember = () => memberStore('readonly', (store) => store.get('self'));
 const forgetMember = () => memberStore('readwrite', (store) => store.delete('self'));
 
-// Fetches this version's shell in one go (past the HTTP cache, so page and wasm are of one
-// build), then takes over from an older worker without waiting for its pages to close.
+// Caches this version's shell, then takes over from an older worker without waiting for
+// its pages to close. The page is fetched anew (the server says never to use it unchecked)
+// and the bundle it names is of its build by name, so most of it comes from the HTTP
+// cache the page just filled: only what is not there yet crosses the network.
 async function handleInstall() {
+  const page = await fetch('/');
+  if (!page.ok) throw new Error(`the page answered ${page.status}`);
+  const bundle = bundleOf(await page.clone().text());
   const cache = await caches.open(SHELL_CACHE);
-  await cache.addAll(SHELL.map((path) => new Request(path, { cache: 'reload' })));
+  await cache.addAll([...bundle, ...SHELL_FILES]);
+  await cache.put('/', page);
   await self.skipWaiting();
+}
+
+// The bundle files (script, wasm, styles) a page names in its links.
+function bundleOf(html) {
+  const links = html.matchAll(/href="(\/pkg\/[^"]+)"/g);
+  return [...new Set(Array.from(links, (link) => link[1]))];
 }
 
 // Deletes the shells of older versions, then controls the open pages.
@@ -269,7 +280,8 @@ function isShell(request) {
   if (request.method !== 'GET') return false;
   if (request.mode === 'navigate') return true;
   const url = new URL(request.url);
-  return url.origin === self.location.origin && SHELL.includes(url.pathname);
+  if (url.origin !== self.location.origin) return false;
+  return url.pathname.startsWith(BUNDLE) || SHELL_FILES.includes(url.pathname);
 }
 
 self.addEventListener('install', (event) => event.waitUntil(handleInstall()));

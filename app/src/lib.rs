@@ -12,7 +12,7 @@ mod page;
 mod unread;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, Link, Meta, MetaTags, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
     path,
@@ -29,6 +29,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <AutoReload options=options.clone() />
+                // Named by the server (see server/src/http/site.rs), as the bundle is.
+                <HashedStylesheet options=options.clone() id="leptos" />
                 <HydrationScripts options />
                 <MetaTags />
             </head>
@@ -66,7 +68,6 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/pushchat.css" />
         <Link rel="manifest" href="/manifest.webmanifest" />
         <Link rel="icon" href="/icons/icon-192.png" />
         <Meta name="theme-color" content="#2b5797" />

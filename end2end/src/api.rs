@@ -24,8 +24,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `binary` on `data_dir` and in it, so with no site: the API and the pages it
-    /// renders are served, not the wasm bundle or the service worker.
+    /// Starts `binary` on `data_dir` and in it.
     pub async fn start(binary: impl AsRef<Path>, data_dir: &Path, extra_args: &[&str]) -> Server {
         let process = PushchatProcess::start(binary.as_ref(), data_dir, data_dir, extra_args);
         Server::client_of(process.await)

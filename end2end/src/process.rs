@@ -26,8 +26,9 @@ pub struct PushchatProcess {
 }
 
 impl PushchatProcess {
-    /// Starts `binary` in `workdir` (where it finds the site, `target/site`) on `data_dir`,
-    /// with `extra_args` after the ones every test needs.
+    /// Starts `binary` in `workdir` on `data_dir`, with `extra_args` after the ones every
+    /// test needs. It serves the site it carries (or, built before any site existed,
+    /// `target/site` under `workdir`).
     pub async fn start(
         binary: &Path,
         workdir: &Path,
@@ -37,6 +38,21 @@ impl PushchatProcess {
         let mut command = Command::new(binary);
         command.env("RUST_LOG", "warn");
         PushchatProcess::launch(command, workdir, data_dir, extra_args).await
+    }
+
+    /// Like [`start`](Self::start), serving the site in the folder `site` (a changed copy,
+    /// say) rather than the one the binary carries.
+    pub async fn start_on_site(
+        binary: &Path,
+        site: &Path,
+        data_dir: &Path,
+        extra_args: &[&str],
+    ) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .env("RUST_LOG", "warn")
+            .env("LEPTOS_SITE_ROOT", site);
+        PushchatProcess::launch(command, data_dir, data_dir, extra_args).await
     }
 
     /// Like [`start`](Self::start), logging at `filter` (`RUST_LOG`) into the returned

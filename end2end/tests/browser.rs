@@ -12,6 +12,10 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 use end2end::{eventually, PushchatProcess, Server, ADMIN_TOKEN, DEADLINE, SUBJECT};
@@ -20,7 +24,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use localpush::{Fault, LocalPush, LocalPushClient, ReceivedPush};
 use serde_json::{json, Value};
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
     process::{Child, Command},
     sync::Mutex,
 };
@@ -42,7 +47,8 @@ struct Stack {
     push: LocalPush,
     server: Server,
     _data_dir: tempfile::TempDir,
-    /// The site the server serves (`target/site` in the workspace, or a copy).
+    /// The site the server serves (the one it carries, built from `target/site` in the
+    /// workspace, or a copy).
     site: PathBuf,
 }
 
@@ -77,22 +83,25 @@ impl Stack {
             .await
             .unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        // The server reads the site from `target/site` under its working directory.
-        let workdir = match copy {
-            SiteCopy::No => root.clone(),
+        // The server serves the site it carries, or the copy it is told of.
+        let (server, site) = match copy {
+            SiteCopy::No => (
+                PushchatProcess::start(&binary, &root, data_dir.path(), server_args).await,
+                root.join("target/site"),
+            ),
             SiteCopy::Yes => {
-                let workdir = data_dir.path().to_owned();
-                copy_dir(&root.join("target/site"), &workdir.join("target/site"));
-                workdir
+                let site = data_dir.path().join("site");
+                copy_dir(&root.join("target/site"), &site);
+                let server =
+                    PushchatProcess::start_on_site(&binary, &site, data_dir.path(), server_args);
+                (server.await, site)
             }
         };
-        let server = PushchatProcess::start(&binary, &workdir, data_dir.path(), server_args);
-        let server = Server::client_of(server.await);
         Stack {
             push,
-            server,
+            server: Server::client_of(server),
             _data_dir: data_dir,
-            site: workdir.join("target/site"),
+            site,
         }
     }
 
@@ -102,8 +111,13 @@ impl Stack {
     }
 
     async fn firefox_with(&self, setup: Setup) -> Browser {
+        self.firefox_at(&self.server.base, setup).await
+    }
+
+    /// A browser that reaches the chat at `chat_url` (a relay in front of the server).
+    async fn firefox_at(&self, chat_url: &str, setup: Setup) -> Browser {
         let push_url = self.push.url().replacen("http://", "ws://", 1);
-        Browser::firefox(&format!("{push_url}/"), &self.server.base, setup).await
+        Browser::firefox(&format!("{push_url}/"), chat_url, setup).await
     }
 
     fn pushes(&self) -> LocalPushClient {
@@ -590,6 +604,22 @@ impl Browser {
         serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
     }
 
+    /// The paths in the site's shell caches, once a worker controls the page.
+    async fn shell(&self) -> Vec<String> {
+        let script = "const done = arguments[arguments.length - 1];
+            (async () => {
+              const paths = [];
+              if (!navigator.serviceWorker.controller) return paths;
+              for (const name of await caches.keys()) {
+                if (!name.startsWith('pushchat-shell-')) continue;
+                const requests = await (await caches.open(name)).keys();
+                paths.push(...requests.map((request) => new URL(request.url).pathname));
+              }
+              return paths;
+            })().then(done, (error) => done([String(error)]));";
+        serde_json::from_value(self.client.execute_async(script, vec![]).await.unwrap()).unwrap()
+    }
+
     /// This browser's push endpoint for the site, if it has a subscription.
     async fn endpoint(&self) -> Option<String> {
         let script = "const done = arguments[arguments.length - 1];
@@ -1057,6 +1087,93 @@ async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_st
     })
     .await;
     assert_eq!(browser.members().await, ["Dee"]);
+}
+
+/// A TCP relay in front of the server that counts the bytes the server sends through
+/// it: what a browser downloads, HTTP headers included.
+struct CountingRelay {
+    url: String,
+    received: Arc<AtomicUsize>,
+}
+
+impl CountingRelay {
+    async fn start(server: &str) -> CountingRelay {
+        let upstream = server.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&received);
+        tokio::spawn(async move {
+            while let Ok((browser, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                tokio::spawn(relay(browser, server, Arc::clone(&counter)));
+            }
+        });
+        CountingRelay { url, received }
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies one connection both ways, counting what the server sends.
+async fn relay(browser: TcpStream, server: TcpStream, counter: Arc<AtomicUsize>) {
+    let (mut from_browser, mut to_browser) = browser.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let down = async {
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(read @ 1..) = from_server.read(&mut buffer).await {
+            counter.fetch_add(read, Ordering::SeqCst);
+            if to_browser.write_all(&buffer[..read]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::join!(tokio::io::copy(&mut from_browser, &mut to_server), down);
+}
+
+/// The bytes a first visit and a repeat visit download, measured in Firefox through a
+/// counting relay; printed for the README. Firefox takes brotli from this loopback
+/// address as from an HTTPS site (it counts loopback as secure).
+#[tokio::test]
+async fn test_a_first_visit_downloads_at_most_250_kb_and_a_repeat_visit_no_bundle() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start().await;
+    let relay = CountingRelay::start(&stack.server.base).await;
+    let browser = stack.firefox_at(&relay.url, Setup::default()).await;
+
+    // A first visit: the page, its bundle and icon; the worker, and its install.
+    browser.open_chat().await;
+    let shell = eventually("the worker's whole shell", || async {
+        let shell = browser.shell().await;
+        (shell.len() == 8).then_some(shell)
+    })
+    .await;
+    let first = relay.received();
+
+    // A repeat visit: the chat opened again, from elsewhere.
+    browser.client.goto("about:blank").await.unwrap();
+    browser.open_chat().await;
+    let repeat = relay.received() - first;
+    println!("first visit: {first} bytes; repeat visit: {repeat} bytes");
+
+    let wasm = shell.iter().find(|path| path.ends_with(".wasm")).unwrap();
+    let wasm_br = stack.site.join("pkg/pushchat.wasm.br");
+    let wasm_br = std::fs::metadata(wasm_br)
+        .expect("built with --precompress")
+        .len() as usize;
+    assert!(
+        first <= 250_000,
+        "a first visit downloads {first} bytes (the wasm alone {wasm_br} in brotli)"
+    );
+    assert!(
+        first > wasm_br,
+        "{first} bytes are less than the wasm in brotli ({wasm_br}): was {wasm} sent?"
+    );
+    assert!(repeat < wasm_br, "a repeat visit downloads {repeat} bytes");
 }
 
 #[tokio::test]

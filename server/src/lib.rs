@@ -24,7 +24,12 @@ pub mod push;
 pub mod store;
 
 use std::{
-    future::Future, net::SocketAddr, os::unix::fs::DirBuilderExt, sync::Arc, time::Duration,
+    future::Future,
+    net::SocketAddr,
+    os::unix::fs::DirBuilderExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -43,6 +48,7 @@ use crate::{
         admin_socket,
         metrics::Metrics,
         routes,
+        site::Site,
         state::AppState,
         tls::{self, TlsListener},
     },
@@ -123,6 +129,13 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     tokio::spawn(end_gone_memberships(Arc::clone(&chat), gone_heard));
     let mut leptos = get_configuration(None)?.leptos_options;
     leptos.site_addr = config.addr;
+    let site = Site::locate(
+        std::env::var_os("LEPTOS_SITE_ROOT").map(PathBuf::from),
+        Path::new(&*leptos.site_root),
+        &leptos.output_name,
+    );
+    tracing::info!("the site is {site}");
+    leptos.output_name = site.bundle_name(&leptos.output_name).into();
     let metrics = Arc::new(Metrics::new(delivery.totals()));
     Ok(AppState {
         chat,
@@ -133,6 +146,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
         trusted_proxies: config.trusted_proxies.clone(),
         admin_token: config.admin_token.clone(),
         leptos,
+        site: Arc::new(site),
     })
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP surface: the router every route is in (`routes`), the operator's API
 //! (`admin`) and the Unix socket it is also served on (`admin_socket`), the API's one
 //! error type (`error`), who sent a request (`client_address`), `/metrics`, HTTPS
-//! (`tls`), and what handlers share (`state`). Handlers are thin: they parse, call the
+//! (`tls`), the site's files (`site`: embedded or in a folder) and how they are served
+//! (`static_files`), and what handlers share (`state`). Handlers are thin: they parse, call the
 //! chat's rules, and answer.
 
 pub mod admin;
@@ -10,5 +11,7 @@ pub mod client_address;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub mod site;
 pub mod state;
+pub mod static_files;
 pub mod tls;

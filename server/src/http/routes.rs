@@ -5,16 +5,17 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{
-        header::{CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS},
-        HeaderValue, StatusCode,
+        header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS},
+        HeaderValue, Method, StatusCode,
     },
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
+use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
@@ -33,6 +34,7 @@ use crate::{
         error::{ApiError, ApiJson},
         metrics,
         state::AppState,
+        static_files,
     },
 };
 
@@ -65,14 +67,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(exposition))
         .nest("/api", api)
         .leptos_routes(&state, generate_route_list(App), page)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            app::shell,
-        ))
+        .fallback(site_file_or_no_such_page)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             metrics::count_requests,
         ))
         .layer(middleware::map_response(security_headers))
+        .layer(middleware::map_response(revalidate_by_default))
         .with_state(state)
 }
 
@@ -92,6 +93,39 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
+}
+
+/// Answers without a Cache-Control of their own (the page, the API) may be kept but must
+/// be asked for again before every use: a stale page would load a bundle that is gone.
+async fn revalidate_by_default(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static(static_files::REVALIDATE),
+        );
+    }
+    response
+}
+
+/// A file of the site; anything else is the page saying there is no such page (404).
+async fn site_file_or_no_such_page(State(state): State<AppState>, request: Request) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        let path = request.uri().path();
+        if let Some(file) = static_files::serve(&state.site, path, request.headers()).await {
+            return file;
+        }
+    }
+    let options = state.leptos.clone();
+    let render = leptos_axum::render_app_to_stream_with_context(
+        move || provide_context(state.clone()),
+        move || app::shell(options.clone()),
+    );
+    let mut page = render(request).await;
+    if page.status() == StatusCode::OK {
+        *page.status_mut() = StatusCode::NOT_FOUND;
+    }
+    page
 }
 
 /// Up, and the store answers.

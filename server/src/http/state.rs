@@ -7,7 +7,7 @@ use leptos::config::LeptosOptions;
 
 use crate::{
     chat::Chat,
-    http::{client_address::TrustedProxies, metrics::Metrics},
+    http::{client_address::TrustedProxies, metrics::Metrics, site::Site},
     push::{vapid::VapidKeys, Delivery},
     store::Store,
 };
@@ -23,6 +23,8 @@ pub struct AppState {
     /// The bearer token of the admin API on the public listener; none turns that off.
     pub admin_token: Option<String>,
     pub leptos: LeptosOptions,
+    /// The site's files (wasm, script, styles, worker, manifest, icons).
+    pub site: Arc<Site>,
 }
 
 impl FromRef<AppState> for TrustedProxies {
