@@ -1,7 +1,7 @@
 //! Message encryption for Web Push (RFC 8291 over the aes128gcm content coding of
-//! RFC 8188), composed from OpenSSL's primitives through the `openssl` crate: per message
-//! one fresh P-256 key pair and one ECDH with the receiver's key ([`fresh_agreement`]),
-//! HKDF-SHA-256 for the key and nonce, AES-128-GCM for the one record.
+//! RFC 8188): per message one fresh P-256 key pair and one ECDH with the receiver's key
+//! ([`fresh_agreement`], OpenSSL through the `openssl` crate), HKDF-SHA-256 for the key
+//! and nonce, AES-128-GCM for the one record, sealed in place in the body's buffer.
 //!
 //! Promises: every body is a single record (rs = 4096, key id = the sender's public key,
 //! delimiter 0x02) that any RFC 8291 receiver decrypts; it can be padded with zeros to a
@@ -15,10 +15,14 @@
 //! which adds about 45 µs re-validating the peer key on every message and 18 µs
 //! exporting both keys to its provider; the receiver's point is checked once, when
 //! parsed. HKDF comes from the `hkdf` and `sha2` crates: 1 µs for the three steps, where
-//! OpenSSL 3's KDF contexts take 16 µs to set up.
+//! OpenSSL 3's KDF contexts take 16 µs to set up. AES-GCM comes from the `aes-gcm` crate
+//! (AES-NI and CLMUL, detected at run time) and the salt from `rand`'s thread-local
+//! CSPRNG: OpenSSL's cipher context and its locked DRBG cost about 3 µs a message, where
+//! these cost a fraction of one.
 
 use std::sync::LazyLock;
 
+use aes_gcm::{aead::AeadInPlace, Aes128Gcm, KeyInit};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hkdf::Hkdf;
 use openssl::{
@@ -28,8 +32,8 @@ use openssl::{
     error::ErrorStack,
     nid::Nid,
     pkey::Private,
-    symm::{encrypt_aead, Cipher},
 };
+use rand::RngCore;
 use sha2::Sha256;
 
 use crate::model::subscription::Subscription;
@@ -74,6 +78,8 @@ pub enum EncryptionError {
     TooLong { record: usize },
     #[error("OpenSSL failed")]
     OpenSsl(#[from] ErrorStack),
+    #[error("AES-GCM refused the record")]
+    Seal,
 }
 
 /// A receiver's keys, as its subscription gives them, parsed for encryption.
@@ -145,7 +151,7 @@ pub fn encrypt(
 ) -> Result<Vec<u8>, EncryptionError> {
     let agreement = fresh_agreement(receiver)?;
     let mut salt = [0u8; SALT_LEN];
-    openssl::rand::rand_bytes(&mut salt)?;
+    rand::thread_rng().fill_bytes(&mut salt);
     seal(receiver, &agreement, &salt, plaintext, pad_to)
 }
 
@@ -173,26 +179,18 @@ fn seal(
     )?);
     let (key, nonce) = derive(receiver, &sender_raw, &agreement.shared, salt);
 
-    let mut data = Vec::with_capacity(record - TAG_LEN);
-    data.extend_from_slice(plaintext);
-    data.push(LAST_RECORD_DELIMITER);
-    data.resize(record - TAG_LEN, 0);
-    let mut tag = [0u8; TAG_LEN];
-    let ciphertext = encrypt_aead(
-        Cipher::aes_128_gcm(),
-        &key,
-        Some(&nonce),
-        &[],
-        &data,
-        &mut tag,
-    )?;
-
+    // One buffer, encrypted in place: the header, then the record's data and its tag.
     let mut body = Vec::with_capacity(HEADER_LEN + record);
     body.extend_from_slice(salt);
     body.extend_from_slice(&(RECORD_SIZE as u32).to_be_bytes());
     body.push(PUBLIC_KEY_LEN as u8);
     body.extend_from_slice(&sender_raw);
-    body.extend_from_slice(&ciphertext);
+    body.extend_from_slice(plaintext);
+    body.push(LAST_RECORD_DELIMITER);
+    body.resize(HEADER_LEN + record - TAG_LEN, 0);
+    let tag = Aes128Gcm::new(&key.into())
+        .encrypt_in_place_detached(&nonce.into(), &[], &mut body[HEADER_LEN..])
+        .map_err(|_| EncryptionError::Seal)?;
     body.extend_from_slice(&tag);
     Ok(body)
 }

@@ -224,7 +224,8 @@ impl Delivery {
                 let Ok(_slot) = self.in_flight.acquire().await else {
                     return (Outcome::Failed, retries);
                 };
-                self.attempt(payload, options, &recipient).await
+                self.attempt(payload, options, &recipient, origin.name())
+                    .await
             };
             match attempt {
                 Attempt::Done(outcome) => return (outcome, retries),
@@ -240,9 +241,15 @@ impl Delivery {
         }
     }
 
-    async fn attempt(&self, payload: &[u8], options: &PushOptions, to: &Recipient) -> Attempt {
+    async fn attempt(
+        &self,
+        payload: &[u8],
+        options: &PushOptions,
+        to: &Recipient,
+        origin: &str,
+    ) -> Attempt {
         let host = || to.endpoint.host_str().unwrap_or_default().to_owned();
-        let request = match self.build_request(payload, options, to) {
+        let request = match self.build_request(payload, options, to, origin) {
             Ok(request) => request,
             Err(error) => {
                 tracing::error!(host = %host(), error = %error, "could not build a push");
@@ -282,12 +289,14 @@ impl Delivery {
         }
     }
 
-    /// Encrypts `payload` for `to` and builds the RFC 8030 request.
+    /// Encrypts `payload` for `to`, an endpoint of `origin`, and builds the RFC 8030
+    /// request.
     fn build_request(
         &self,
         payload: &[u8],
         options: &PushOptions,
         to: &Recipient,
+        origin: &str,
     ) -> Result<reqwest::RequestBuilder, BuildError> {
         let body = encryption::encrypt(&to.keys, payload, options.pad_to)?;
         let mut request = self
@@ -300,7 +309,7 @@ impl Delivery {
                 HeaderValue::from_static("application/octet-stream"),
             )
             .header(HeaderName::from_static("urgency"), options.urgency.header())
-            .header(AUTHORIZATION, self.vapid.authorization_for(&to.endpoint));
+            .header(AUTHORIZATION, self.vapid.authorization_for(origin));
         if let Some(topic) = options.topic {
             request = request.header(
                 HeaderName::from_static("topic"),

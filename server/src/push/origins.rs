@@ -72,18 +72,19 @@ impl OriginLimits {
         recipients
             .into_iter()
             .map(|recipient| {
-                let name = push_origin(&recipient.endpoint);
                 let origin = match last.take() {
-                    Some(origin) if *origin.name == *name => origin,
-                    _ => Arc::clone(origins.entry(name.as_str().into()).or_insert_with_key(
-                        |name| {
-                            Arc::new(Origin {
-                                name: Arc::clone(name),
-                                permits: Semaphore::new(self.shared.per_origin),
-                                pending: AtomicUsize::new(0),
-                            })
-                        },
-                    )),
+                    Some(origin) if origin.holds(&recipient.endpoint) => origin,
+                    _ => Arc::clone(
+                        origins
+                            .entry(push_origin(&recipient.endpoint).into())
+                            .or_insert_with_key(|name| {
+                                Arc::new(Origin {
+                                    name: Arc::clone(name),
+                                    permits: Semaphore::new(self.shared.per_origin),
+                                    pending: AtomicUsize::new(0),
+                                })
+                            }),
+                    ),
                 };
                 origin.pending.fetch_add(1, Ordering::Relaxed);
                 last = Some(Arc::clone(&origin));
@@ -119,6 +120,18 @@ impl OriginLimits {
     }
 }
 
+impl Origin {
+    /// Whether `endpoint` is of this origin, without parsing it when it starts with the
+    /// origin and a `/` (as every endpoint of a batch does: `push_origin` leaves a
+    /// default port out, and an endpoint written with it is parsed).
+    fn holds(&self, endpoint: &str) -> bool {
+        let origin_then_path = endpoint
+            .strip_prefix(&*self.name)
+            .is_some_and(|path| path.starts_with('/'));
+        origin_then_path || *push_origin(endpoint) == *self.name
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Origin>>> {
         self.origins
@@ -128,6 +141,11 @@ impl Shared {
 }
 
 impl OriginPush {
+    /// The origin (see `push_origin`): the VAPID audience of its pushes.
+    pub(super) fn name(&self) -> &str {
+        &self.origin.name
+    }
+
     /// Waits for one of the origin's permits; held while the push is being sent.
     pub(super) async fn permit(&self) -> Option<SemaphorePermit<'_>> {
         self.origin.permits.acquire().await.ok()
@@ -190,6 +208,31 @@ mod tests {
         assert_eq!(limits.entries(), 1, "a.example still has a push pending");
         drop(second);
         assert_eq!(limits.entries(), 0);
+    }
+
+    #[test]
+    fn test_each_recipient_of_a_mixed_batch_is_counted_in_its_own_origin() {
+        let limits = OriginLimits::new(3);
+        let mixed = [
+            "https://a.example/1",
+            "https://a.example:443/2",
+            "https://b.example/3",
+            "https://a.example.evil/4",
+            "https://a.example/5",
+        ];
+        let pushes = limits.admit(mixed.iter().map(|endpoint| at(endpoint)).collect());
+        let names: Vec<&str> = pushes.iter().map(|(_, push)| push.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "https://a.example",
+                "https://a.example",
+                "https://b.example",
+                "https://a.example.evil",
+                "https://a.example"
+            ]
+        );
+        assert_eq!(limits.saturated(), ["https://a.example"]);
     }
 
     #[tokio::test]

@@ -25,7 +25,6 @@ use p256::{
     SecretKey,
 };
 use reqwest::header::HeaderValue;
-use url::Url;
 
 use crate::store::{MemberStore, ServerIdentity, StoreError};
 
@@ -146,22 +145,24 @@ impl VapidKeys {
         self.public_key.clone()
     }
 
-    /// The `Authorization` header value for a push to `endpoint` (cheap to clone: it
-    /// shares the cached bytes).
-    pub fn authorization_for(&self, endpoint: &Url) -> HeaderValue {
-        let audience = endpoint.origin().ascii_serialization();
+    /// The `Authorization` header value for a push to an endpoint of `origin` (its
+    /// `push_origin`: scheme, host and port, the default port left out), cheap to clone:
+    /// it shares the cached bytes.
+    pub fn authorization_for(&self, origin: &str) -> HeaderValue {
         let now = unix_now();
         let mut tokens = self
             .tokens
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let token = tokens
-            .entry(audience.clone())
-            .or_insert_with(|| self.sign(&audience, now));
-        if token.expires < now + TOKEN_RENEW_MARGIN_SECS {
-            *token = self.sign(&audience, now);
+        // Looked up by `&str` first: the usual hit allocates nothing.
+        match tokens.get_mut(origin) {
+            Some(token) if token.expires >= now + TOKEN_RENEW_MARGIN_SECS => {}
+            Some(token) => *token = self.sign(origin, now),
+            None => {
+                tokens.insert(origin.to_owned(), self.sign(origin, now));
+            }
         }
-        token.header.clone()
+        tokens[origin].header.clone()
     }
 
     /// How many JWTs this key pair has signed since it was loaded.
@@ -207,7 +208,10 @@ mod tests {
 
     use super::*;
 
-    use crate::store::testing::{ann, TestStore};
+    use crate::{
+        model::fan_out::push_origin,
+        store::testing::{ann, TestStore},
+    };
 
     async fn keys(store: &TestStore) -> VapidKeys {
         VapidKeys::load_or_create(&*store.store, "mailto:ops@example.org".into())
@@ -251,8 +255,8 @@ mod tests {
     async fn test_jwt_names_the_endpoint_origin_with_its_port_and_verifies() {
         let store = TestStore::new().await;
         let keys = keys(&store).await;
-        let endpoint = Url::parse("http://127.0.0.1:8790/push/abc").unwrap();
-        let header = keys.authorization_for(&endpoint);
+        let origin = push_origin("http://127.0.0.1:8790/push/abc");
+        let header = keys.authorization_for(&origin);
         let (jwt, key) = t_and_k(&header);
         let parts: Vec<&str> = jwt.split('.').collect();
         let claims: serde_json::Value =
@@ -273,9 +277,9 @@ mod tests {
     async fn test_one_jwt_per_origin_is_reused() {
         let store = TestStore::new().await;
         let keys = keys(&store).await;
-        let a1 = keys.authorization_for(&Url::parse("https://push.example/a").unwrap());
-        let a2 = keys.authorization_for(&Url::parse("https://push.example/b").unwrap());
-        let other = keys.authorization_for(&Url::parse("https://push.example:8443/a").unwrap());
+        let a1 = keys.authorization_for(&push_origin("https://push.example/a"));
+        let a2 = keys.authorization_for(&push_origin("https://push.example/b"));
+        let other = keys.authorization_for(&push_origin("https://push.example:8443/a"));
         assert_eq!(a1, a2);
         assert_ne!(a1, other);
         assert_eq!(keys.signatures_made(), 2);
