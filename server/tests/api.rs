@@ -7,7 +7,7 @@ mod support;
 use support::*;
 
 use app::{
-    budget::{chat_line_excess, PUSH_BODY_LIMIT, PUSH_PAYLOAD_LIMIT},
+    budget::{chat_line_excess, MAX_CHAT_URL_LEN, PUSH_BODY_LIMIT, PUSH_PAYLOAD_LIMIT},
     names::MAX_NAME_CHARS,
     wire::{ChatLine, Muted, PostLineRequest, PushMessage, RoomState},
 };
@@ -602,7 +602,10 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn test_the_longest_line_the_page_accepts_from_the_widest_name_reaches_the_push_service() {
-    let fx = Fixture::new(PUSHCHAT).await;
+    // The longest public URL the budget allows, so the push is as wide as it can be.
+    let url = "http://localhost/";
+    let longest_url = format!("{url}{}", "c".repeat(MAX_CHAT_URL_LEN - url.len()));
+    let fx = Fixture::with_args(PUSHCHAT, &["--public-url", &longest_url]).await;
     // The widest name: as many characters as a name may have, of four bytes each.
     let widest = "😀".repeat(MAX_NAME_CHARS);
     let [ann] = fx.members([widest.as_str()]).await;
