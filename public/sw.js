@@ -1,10 +1,17 @@
 // pushchat's service worker.
 //
-// Every push is a status update from the server (JSON tagged by `action`: subscribe,
-// unsubscribe, chatMsg, notice, removed). The worker relays the push's JSON text to every
-// open page of the site and shows a system notification: always for member-list changes,
-// and for chat lines only when no window of the site is focused (the focused page shows
-// the line).
+// Every push is a Declarative Web Push message (W3C Push API):
+//   {"web_push": 8030, "notification": {"title", "body", "navigate", "tag", "mutable"},
+//    "mutable": true, "pushchat": {"action": ..., ...}}
+// `notification` is what a person sees; `pushchat` is the status update (tagged by
+// `action`: subscribe, unsubscribe, chatMsg, notice, removed), whose text, if any, is the
+// notification's body. Safari shows such a push by itself; being mutable, it still fires
+// this `push` event (with `event.notification`), and shows its own notification only if
+// the worker shows none. Chromium and Firefox fire an ordinary `push` event. Either way the
+// worker relays the push's JSON text to every open page of the site and shows a
+// notification from the same JSON: always for member-list changes, and for chat lines only
+// when no window of the site is focused (the focused page shows the line). Safari would
+// show a suppressed line anyway, so there the worker shows it silently instead.
 //
 // Only Subscribe (on the page) makes a member. When the server says this browser is no
 // longer one (a `removed` push, or a 404 to one of the worker's own requests), the worker
@@ -45,30 +52,35 @@ async function handlePush(event) {
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
   relay(windows, text);
 
-  let message = null;
+  let push = null;
   try {
-    message = JSON.parse(text);
+    push = JSON.parse(text);
   } catch (_) {
     // Not ours to read; it still has to end in a notification.
   }
-  switch (message && message.action) {
-    case 'subscribe':
-      return showMemberChange(`${message.name} joined`, 'Open the chat to say hello.');
-    case 'unsubscribe':
-      return showMemberChange(leftTitle(message.names), 'They no longer get the chat.');
-    case 'removed':
-      return handleRemoved(message);
-    case 'chatMsg':
-      return showChatLine(message, windows);
-    case 'notice':
-      return self.registration.showNotification('From the operator', {
-        body: message.text,
-        icon: ICON,
-        tag: 'notice',
-      });
-    default:
-      return self.registration.showNotification('pushchat', { body: 'Something new in the chat.', icon: ICON });
+  const shown = push && push.notification;
+  const update = push && push.pushchat;
+  if (!shown || !update) {
+    return self.registration.showNotification('pushchat', { body: 'Something new in the chat.', icon: ICON });
   }
+  switch (update.action) {
+    case 'subscribe':
+    case 'unsubscribe':
+      return showMemberChange(shown);
+    case 'removed':
+      return handleRemoved(shown);
+    case 'chatMsg':
+      return showChatLine(shown, update, windows, Boolean(event.notification));
+    default:
+      return self.registration.showNotification(shown.title, notificationOptions(shown));
+  }
+}
+
+// The options of the notification `shown` describes. `navigate` (where a click goes) is
+// what Safari asks of a notification that replaces a declarative one; other browsers
+// ignore it and click through handleNotificationClick.
+function notificationOptions(shown) {
+  return { body: shown.body, icon: ICON, tag: shown.tag, navigate: shown.navigate };
 }
 
 // Hands the push to every open page: over its port when the page gave us one, else
@@ -85,23 +97,11 @@ function relay(windows, text) {
   }
 }
 
-// "Ann left", "Ann and Bo left", "Ann, Bo and Cy left", "Ann, Bo and 3 others left": up to
-// three names, else the first two and how many more.
-function leftTitle(names) {
-  if (!Array.isArray(names) || names.length === 0) return 'Someone left';
-  if (names.length > 3) return `${names[0]}, ${names[1]} and ${names.length - 2} others left`;
-  if (names.length === 1) return `${names[0]} left`;
-  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]} left`;
-}
-
 // The operator removed this member (and maybe banned its name). The server already
 // forgot it; so does this browser, and the push subscription goes, so that Subscribe on
 // the page starts clean. Open pages got the push too and show why.
-async function handleRemoved({ banned }) {
-  const body = banned
-    ? "The chat's operator removed you and banned your name from this chat."
-    : "The chat's operator removed you. Open the chat and press Subscribe to join again.";
-  await Promise.all([showMemberChange('You were removed from the chat', body), leaveChat()]);
+function handleRemoved(shown) {
+  return Promise.all([showMemberChange(shown), leaveChat()]);
 }
 
 // What this browser keeps of a membership the server no longer knows: the member in
@@ -112,32 +112,30 @@ async function leaveChat() {
   if (subscription) await subscription.unsubscribe();
 }
 
-// One notification for the member list: a newer change replaces an older unseen one.
-function showMemberChange(title, body) {
-  return self.registration.showNotification(title, {
-    body,
-    icon: ICON,
-    tag: 'members',
-    renotify: true,
-  });
+// One notification for the member list (its tag is `members`): a newer change replaces
+// an older unseen one.
+function showMemberChange(shown) {
+  return self.registration.showNotification(shown.title, { ...notificationOptions(shown), renotify: true });
 }
 
-// A chat line, unless a window of the site is focused. Lines from one sender collapse
-// into one notification that counts them; a line sent again after a server restart
-// (same id) is not counted twice.
-async function showChatLine(line, windows) {
-  if (windows.some((client) => client.focused)) return;
-  const tag = `chat:${line.name}`;
-  const [previous] = await self.registration.getNotifications({ tag });
+// A chat line, unless a window of the site is focused: then the page shows it, and only
+// a browser that would show the declarative notification anyway (`declarative`: Safari)
+// gets a silent one in its place. Lines from one sender (one tag) collapse into one
+// notification that counts them; a line sent again after a server restart (same id) is
+// not counted twice.
+async function showChatLine(shown, line, windows, declarative) {
+  const focused = windows.some((client) => client.focused);
+  if (focused && !declarative) return;
+  const [previous] = await self.registration.getNotifications({ tag: shown.tag });
   const seen = (previous && previous.data) || { count: 0, id: -1 };
   const count = line.id > seen.id ? seen.count + 1 : seen.count;
-  const title = count === 1 ? line.name : 'pushchat';
-  const body = count === 1 ? line.msg : `${count} new messages from ${line.name}`;
+  const title = count === 1 ? shown.title : 'pushchat';
+  const body = count === 1 ? shown.body : `${count} new messages from ${line.name}`;
   return self.registration.showNotification(title, {
+    ...notificationOptions(shown),
     body,
-    icon: ICON,
-    tag,
-    renotify: count > seen.count && count > 1,
+    renotify: !focused && count > seen.count && count > 1,
+    silent: focused,
     data: { count, id: Math.max(line.id, seen.id) },
     actions: [{ action: 'mute', title: 'Mute 1 hour' }],
   });

@@ -32,6 +32,55 @@ pub fn push_supported() -> bool {
         && has(&window, "Notification")
 }
 
+/// Whether this is iOS or iPadOS Safari outside a web app added to the Home Screen:
+/// there the Push API does not exist, and adding the chat to the Home Screen is the way
+/// in.
+pub fn push_needs_home_screen() -> bool {
+    let Some(window) = web_sys::window() else {
+        return false;
+    };
+    let navigator = window.navigator();
+    let has = |target: &JsValue, name: &str| Reflect::has(target, &name.into()).unwrap_or(false);
+    let number = |name: &str| {
+        Reflect::get(&navigator, &name.into())
+            .ok()
+            .and_then(|value| value.as_f64())
+            .unwrap_or(0.0)
+    };
+    let standalone_display = window
+        .match_media("(display-mode: standalone)")
+        .ok()
+        .flatten()
+        .is_some_and(|query| query.matches());
+    // Safari's own flag for a Home Screen web app.
+    let standalone = Reflect::get(&navigator, &"standalone".into())
+        .ok()
+        .and_then(|value| value.as_bool())
+        .unwrap_or(false);
+    ios_outside_home_screen(
+        &navigator.user_agent().unwrap_or_default(),
+        number("maxTouchPoints") as u32,
+        standalone || standalone_display,
+        has(&window, "PushManager"),
+    )
+}
+
+/// iOS outside a Home Screen web app, from what the browser says of itself: no Push API,
+/// an iPhone, iPod or iPad user agent (an iPad asking for desktop sites says "Macintosh"
+/// but has a touch screen), and not running standalone.
+fn ios_outside_home_screen(
+    user_agent: &str,
+    max_touch_points: u32,
+    standalone: bool,
+    has_push_manager: bool,
+) -> bool {
+    let ios = ["iPhone", "iPod", "iPad"]
+        .iter()
+        .any(|device| user_agent.contains(device))
+        || (user_agent.contains("Macintosh") && max_touch_points > 1);
+    ios && !standalone && !has_push_manager
+}
+
 /// Asks for permission to show notifications; only ever called from a button press.
 pub async fn request_permission() -> Result<(), String> {
     let asked = Notification::request_permission().map_err(|e| describe(&e))?;
@@ -186,7 +235,7 @@ pub fn listen_for_pushes(
         let parsed = event
             .data()
             .as_string()
-            .and_then(|text| serde_json::from_str(&text).ok());
+            .and_then(|text| wire::PushMessage::from_payload(&text));
         if let Some(message) = parsed {
             on_push(message);
         }
@@ -255,5 +304,33 @@ async fn within<T>(ms: i32, future: impl Future<Output = T>) -> Option<T> {
     match select(future, JsFuture::from(timer)).await {
         Either::Left((value, _)) => Some(value),
         Either::Right(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ios_outside_home_screen;
+
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_4 like Mac OS X) \
+        AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.4 Mobile/15E148 Safari/604.1";
+    const IPAD_AS_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) \
+        AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.4 Safari/605.1.15";
+    const ANDROID: &str = "Mozilla/5.0 (Linux; Android 15) AppleWebKit/537.36 (KHTML, like \
+        Gecko) Chrome/140.0 Mobile Safari/537.36";
+
+    #[test]
+    fn test_ios_safari_outside_the_home_screen_is_told_to_add_the_chat_first() {
+        assert!(ios_outside_home_screen(IPHONE, 5, false, false));
+        assert!(ios_outside_home_screen(IPAD_AS_MAC, 5, false, false));
+    }
+
+    #[test]
+    fn test_a_home_screen_app_a_mac_and_other_browsers_are_not() {
+        // Added to the Home Screen: standalone, and the Push API is there.
+        assert!(!ios_outside_home_screen(IPHONE, 5, true, false));
+        assert!(!ios_outside_home_screen(IPHONE, 5, false, true));
+        // A Mac has no touch screen; Safari on macOS has the Push API.
+        assert!(!ios_outside_home_screen(IPAD_AS_MAC, 0, false, false));
+        assert!(!ios_outside_home_screen(ANDROID, 5, false, false));
     }
 }

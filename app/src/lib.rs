@@ -1,7 +1,8 @@
 //! The pushchat page and what it shares with the server: the Leptos components (rendered
 //! on the server, hydrated in the browser), the wire types of the JSON API and of every
-//! push, and the rules for names.
+//! push, the push's size budget, and the rules for names.
 
+pub mod budget;
 pub mod names;
 pub mod wire;
 
@@ -9,6 +10,7 @@ mod api;
 mod browser;
 mod offline;
 mod page;
+mod payload;
 mod unread;
 
 use leptos::prelude::*;

@@ -1,12 +1,8 @@
-//! The JSON that crosses the network: the HTTP API's requests and answers, and the push
-//! payload every member's service worker receives. Server, page and tests all use these
-//! types, so the two sides cannot drift apart.
+//! The JSON that crosses the network: the HTTP API's requests and answers, and the
+//! status updates every member is pushed (their bytes on the wire are `payload`'s). Server,
+//! page and tests all use these types, so the two sides cannot drift apart.
 
 use serde::{Deserialize, Serialize};
-
-/// The most plaintext one push may carry: the smallest limit in the chain (`web-push`
-/// refuses more; other push services take a little more).
-pub const PUSH_PAYLOAD_LIMIT: usize = 3052;
 
 /// The keys of a browser's push subscription, as `PushSubscription.toJSON()` gives them
 /// (base64url).
@@ -154,10 +150,11 @@ pub enum NotMember {
     Banned,
 }
 
-/// The plaintext of a push: the status update the server fans out. The service worker
-/// shows it and relays the same JSON text to open pages. Its `action` tags are the status
-/// names of MDN's push-api-demo, which the service worker reads; the variants say what
-/// happened.
+/// A status update the server fans out: what happened, as the chat's queue stores it and
+/// as the page applies it. On the wire it is a declarative push message (see
+/// [`PushMessage::to_payload`]); the service worker shows it and relays the same JSON text
+/// to open pages. Its `action` tags are the status names of MDN's push-api-demo; the
+/// variants say what happened.
 ///
 /// `init` is a request, not a push: every push must end in a visible notification, so a
 /// page load never pushes anything to the others.
@@ -180,30 +177,6 @@ pub enum PushMessage {
     /// browsers: their worker forgets the membership and unsubscribes.
     #[serde(rename = "removed")]
     Removed { banned: bool },
-}
-
-impl PushMessage {
-    /// The bytes that get encrypted for each member.
-    pub fn to_payload(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a PushMessage always serialises")
-    }
-}
-
-/// How far a chat line from `name` would exceed the push payload budget, in bytes; `None`
-/// when it fits.
-///
-/// The line is measured with the largest id and time it could ever carry, so whether a
-/// message fits depends only on its text and its sender, never on when it is sent.
-pub fn chat_payload_excess(name: &str, msg: &str) -> Option<usize> {
-    let widest = PushMessage::Line(ChatLine {
-        id: u64::MAX,
-        name: name.to_owned(),
-        msg: msg.to_owned(),
-        time: u64::MAX,
-    });
-    let len = widest.to_payload().len();
-    len.checked_sub(PUSH_PAYLOAD_LIMIT)
-        .filter(|&excess| excess > 0)
 }
 
 #[cfg(test)]
@@ -236,22 +209,5 @@ mod tests {
             serde_json::from_str(r#"{"endpoint":"https://p/1","auth":"a","msg":"m"}"#).unwrap();
         assert_eq!(req.member.endpoint, "https://p/1");
         assert_eq!(req.msg, "m");
-    }
-
-    #[test]
-    fn payload_budget_is_measured_with_the_widest_numbers() {
-        let fits = "a".repeat(PUSH_PAYLOAD_LIMIT - widest_overhead("Ann"));
-        assert_eq!(chat_payload_excess("Ann", &fits), None);
-        assert_eq!(chat_payload_excess("Ann", &format!("{fits}b")), Some(1));
-        // Escaping counts: a quote costs two bytes on the wire.
-        assert_eq!(
-            chat_payload_excess("Ann", &format!("{}\"", &fits[1..])),
-            Some(1)
-        );
-    }
-
-    fn widest_overhead(name: &str) -> usize {
-        let max = u64::MAX;
-        format!(r#"{{"action":"chatMsg","id":{max},"name":"{name}","msg":"","time":{max}}}"#).len()
     }
 }

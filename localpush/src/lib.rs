@@ -91,6 +91,8 @@ pub struct ReceivedPush {
     pub vapid_subject: String,
     /// The decrypted plaintext, for a virtual subscriber (a browser decrypts its own).
     pub payload: Option<String>,
+    /// The size of the encrypted body, as the push service saw it.
+    pub body_len: usize,
     /// The message id the push was forwarded to a browser under.
     pub version: String,
     /// The browser's ack code: 100 decrypted and handled, 101 could not decrypt.
@@ -102,7 +104,7 @@ pub struct ReceivedPush {
 impl ReceivedPush {
     /// The payload as pushchat's push message, if it is one.
     pub fn message(&self) -> Option<wire::PushMessage> {
-        serde_json::from_str(self.payload.as_deref()?).ok()
+        wire::PushMessage::from_payload(self.payload.as_deref()?)
     }
 }
 
@@ -352,6 +354,16 @@ mod tests {
         push: &LocalPush,
         client: &reqwest::Client,
     ) -> (String, StatusCode, Version) {
+        let body = URL_SAFE_NO_PAD.decode(rfc8291_example::BODY).unwrap();
+        send_body(push, client, body).await
+    }
+
+    /// `body` as a push to a subscriber holding RFC 8291's example receiver keys.
+    async fn send_body(
+        push: &LocalPush,
+        client: &reqwest::Client,
+        body: Vec<u8>,
+    ) -> (String, StatusCode, Version) {
         let subscriber = push.service.add_virtual(rfc8291_receiver(), None, None);
         let exp = unix_now() + 3600;
         let vapid = header_for(
@@ -359,7 +371,6 @@ mod tests {
             &key(1),
             &key(1),
         );
-        let body = URL_SAFE_NO_PAD.decode(rfc8291_example::BODY).unwrap();
         let answer = client
             .post(&subscriber.subscription.endpoint)
             .header("ttl", "60")
@@ -419,6 +430,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn test_a_body_over_3070_bytes_is_refused_as_too_large_as_autopush_does() {
+        let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let client = reqwest::Client::new();
+        let (_, status, _) = send_body(&push, &client, vec![7; MAX_BODY_BYTES + 1]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        // One byte less passes the size check (and fails only to decrypt, being noise).
+        let (_, status, _) = send_body(&push, &client, vec![7; MAX_BODY_BYTES]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(MAX_BODY_BYTES, 3070);
+    }
+
+    #[tokio::test]
     async fn test_the_plain_transport_answers_http1_in_the_clear() {
         let push = LocalPush::start("127.0.0.1:0".parse().unwrap())
             .await
@@ -427,6 +452,9 @@ mod tests {
         assert!(push.certificate().is_none());
         let (id, status, _) = send_example(&push, &reqwest::Client::new()).await;
         assert_eq!(status, StatusCode::CREATED);
-        assert_eq!(push.received_by(&id)[0].http_version, "HTTP/1.1");
+        let received = push.received_by(&id);
+        assert_eq!(received[0].http_version, "HTTP/1.1");
+        let body_len = URL_SAFE_NO_PAD.decode(rfc8291_example::BODY).unwrap().len();
+        assert_eq!(received[0].body_len, body_len);
     }
 }

@@ -6,7 +6,11 @@ mod support;
 
 use support::*;
 
-use app::wire::{ChatLine, Muted, PostLineRequest, PushMessage, RoomState, PUSH_PAYLOAD_LIMIT};
+use app::{
+    budget::{chat_line_excess, MAX_CHAT_URL_LEN, PUSH_BODY_LIMIT, PUSH_PAYLOAD_LIMIT},
+    names::MAX_NAME_CHARS,
+    wire::{ChatLine, Muted, PostLineRequest, PushMessage, RoomState},
+};
 use end2end::{
     chat_body, credentials, eventually, join_body, joined, left, messages, received, sample,
     Fixture, Server, ADMIN_TOKEN, DEADLINE, SUBJECT,
@@ -597,34 +601,46 @@ async fn test_bad_input_gets_a_readable_4xx_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn test_a_message_of_exactly_the_budget_is_delivered_and_one_byte_more_is_refused() {
-    let fx = Fixture::new(PUSHCHAT).await;
-    let [ann] = fx.members(["Ann"]).await;
+async fn test_the_longest_line_the_page_accepts_from_the_widest_name_reaches_the_push_service() {
+    // The longest public URL the budget allows, so the push is as wide as it can be.
+    let url = "http://localhost/";
+    let longest_url = format!("{url}{}", "c".repeat(MAX_CHAT_URL_LEN - url.len()));
+    let fx = Fixture::with_args(PUSHCHAT, &["--public-url", &longest_url]).await;
+    // The widest name: as many characters as a name may have, of four bytes each.
+    let widest = "😀".repeat(MAX_NAME_CHARS);
+    let [ann] = fx.members([widest.as_str()]).await;
     let pushes = fx.pushes();
     received(&pushes, &ann, 1).await;
-    // The payload's size with the widest id and time a line can have, and an empty message.
-    let overhead =
-        json!({"action": "chatMsg", "id": u64::MAX, "name": "Ann", "msg": "", "time": u64::MAX})
-            .to_string()
-            .len();
-    let fits = "m".repeat(PUSH_PAYLOAD_LIMIT - overhead);
+    // The longest line the page's check (the server's too) lets this name send:
+    // characters of two, three and four bytes, then ASCII up to the last byte.
+    let mut fits = String::new();
+    for c in ['é', '€', '😀'].into_iter().cycle() {
+        if chat_line_excess(&widest, &format!("{fits}{c}")).is_some() {
+            break;
+        }
+        fits.push(c);
+    }
+    while chat_line_excess(&widest, &format!("{fits}m")).is_none() {
+        fits.push('m');
+    }
 
     let line = fx.server.chat(&ann, &fits).await;
     let got = received(&pushes, &ann, 2).await;
-    assert!(got
+    let pushed = got
         .iter()
-        .any(|push| push.message() == Some(PushMessage::Line(line.clone()))));
-    assert!(got.iter().all(|push| push
-        .payload
-        .as_deref()
-        .is_some_and(|p| p.len() <= PUSH_PAYLOAD_LIMIT)));
+        .find(|push| push.message() == Some(PushMessage::Line(line.clone())))
+        .expect("the line arrived whole");
+    // The local push service refuses bodies over 3070 bytes, as autopush does; this one
+    // took the line, padded to its largest size.
+    assert_eq!(pushed.body_len, PUSH_BODY_LIMIT);
+    assert_eq!(pushes.stats().await.unwrap().refused, 0);
 
     let (status, answer) = fx
         .server
         .post("/api/chat", &chat_body(&ann, &format!("{fits}m")))
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
-    assert_eq!(fx.server.init("Ann", &ann).await.history, vec![line]);
+    assert_eq!(fx.server.init(&widest, &ann).await.history, vec![line]);
 }
 
 #[tokio::test]

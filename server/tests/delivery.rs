@@ -11,7 +11,10 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use app::wire::{ChatLine, PushMessage};
+use app::{
+    budget::PUSH_BODY_SIZES,
+    wire::{ChatLine, PushMessage},
+};
 use end2end::{eventually, suites_use_postgres, DEADLINE};
 use localpush::{Fault, LocalPush, LocalPushClient, NewSubscriber, Transport, VirtualSubscription};
 use server::{
@@ -571,4 +574,64 @@ async fn test_a_hung_origin_holds_none_of_another_origins_pushes() {
     stop.cancel();
     assert!(engine.delivery.drain(DEADLINE).await);
     assert!(engine.store.take_fan_out(&[]).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn test_lines_of_very_different_length_arrive_as_the_same_few_sizes() {
+    let engine = Engine::new(quick()).await;
+    let member = engine.member("Ann", None).await;
+    // Lines of 2 to 600 bytes: one size. A long and a very long line: one more each.
+    let chars = [1, 5, 20, 60, 150, 300, 600, 1_200];
+    for n in chars {
+        let done = engine.deliver(engine.chat_line(&"é".repeat(n)).await);
+        assert_eq!(counts(&done.await), report(1, 0, 0, 0), "{n} characters");
+    }
+
+    let received = engine.pushes().received(&member.id).await.unwrap();
+    let sizes: Vec<usize> = received.iter().map(|push| push.body_len).collect();
+    assert_eq!(sizes, [1024, 1024, 1024, 1024, 1024, 1024, 2048, 3070]);
+    assert!(sizes.iter().all(|size| PUSH_BODY_SIZES.contains(size)));
+    // The padding is inside the encryption: each still decrypts to its whole line.
+    let lengths: Vec<usize> = received
+        .iter()
+        .map(|push| match push.message() {
+            Some(PushMessage::Line(line)) => line.msg.chars().count(),
+            other => panic!("not a chat line: {other:?}"),
+        })
+        .collect();
+    assert_eq!(lengths, chars);
+}
+
+#[tokio::test]
+async fn test_a_push_decrypted_by_the_push_service_is_a_declarative_push_message() {
+    let settings = DeliverySettings {
+        chat_url: "https://chat.example.org/".into(),
+        ..quick()
+    };
+    let engine = Engine::new(settings).await;
+    let member = engine.member("Ann", None).await;
+    engine.deliver(engine.chat_line("hello").await).await;
+
+    let received = engine.pushes().received(&member.id).await.unwrap();
+    let payload = received[0].payload.as_deref().expect("decrypted");
+    let push: serde_json::Value = serde_json::from_str(payload).unwrap();
+    // The W3C Push API's declarative push message: `web_push` the integer 8030, a
+    // `notification` map with a string `title` and an absolute URL to `navigate` to.
+    assert_eq!(push["web_push"].as_u64(), Some(8030), "{payload}");
+    let notification = push["notification"]
+        .as_object()
+        .expect("a notification map");
+    assert_eq!(notification["title"].as_str(), Some("Ann"));
+    let navigate = notification["navigate"].as_str().expect("navigate");
+    let navigate = url::Url::parse(navigate).expect("navigate is an absolute URL");
+    assert_eq!(navigate.as_str(), "https://chat.example.org/");
+    // Its other members, with the spec's types: the text once, as the body.
+    assert_eq!(notification["body"].as_str(), Some("hello"));
+    assert_eq!(notification["tag"].as_str(), Some("chat:Ann"));
+    assert_eq!(notification["mutable"].as_bool(), Some(true));
+    assert_eq!(push["mutable"].as_bool(), Some(true));
+    assert_eq!(payload.matches("hello").count(), 1, "{payload}");
+    // No app badge: one payload serves the whole fan-out.
+    assert!(push.get("app_badge").is_none() && notification.get("app_badge").is_none());
+    assert_eq!(push["pushchat"]["action"], "chatMsg");
 }

@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use super::state::{Member, Membership, Page};
+use super::state::{CannotJoin, Member, Membership, Page};
 use crate::{
     api, browser,
     names::clean_name,
@@ -30,7 +30,11 @@ pub(super) async fn restore(page: Page) {
         ..
     } = page;
     if !browser::push_supported() {
-        membership.set(Membership::Reader);
+        membership.set(Membership::Reader(if browser::push_needs_home_screen() {
+            CannotJoin::OutsideHomeScreen
+        } else {
+            CannotJoin::NoPush
+        }));
         match api::room().await {
             Ok(state) => room.replace(state),
             Err(error) => problem.set(Some(error.sentence)),

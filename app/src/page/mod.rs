@@ -10,8 +10,10 @@ use leptos::{prelude::*, task::spawn_local};
 use leptos_meta::Title;
 
 use crate::{
-    api, browser, offline,
-    wire::{chat_payload_excess, DeviceCode, PostLineRequest, PUSH_PAYLOAD_LIMIT},
+    api, browser,
+    budget::{chat_line_excess, PUSH_PAYLOAD_LIMIT},
+    offline,
+    wire::{DeviceCode, PostLineRequest},
 };
 
 mod flows;
@@ -19,7 +21,7 @@ mod state;
 
 use self::{
     flows::{join, leave, restore, OFFLINE_PRESS},
-    state::{Joining, Membership, Page, Room},
+    state::{CannotJoin, Joining, Membership, Page, Room},
 };
 
 #[component]
@@ -73,7 +75,7 @@ pub fn ChatPage() -> impl IntoView {
                 new_device_code.set(None);
                 spawn_local(leave(member, page))
             }
-            Membership::Restoring | Membership::Busy | Membership::Reader => {}
+            Membership::Restoring | Membership::Busy | Membership::Reader(_) => {}
         }
     };
 
@@ -103,7 +105,7 @@ pub fn ChatPage() -> impl IntoView {
         if msg.trim().is_empty() {
             return;
         }
-        if let Some(excess) = chat_payload_excess(&member.name, &msg) {
+        if let Some(excess) = chat_line_excess(&member.name, &msg) {
             problem.set(Some(format!(
                 "That message is {excess} bytes too long to push."
             )));
@@ -127,7 +129,7 @@ pub fn ChatPage() -> impl IntoView {
 
     let is_member = move || matches!(membership.get(), Membership::Member(_));
     let busy = move || matches!(membership.get(), Membership::Restoring | Membership::Busy);
-    let reader = move || membership.get() == Membership::Reader;
+    let reader = move || matches!(membership.get(), Membership::Reader(_));
     let button_label = move || {
         if is_member() {
             "Unsubscribe"
@@ -141,9 +143,15 @@ pub fn ChatPage() -> impl IntoView {
             member.name
         ),
         Membership::Busy => "One moment…".to_owned(),
-        Membership::Reader => "This browser cannot receive push messages (it lacks service \
-            workers or the Push API), so it can read the chat but not join it. Reload the page \
-            for new messages, or open the chat in a browser that supports them."
+        Membership::Reader(CannotJoin::NoPush) => "This browser cannot receive push messages \
+            (it lacks service workers or the Push API), so it can read the chat but not join \
+            it. Reload the page for new messages, or open the chat in a browser that supports \
+            them."
+            .to_owned(),
+        Membership::Reader(CannotJoin::OutsideHomeScreen) => "On iPhone and iPad the chat \
+            can reach you only from your Home Screen: tap Share, choose Add to Home Screen, \
+            then open pushchat from there and press Subscribe. Here you can read along; \
+            reload for new messages."
             .to_owned(),
         Membership::Restoring | Membership::Visitor => String::new(),
     };

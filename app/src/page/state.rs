@@ -20,8 +20,17 @@ pub(super) enum Membership {
     /// A Subscribe or Unsubscribe press is being carried out.
     Busy,
     /// This browser cannot receive pushes: it shows the room but cannot join.
-    Reader,
+    Reader(CannotJoin),
     Member(Member),
+}
+
+/// Why a browser can read the chat but not join it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum CannotJoin {
+    /// It lacks service workers or the Push API.
+    NoPush,
+    /// iOS or iPadOS Safari: the Push API exists only in a web app on the Home Screen.
+    OutsideHomeScreen,
 }
 
 /// This browser as a member. Its credentials are not kept here: the service worker may

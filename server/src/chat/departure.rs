@@ -4,7 +4,10 @@
 //! others who left, one push per batch of names that fits the budget, and gives a member
 //! the operator removed one last push on each of its browsers.
 
-use app::wire::{MemberCredentials, PushMessage, PUSH_PAYLOAD_LIMIT};
+use app::{
+    budget::payload_excess,
+    wire::{MemberCredentials, PushMessage},
+};
 
 use super::PushKind;
 use super::{Chat, ChatError};
@@ -135,7 +138,7 @@ pub(super) fn in_pushes(names: Vec<String>) -> Vec<Vec<String>> {
         let message = PushMessage::Left {
             names: names.to_vec(),
         };
-        message.to_payload().len() <= PUSH_PAYLOAD_LIMIT
+        payload_excess(&message).is_none()
     };
     let mut pushes = vec![Vec::new()];
     for name in names {
@@ -167,7 +170,7 @@ mod tests {
             let message = PushMessage::Left {
                 names: names.clone(),
             };
-            assert!(message.to_payload().len() <= PUSH_PAYLOAD_LIMIT);
+            assert_eq!(payload_excess(&message), None);
         }
         assert_eq!(pushes.concat(), names);
         assert!(in_pushes(Vec::new()).is_empty());

@@ -1,8 +1,9 @@
 //! What members say and hear: a chat line from a member, a notice from the operator, and
 //! a member muting chat lines for an hour.
 
-use app::wire::{
-    chat_payload_excess, ChatLine, MuteRequest, PostLineRequest, PushMessage, PUSH_PAYLOAD_LIMIT,
+use app::{
+    budget::{chat_line_excess, payload_excess},
+    wire::{ChatLine, MuteRequest, PostLineRequest, PushMessage},
 };
 
 use super::{check_text, limits::Limits, Chat, ChatError, PushKind, MUTE_FOR};
@@ -20,7 +21,7 @@ impl Chat {
     ) -> Result<(ChatLine, FanOut), ChatError> {
         let member = self.authenticate(&request.member).await?;
         check_text(&request.msg)?;
-        if let Some(excess) = chat_payload_excess(&member.name, &request.msg) {
+        if let Some(excess) = chat_line_excess(&member.name, &request.msg) {
             return Err(ChatError::MessageTooLong(excess));
         }
         self.allow(&self.lines, &member.member_id).await?;
@@ -42,11 +43,7 @@ impl Chat {
         let text = text.trim();
         check_text(text)?;
         let message = PushMessage::Notice { text: text.into() };
-        let excess = message
-            .to_payload()
-            .len()
-            .saturating_sub(PUSH_PAYLOAD_LIMIT);
-        if excess > 0 {
+        if let Some(excess) = payload_excess(&message) {
             return Err(ChatError::MessageTooLong(excess));
         }
         let recipients = match to {

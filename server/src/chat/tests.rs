@@ -7,9 +7,12 @@ use localpush::crypto::rfc8291_example::{
     RECEIVER_PUBLIC_KEY as KEY_A, SENDER_PUBLIC_KEY as KEY_B,
 };
 
-use app::wire::{
-    PostLineRequest, PushMessage, PushSubscription, ResubscribeRequest, SubscribeRequest,
-    SubscriptionKeys, PUSH_PAYLOAD_LIMIT,
+use app::{
+    budget::PUSH_PAYLOAD_LIMIT,
+    wire::{
+        PostLineRequest, PushMessage, PushSubscription, ResubscribeRequest, SubscribeRequest,
+        SubscriptionKeys,
+    },
 };
 
 use super::*;

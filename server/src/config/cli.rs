@@ -11,6 +11,9 @@ use crate::chat::{
     DEFAULT_CHAT_LINES_PER_MINUTE, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_PER_ADDRESS,
 };
 
+/// The address `serve` listens on unless told otherwise.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+
 /// A group chat whose live channel is Web Push.
 #[derive(Debug, Parser)]
 #[command(name = "pushchat", version, about)]
@@ -88,6 +91,17 @@ pub struct DataDirArg {
     pub database_url: Option<String>,
 }
 
+/// The address people open the chat at, which every push's notification links to.
+#[derive(Debug, Args)]
+pub struct PublicUrlArg {
+    /// The chat's public URL as people open it (https://chat.example.org/): every push
+    /// carries it, and a click on a notification opens it. At most 128 bytes. [default:
+    /// http://ADDR/ of `serve --addr` (https with --tls-cert), localhost for an
+    /// unspecified address]
+    #[arg(long, env = "PUSHCHAT_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum VapidCommand {
     /// Print the public key (what browsers subscribe with) and the contact.
@@ -142,6 +156,9 @@ pub struct SendArgs {
     pub to: Option<String>,
     #[command(flatten)]
     pub data: DataDirArg,
+    // For a notice sent when no server runs (a running server uses its own).
+    #[command(flatten)]
+    pub public_url: PublicUrlArg,
     /// Deliver to loopback push endpoints when no server runs (local testing only; a
     /// running server uses its own setting).
     #[arg(long, env = "PUSHCHAT_ALLOW_LOOPBACK_ENDPOINTS")]
@@ -168,8 +185,11 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "PUSHCHAT_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long, env = "PUSHCHAT_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub public_url: PublicUrlArg,
 
     #[command(flatten)]
     pub data: DataDirArg,

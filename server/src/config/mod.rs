@@ -7,6 +7,7 @@ pub mod file;
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use app::budget::MAX_CHAT_URL_LEN;
 use url::Url;
 
 use crate::{
@@ -85,6 +86,8 @@ pub enum ConfigError {
     AdminToken,
     #[error("--push-services {service:?} is not usable: {why}")]
     PushService { service: String, why: &'static str },
+    #[error("--public-url {url:?} is not usable: {why}")]
+    PublicUrl { url: String, why: &'static str },
 }
 
 impl Config {
@@ -116,6 +119,11 @@ impl Config {
         {
             return Err(ConfigError::AdminToken);
         }
+        let chat_url = chat_url(
+            args.public_url.public_url.as_deref(),
+            args.addr,
+            args.tls_cert.is_some(),
+        )?;
         let push_services = args
             .push_services
             .iter()
@@ -142,6 +150,7 @@ impl Config {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
                 max_fan_outs,
                 finish_queue_on_stop: !store.is_shared(),
+                chat_url,
                 ..DeliverySettings::default()
             },
             store,
@@ -158,6 +167,48 @@ impl Config {
                 .map(|(cert, key)| TlsFiles { cert, key }),
         })
     }
+}
+
+/// The chat's public URL, which every push's notification opens: `public_url` when given
+/// (an absolute http or https URL of at most [`MAX_CHAT_URL_LEN`] bytes), else the
+/// address the server listens on, `addr`, over https when it serves `tls` (an unspecified
+/// address, such as 0.0.0.0, as localhost).
+pub fn chat_url(
+    public_url: Option<&str>,
+    addr: SocketAddr,
+    tls: bool,
+) -> Result<String, ConfigError> {
+    let Some(given) = public_url else {
+        let scheme = if tls { "https" } else { "http" };
+        let port = addr.port();
+        let listening = match addr.ip() {
+            ip if ip.is_unspecified() => format!("{scheme}://localhost:{port}/"),
+            _ => format!("{scheme}://{addr}/"),
+        };
+        // As browsers write it: without the scheme's default port.
+        return Ok(Url::parse(&listening).map_or(listening, String::from));
+    };
+    let bad = |why| ConfigError::PublicUrl {
+        url: given.to_owned(),
+        why,
+    };
+    let url = Url::parse(given.trim())
+        .map_err(|_| bad("it must be an absolute URL such as https://chat.example.org/"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad("it must be an http: or https: URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            "give the address people open, without a user or a #fragment",
+        ));
+    }
+    let url = url.to_string();
+    if url.len() > MAX_CHAT_URL_LEN {
+        return Err(bad(
+            "it is longer than 128 bytes, which every push would carry",
+        ));
+    }
+    Ok(url)
 }
 
 /// RFC 8292's `sub`: a mailto: address or an https: URL where the operator can be reached.
@@ -387,6 +438,46 @@ mod tests {
         let mut args = args.to_vec();
         args.push(file.as_os_str());
         assert_eq!(parse(&args), LogFormat::Json);
+    }
+
+    #[test]
+    fn test_the_public_url_defaults_to_the_listen_address() {
+        assert_eq!(
+            serve(&[]).unwrap().delivery.chat_url,
+            "http://127.0.0.1:3000/"
+        );
+        let anywhere = serve(&["--addr", "0.0.0.0:8080"]).unwrap();
+        assert_eq!(anywhere.delivery.chat_url, "http://localhost:8080/");
+        let v6 = serve(&["--addr", "[::1]:3000"]).unwrap();
+        assert_eq!(v6.delivery.chat_url, "http://[::1]:3000/");
+        let addr = "192.0.2.7:443".parse().unwrap();
+        assert_eq!(chat_url(None, addr, true).unwrap(), "https://192.0.2.7/");
+    }
+
+    #[test]
+    fn test_a_public_url_is_an_absolute_http_url_and_named_in_its_error() {
+        let given = serve(&["--public-url", "https://Chat.Example.org"]).unwrap();
+        assert_eq!(given.delivery.chat_url, "https://chat.example.org/");
+        let path = serve(&["--public-url", "https://example.org/team/chat/"]).unwrap();
+        assert_eq!(path.delivery.chat_url, "https://example.org/team/chat/");
+        let too_long = format!("https://example.org/{}", "a".repeat(MAX_CHAT_URL_LEN));
+        for url in [
+            "chat.example.org",
+            "/chat",
+            "ftp://example.org/",
+            "mailto:ops@example.org",
+            "https://user:secret@example.org/",
+            "https://example.org/#top",
+            too_long.as_str(),
+        ] {
+            let error = serve(&["--public-url", url]).err();
+            assert!(
+                matches!(error, Some(ConfigError::PublicUrl { .. })),
+                "{url}: {error:?}"
+            );
+            let said = error.map(|error| error.to_string()).unwrap_or_default();
+            assert!(said.starts_with("--public-url"), "{said}");
+        }
     }
 
     #[test]

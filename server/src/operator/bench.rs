@@ -266,7 +266,7 @@ fn line_payload() -> Vec<u8> {
         msg: LINE.into(),
         time: u64::MAX,
     })
-    .to_payload()
+    .to_payload(&DeliverySettings::default().chat_url)
 }
 
 /// Runs the benchmark as `args` say and prints its figures.

@@ -28,8 +28,11 @@ use app::wire::ChatLine;
 use crate::{
     chat::{Chat, ChatRules},
     config::{
-        self,
-        cli::{BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand},
+        self, chat_url,
+        cli::{
+            BackupArgs, DataDirArg, MembersAction, MembersArgs, SendArgs, VapidCommand,
+            DEFAULT_ADDR,
+        },
     },
     http::{
         admin::{
@@ -407,8 +410,10 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
             let keys = VapidKeys::load(&*store, subject)
                 .await?
                 .with_context(|| format!("{} has no VAPID key", data_dir.display()))?;
+            let addr = DEFAULT_ADDR.parse().expect("the default address parses");
             let settings = DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
+                chat_url: chat_url(args.public_url.public_url.as_deref(), addr, false)?,
                 ..DeliverySettings::default()
             };
             let (gone, mut gone_heard) = mpsc::channel(GONE_BATCHES_WAITING);

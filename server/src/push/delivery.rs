@@ -124,8 +124,8 @@ impl Delivery {
         admitted: Vec<(Subscription, OriginPush)>,
         started: Instant,
     ) -> DeliveryReport {
-        let payload: Arc<[u8]> = message.to_payload().into();
-        let options = Arc::new(PushOptions::for_message(message));
+        let payload: Arc<[u8]> = message.to_payload(&self.settings.chat_url).into();
+        let options = Arc::new(PushOptions::for_message(message, payload.len()));
         let mut pushes = JoinSet::new();
         for (recipient, origin) in admitted {
             let (delivery, payload, options) =

@@ -25,7 +25,7 @@ use reqwest::{
 };
 use url::Url;
 
-use app::wire::PushMessage;
+use app::{budget, wire::PushMessage};
 
 use super::{
     delivery::Delivery,
@@ -65,6 +65,8 @@ pub struct DeliverySettings {
     /// flag or config file key sets it (see `config`): a deployment trusts the public
     /// roots alone.
     pub extra_trusted_roots: Vec<Vec<u8>>,
+    /// The chat's public URL, absolute: every push's notification opens it.
+    pub chat_url: String,
 }
 
 impl Default for DeliverySettings {
@@ -89,6 +91,7 @@ impl Default for DeliverySettings {
             allow_loopback_endpoints: false,
             finish_queue_on_stop: true,
             extra_trusted_roots: Vec::new(),
+            chat_url: "http://127.0.0.1:3000/".to_owned(),
         }
     }
 }
@@ -135,14 +138,18 @@ pub(super) struct PushOptions {
 }
 
 impl PushOptions {
-    pub(super) fn for_message(message: &PushMessage) -> Self {
+    /// The options of `message`, whose payload is `payload_len` bytes.
+    pub(super) fn for_message(message: &PushMessage, payload_len: usize) -> Self {
+        // Every push is padded to one of a few sizes, so its size does not tell its length
+        // (see `app::budget`). One over the budget (a bug) goes unpadded, to be refused.
+        let pad_to = budget::padded_body_size(payload_len).unwrap_or(0);
         match message {
             // People wait for chat lines; a day-old line is still worth showing.
             PushMessage::Line(_) => PushOptions {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::High,
                 topic: None,
-                pad_to: 0,
+                pad_to,
             },
             // An operator's notice is timely, but not urgent enough to wake a phone.
             // A removed member's browsers should hear of it even after a day away.
@@ -150,14 +157,14 @@ impl PushOptions {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::Normal,
                 topic: None,
-                pad_to: 0,
+                pad_to,
             },
             // Only the newest member-list change matters to a browser that was away.
             PushMessage::Joined { .. } | PushMessage::Left { .. } => PushOptions {
                 ttl_secs: 3600,
                 urgency: Urgency::Normal,
                 topic: Some("members"),
-                pad_to: 0,
+                pad_to,
             },
         }
     }
