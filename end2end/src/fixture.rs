@@ -70,14 +70,7 @@ impl Fixture {
 
     /// A virtual browser subscribed with this server's VAPID key, as a page would be.
     pub async fn browser(&self) -> VirtualSubscription {
-        let key = self.server.vapid_key().await;
-        self.pushes()
-            .subscribe(&NewSubscriber {
-                application_server_key: Some(key),
-                fault: None,
-            })
-            .await
-            .unwrap()
+        virtual_browser(&self.server, &self.pushes()).await
     }
 
     /// Subscribes one member per name, in order.
@@ -136,6 +129,17 @@ impl Stopped {
             binary,
         }
     }
+}
+
+/// A virtual browser on the push service `pushes` talks to, subscribed with `server`'s
+/// VAPID key, as a page would be.
+pub async fn virtual_browser(server: &Server, pushes: &LocalPushClient) -> VirtualSubscription {
+    let key = server.vapid_key().await;
+    let subscriber = NewSubscriber {
+        application_server_key: Some(key),
+        fault: None,
+    };
+    pushes.subscribe(&subscriber).await.unwrap()
 }
 
 /// Waits until `member` has received exactly `count` pushes; returns them.

@@ -35,6 +35,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
+#[path = "browser/chromium.rs"]
+mod chromium;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -261,7 +264,7 @@ impl Browser {
     }
 
     /// Headless Chromium, which has no push service here: for what only its DevTools
-    /// tell, such as whether the site is installable.
+    /// tell (whether the site is installable) or do (hand its worker a push).
     async fn chromium(chat_url: &str, profile: &Path) -> Browser {
         let mut chromedriver = Command::new("chromedriver");
         chromedriver.arg("--port=0");
@@ -272,6 +275,15 @@ impl Browser {
                     "--headless=new",
                     // Its sandbox needs user namespaces, which containers and root lack.
                     "--no-sandbox",
+                    "--disable-gpu",
+                    // No first-run pages, and no calls to Google's servers, which are out
+                    // of reach here and would only slow the browser down.
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    // Lets a test's script open a tab, as a person's click would.
+                    "--disable-popup-blocking",
                     format!("--user-data-dir={}", profile.display()),
                 ],
             }
