@@ -260,7 +260,7 @@ fn check_text(text: &str) -> Result<(), ChatError> {
 /// A member id: 128 random bits, hex.
 fn random_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

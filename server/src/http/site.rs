@@ -151,12 +151,7 @@ fn bundle_digest(output_name: &str) -> Option<String> {
         let file = Embedded::get(&format!("pkg/{output_name}.{extension}"))?;
         digest.update(file.metadata.sha256_hash());
     }
-    Some(hex(&digest.finalize()[..8]))
-}
-
-/// Lower-case hexadecimal, for names and ETags.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    Some(hex::encode(&digest.finalize()[..8]))
 }
 
 /// The bytes of `file`, shared when embedded.

@@ -14,7 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::http::site::{bytes_of, hex, Site};
+use crate::http::site::{bytes_of, Site};
 
 /// For names that carry their content's digest.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -49,7 +49,7 @@ pub async fn serve(site: &Site, request_path: &str, request: &HeaderMap) -> Opti
         }
     }
     let (encoding, file) = chosen;
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..16]));
+    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
 
     let mut headers = HeaderMap::new();
     let cache = if named.immutable {
