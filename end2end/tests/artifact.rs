@@ -32,9 +32,13 @@ impl Alone {
             built.exists(),
             "build it first: cargo leptos build --release --precompress (bash .ci/test does)"
         );
-        let dir = tempfile::tempdir().unwrap();
+        // A hard link, not a copy: a copy holds the new file open for writing, and a child
+        // that another test forks meanwhile inherits that descriptor until it execs, so
+        // starting the copy could fail with "Text file busy". A link opens nothing. The
+        // directory is beside the build, so that the link stays on one file system.
+        let dir = tempfile::tempdir_in(built.parent().unwrap()).unwrap();
         let binary = dir.path().join("pushchat");
-        std::fs::copy(&built, &binary).unwrap();
+        std::fs::hard_link(&built, &binary).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(
             std::env::var_os("LEPTOS_SITE_ROOT").is_none(),
