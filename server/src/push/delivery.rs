@@ -1,7 +1,8 @@
 //! Web Push delivery: every fan-out goes through [`Delivery`]. It sends one push per
-//! recipient (see `engine`), each in its own task, over one shared HTTP client that reuses
-//! connections per push service (HTTP/2 where the service offers it), with timeouts and
-//! no redirects; the worker (`worker`) takes the queued fan-outs. Each fan-out batch's
+//! recipient (see `engine`), a batch's pushes driven together by the batch's task, over
+//! one HTTP/2 connection per `https` push service (`http2`) or, for `http` endpoints and
+//! services without HTTP/2, one shared HTTP client that reuses connections, with timeouts
+//! and no redirects; the worker (`worker`) takes the queued fan-outs. Each fan-out batch's
 //! gone subscriptions are sent, as one event, to whoever holds the
 //! [`GoneSubscriptions`] receiver (the chat's rules, which end those memberships:
 //! delivery deletes nothing itself).
@@ -17,16 +18,15 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use tokio::{
-    sync::{broadcast, mpsc, Semaphore},
-    task::JoinSet,
-};
+use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
+use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use app::wire::PushMessage;
 
 use super::{
     engine::{DeliverySettings, PushOptions},
+    http2::{ClientError, Http2Client},
     origins::{OriginLimits, OriginPush},
     public_dns::PublicOnly,
     report::{DeliveryReport, DeliveryTotals, LastResult, Outcome},
@@ -47,9 +47,20 @@ pub type GoneSubscriptions = mpsc::Sender<Vec<Subscription>>;
 /// waits too.
 pub const GONE_BATCHES_WAITING: usize = 64;
 
+/// Why the engine could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("cannot make the HTTP client")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot make the HTTP/2 client")]
+    Http2(#[from] ClientError),
+}
+
 /// Sends pushes and reports gone subscriptions. Shared behind an `Arc`.
 pub struct Delivery {
+    /// For `http` endpoints and push services that do not speak HTTP/2.
     pub(super) http: reqwest::Client,
+    pub(super) http2: Http2Client,
     pub(super) vapid: Arc<VapidKeys>,
     pub(super) queue: Arc<dyn FanOutQueue>,
     pub(super) gone: GoneSubscriptions,
@@ -73,11 +84,12 @@ impl Delivery {
         queue: Arc<dyn FanOutQueue>,
         settings: DeliverySettings,
         gone: GoneSubscriptions,
-    ) -> reqwest::Result<Self> {
+    ) -> Result<Self, DeliveryError> {
+        let connect_timeout = settings.request_timeout.min(Duration::from_secs(10));
         let mut http = reqwest::Client::builder()
             .user_agent(concat!("pushchat/", env!("CARGO_PKG_VERSION")))
             .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .connect_timeout(connect_timeout)
             .pool_max_idle_per_host(settings.max_in_flight)
             // A push service has no reason to redirect; following one could reach anywhere.
             .redirect(reqwest::redirect::Policy::none())
@@ -88,8 +100,13 @@ impl Delivery {
             http = http.add_root_certificate(reqwest::Certificate::from_der(root)?);
         }
         let http = http.build()?;
+        let public_only = PublicOnly {
+            allow_loopback: settings.allow_loopback_endpoints,
+        };
+        let http2 = Http2Client::new(public_only, &settings.extra_trusted_roots, connect_timeout)?;
         Ok(Delivery {
             http,
+            http2,
             vapid,
             queue,
             gone,
@@ -124,29 +141,31 @@ impl Delivery {
         admitted: Vec<(Subscription, OriginPush)>,
         started: Instant,
     ) -> DeliveryReport {
-        let payload: Arc<[u8]> = message.to_payload(&self.settings.chat_url).into();
-        let options = Arc::new(PushOptions::for_message(message, payload.len()));
-        let mut pushes = JoinSet::new();
-        for (recipient, origin) in admitted {
-            let (delivery, payload, options) =
-                (Arc::clone(self), Arc::clone(&payload), Arc::clone(&options));
-            pushes.spawn(async move {
-                let (outcome, retries) =
-                    delivery.push(&payload, &options, &recipient, &origin).await;
-                // Finished for its origin before it is counted: the worker may take
-                // another batch for it at once.
-                drop(origin);
-                (outcome, retries, recipient)
-            });
-        }
+        let payload = message.to_payload(&self.settings.chat_url);
+        let options = PushOptions::for_message(message, payload.len());
+        let (payload, options) = (payload.as_slice(), &options);
+        // Polled by this task, not one task each: a push mostly waits for its answer.
+        let mut pushes: FuturesUnordered<_> = admitted
+            .into_iter()
+            .map(|(recipient, origin)| {
+                let push = async move {
+                    let (outcome, retries) = self.push(payload, options, &recipient, &origin).await;
+                    // Finished for its origin before it is counted: the worker may take
+                    // another batch for it at once.
+                    drop(origin);
+                    (outcome, retries, recipient)
+                };
+                std::panic::AssertUnwindSafe(push).catch_unwind()
+            })
+            .collect();
 
         let mut report = DeliveryReport::default();
         let mut gone = Vec::new();
         report.latencies.reserve(pushes.len());
-        while let Some(finished) = pushes.join_next().await {
+        while let Some(finished) = pushes.next().await {
             report.latencies.push(started.elapsed());
             let Ok((outcome, retries, recipient)) = finished else {
-                report.failed += 1; // A push task panicked; the others carry on.
+                report.failed += 1; // A push panicked; the others carry on.
                 continue;
             };
             report.retried += retries as usize;
@@ -167,7 +186,7 @@ impl Delivery {
             let at = SystemTime::now();
             last_results.insert(recipient.endpoint, LastResult { outcome, at });
         }
-        // join_next yields in completion order, so the latencies are already sorted.
+        // `pushes` yields in completion order, so the latencies are already sorted.
         report.elapsed = started.elapsed();
         if !gone.is_empty() && self.gone.send(gone).await.is_err() {
             tracing::warn!(

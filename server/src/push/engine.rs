@@ -18,9 +18,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use http::Uri;
 use rand::Rng;
 use reqwest::{
-    header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE},
+    header::{
+        HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
+        USER_AGENT,
+    },
     StatusCode,
 };
 use url::Url;
@@ -29,7 +33,8 @@ use app::{budget, wire::PushMessage};
 
 use super::{
     delivery::Delivery,
-    encryption::{self, EncryptionError, KeysError, ReceiverKeys},
+    encryption::{self, KeysError, ReceiverKeys},
+    http2::{SendError, Sent},
     origins::OriginPush,
     report::Outcome,
 };
@@ -127,12 +132,67 @@ impl Urgency {
     }
 }
 
-/// The headers a push carries besides its body, and the size its body is padded to.
-pub(super) struct PushOptions {
+/// How a message is pushed: its headers and its body's size.
+struct Kind {
     ttl_secs: u32,
     urgency: Urgency,
     /// A newer push with the same topic replaces an undelivered older one.
     topic: Option<&'static str>,
+}
+
+impl Kind {
+    fn of(message: &PushMessage) -> Self {
+        match message {
+            // People wait for chat lines; a day-old line is still worth showing.
+            PushMessage::Line(_) => Kind {
+                ttl_secs: 24 * 3600,
+                urgency: Urgency::High,
+                topic: None,
+            },
+            // An operator's notice is timely, but not urgent enough to wake a phone.
+            // A removed member's browsers should hear of it even after a day away.
+            PushMessage::Notice { .. } | PushMessage::Removed { .. } => Kind {
+                ttl_secs: 24 * 3600,
+                urgency: Urgency::Normal,
+                topic: None,
+            },
+            // Only the newest member-list change matters to a browser that was away.
+            PushMessage::Joined { .. } | PushMessage::Left { .. } => Kind {
+                ttl_secs: 3600,
+                urgency: Urgency::Normal,
+                topic: Some("members"),
+            },
+        }
+    }
+
+    /// Every header of its pushes but the origin's `Authorization`.
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(HeaderName::from_static("ttl"), self.ttl_secs.into());
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(HeaderName::from_static("urgency"), self.urgency.header());
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("pushchat/", env!("CARGO_PKG_VERSION"))),
+        );
+        if let Some(topic) = self.topic {
+            headers.insert(
+                HeaderName::from_static("topic"),
+                HeaderValue::from_static(topic),
+            );
+        }
+        headers
+    }
+}
+
+/// The headers a push carries besides its body and `Authorization` (made once per
+/// fan-out), and the size its body is padded to.
+pub(super) struct PushOptions {
+    headers: HeaderMap,
     /// The body's size after padding (see `encryption::encrypt`); 0 pads nothing.
     pad_to: usize,
 }
@@ -142,30 +202,9 @@ impl PushOptions {
     pub(super) fn for_message(message: &PushMessage, payload_len: usize) -> Self {
         // Every push is padded to one of a few sizes, so its size does not tell its length
         // (see `app::budget`). One over the budget (a bug) goes unpadded, to be refused.
-        let pad_to = budget::padded_body_size(payload_len).unwrap_or(0);
-        match message {
-            // People wait for chat lines; a day-old line is still worth showing.
-            PushMessage::Line(_) => PushOptions {
-                ttl_secs: 24 * 3600,
-                urgency: Urgency::High,
-                topic: None,
-                pad_to,
-            },
-            // An operator's notice is timely, but not urgent enough to wake a phone.
-            // A removed member's browsers should hear of it even after a day away.
-            PushMessage::Notice { .. } | PushMessage::Removed { .. } => PushOptions {
-                ttl_secs: 24 * 3600,
-                urgency: Urgency::Normal,
-                topic: None,
-                pad_to,
-            },
-            // Only the newest member-list change matters to a browser that was away.
-            PushMessage::Joined { .. } | PushMessage::Left { .. } => PushOptions {
-                ttl_secs: 3600,
-                urgency: Urgency::Normal,
-                topic: Some("members"),
-                pad_to,
-            },
+        PushOptions {
+            headers: Kind::of(message).headers(),
+            pad_to: budget::padded_body_size(payload_len).unwrap_or(0),
         }
     }
 }
@@ -174,22 +213,65 @@ impl PushOptions {
 enum BuildError {
     #[error("the stored endpoint is not a URL")]
     Endpoint(#[from] url::ParseError),
+    #[error("the stored endpoint is not a URI")]
+    Uri(#[from] http::uri::InvalidUri),
     #[error("the stored subscription's keys are unusable")]
     Keys(#[from] KeysError),
-    #[error("could not encrypt the push")]
-    Encryption(#[from] EncryptionError),
+}
+
+/// Why a push service did not answer a push.
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    #[error(transparent)]
+    Http2(#[from] SendError),
+    #[error(transparent)]
+    Http1(#[from] reqwest::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where a push goes, parsed once per push.
+enum Endpoint {
+    /// For the HTTP/2 client (and the general one, should the service not speak HTTP/2).
+    Https(Uri),
+    /// `http`: for the general client only.
+    Http(Url),
+}
+
+impl Endpoint {
+    fn parse(endpoint: &str) -> Result<Self, BuildError> {
+        if !endpoint.starts_with("https://") {
+            return Ok(Endpoint::Http(Url::parse(endpoint)?));
+        }
+        // Stored endpoints are plain ASCII URLs (see `subscription`): parsed as they are,
+        // without the URL standard's normalisation unless they need it.
+        match Uri::try_from(endpoint) {
+            Ok(uri) => Ok(Endpoint::Https(uri)),
+            Err(_) => Ok(Endpoint::Https(Uri::try_from(
+                Url::parse(endpoint)?.as_str(),
+            )?)),
+        }
+    }
+
+    fn host(&self) -> &str {
+        match self {
+            Endpoint::Https(uri) => uri.host(),
+            Endpoint::Http(url) => url.host_str(),
+        }
+        .unwrap_or_default()
+    }
 }
 
 /// What every attempt at one push needs, parsed once per push.
 struct Recipient {
-    endpoint: Url,
+    endpoint: Endpoint,
     keys: ReceiverKeys,
 }
 
 impl Recipient {
     fn parse(to: &Subscription) -> Result<Self, BuildError> {
         Ok(Recipient {
-            endpoint: Url::parse(&to.endpoint)?,
+            endpoint: Endpoint::parse(&to.endpoint)?,
             keys: ReceiverKeys::from_subscription(to)?,
         })
     }
@@ -255,28 +337,36 @@ impl Delivery {
         to: &Recipient,
         origin: &str,
     ) -> Attempt {
-        let host = || to.endpoint.host_str().unwrap_or_default().to_owned();
-        let request = match self.build_request(payload, options, to, origin) {
-            Ok(request) => request,
+        let host = || to.endpoint.host().to_owned();
+        let body = match encryption::encrypt(&to.keys, payload, options.pad_to) {
+            Ok(body) => body,
             Err(error) => {
                 tracing::error!(host = %host(), error = %error, "could not build a push");
                 return Attempt::Done(Outcome::Failed);
             }
         };
-        let response = match request.send().await {
-            Ok(response) => response,
+        let mut headers = options.headers.clone();
+        headers.insert(AUTHORIZATION, self.vapid.authorization_for(origin));
+        let sent = tokio::time::timeout(
+            self.settings.request_timeout,
+            self.post(to, origin, headers, body),
+        )
+        .await
+        .unwrap_or(Err(Unanswered::Timeout(self.settings.request_timeout)));
+        let (status, headers) = match sent {
+            Ok(answer) => answer,
             Err(error) => {
                 tracing::debug!(host = %host(), error = %error, "push not answered; will retry");
                 return Attempt::Retry { retry_after: None };
             }
         };
-        match response.status() {
+        match status {
             status if status.is_success() => Attempt::Done(Outcome::Delivered),
             StatusCode::NOT_FOUND | StatusCode::GONE => Attempt::Done(Outcome::Gone),
             status if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() => {
                 tracing::debug!(host = %host(), %status, "push service busy; will retry");
                 Attempt::Retry {
-                    retry_after: retry_after(response.headers()),
+                    retry_after: retry_after(&headers),
                 }
             }
             StatusCode::PAYLOAD_TOO_LARGE => {
@@ -296,34 +386,40 @@ impl Delivery {
         }
     }
 
-    /// Encrypts `payload` for `to`, an endpoint of `origin`, and builds the RFC 8030
-    /// request.
-    fn build_request(
+    /// POSTs `body` with `headers` to `to`, an endpoint of `origin`: over the origin's
+    /// HTTP/2 connection when it is `https` and the service speaks HTTP/2, else over the
+    /// general client.
+    async fn post(
         &self,
-        payload: &[u8],
-        options: &PushOptions,
         to: &Recipient,
         origin: &str,
-    ) -> Result<reqwest::RequestBuilder, BuildError> {
-        let body = encryption::encrypt(&to.keys, payload, options.pad_to)?;
-        let mut request = self
-            .http
-            .post(to.endpoint.clone())
-            .header(HeaderName::from_static("ttl"), options.ttl_secs)
-            .header(CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"))
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            )
-            .header(HeaderName::from_static("urgency"), options.urgency.header())
-            .header(AUTHORIZATION, self.vapid.authorization_for(origin));
-        if let Some(topic) = options.topic {
-            request = request.header(
-                HeaderName::from_static("topic"),
-                HeaderValue::from_static(topic),
-            );
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, HeaderMap), Unanswered> {
+        if let Endpoint::Https(uri) = &to.endpoint {
+            match self.http2.post(origin, uri, headers, body).await? {
+                Sent::Answered(status, headers) => return Ok((status, headers)),
+                Sent::NotHttp2 { headers, body } => {
+                    return self.post_http1(to, headers, body).await
+                }
+            }
         }
-        Ok(request.body(body))
+        self.post_http1(to, headers, body).await
+    }
+
+    /// POSTs over the general client.
+    async fn post_http1(
+        &self,
+        to: &Recipient,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, HeaderMap), Unanswered> {
+        let request = match &to.endpoint {
+            Endpoint::Https(uri) => self.http.post(uri.to_string()),
+            Endpoint::Http(url) => self.http.post(url.clone()),
+        };
+        let response = request.headers(headers).body(body).send().await?;
+        Ok((response.status(), response.headers().clone()))
     }
 }
 
