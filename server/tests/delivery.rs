@@ -464,6 +464,58 @@ async fn test_a_tls_push_service_gets_every_push_over_http2_only_once_its_root_i
     assert_eq!((stats.accepted, stats.accepted_http2), (3, 3));
 }
 
+#[tokio::test]
+async fn test_over_http2_the_status_policy_holds_on_one_shared_connection() {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let push = LocalPush::start_with(addr, Transport::Http2Tls, 1)
+        .await
+        .unwrap();
+    let root = push.certificate().expect("a certificate over TLS").to_vec();
+    let settings = DeliverySettings {
+        extra_trusted_roots: vec![root],
+        ..quick()
+    };
+    let engine = Engine::on(TestStore::new().await, push, settings).await;
+    let ann = engine.member("Ann", None).await;
+    let flaky = engine.member("Bo", Some(Fault::Flaky)).await;
+    let gone = engine.member("Cy", Some(Fault::NotFound)).await;
+    let too_large = engine.member("Di", Some(Fault::TooLarge)).await;
+    // Its stream is reset without an answer: retried like a dropped connection.
+    let reset = engine
+        .member("Ed", Some(Fault::DropConnection { times: 1 }))
+        .await;
+    let busy = NewSubscriber {
+        application_server_key: Some(engine.vapid.public_key_base64()),
+        fault: Some(Fault::RateLimited {
+            retry_after_secs: 1,
+            times: 1,
+        }),
+    };
+    let limited = engine.pushes().subscribe(&busy).await.unwrap();
+    engine
+        .store
+        .put_device(&device("Flo", &limited))
+        .await
+        .unwrap();
+
+    let done = engine.deliver(engine.chat_line("over h2").await).await;
+    assert_eq!(counts(&done), report(4, 1, 1, 3));
+    let reported = engine.gone.lock().await.try_recv().unwrap();
+    let reported: Vec<&str> = reported.iter().map(|s| s.endpoint.as_str()).collect();
+    assert_eq!(reported, [gone.subscription.endpoint.as_str()]);
+    let pushes = engine.pushes();
+    for member in [&ann, &flaky, &reset, &limited] {
+        let received = pushes.received(&member.id).await.unwrap();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].http_version, "HTTP/2.0");
+    }
+    let attempts = pushes.attempts(&limited.id).await.unwrap();
+    // The quick backoff is 10 ms: only Retry-After explains a wait of a second.
+    assert!(attempts[1] - attempts[0] >= 990, "Retry-After honoured");
+    assert_eq!(pushes.attempts(&too_large.id).await.unwrap().len(), 1);
+    assert!(engine.is_member(&too_large).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_hung_origin_holds_none_of_another_origins_pushes() {
     // As configured: PostgreSQL holds a connection per fan-out, so it takes 16 at once.
