@@ -64,6 +64,20 @@ impl Engine {
         }
     }
 
+    /// An engine whose push service answers over TLS and HTTP/2, its root trusted.
+    async fn over_tls() -> Engine {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let push = LocalPush::start_with(addr, Transport::Http2Tls, 1)
+            .await
+            .unwrap();
+        let root = push.certificate().expect("a certificate over TLS").to_vec();
+        let settings = DeliverySettings {
+            extra_trusted_roots: vec![root],
+            ..quick()
+        };
+        Engine::on(TestStore::new().await, push, settings).await
+    }
+
     fn pushes(&self) -> LocalPushClient {
         self.push.client()
     }
@@ -423,16 +437,7 @@ async fn test_a_redirect_is_not_followed() {
 
 #[tokio::test]
 async fn test_a_tls_push_service_gets_every_push_over_http2_only_once_its_root_is_trusted() {
-    let addr = "127.0.0.1:0".parse().unwrap();
-    let push = LocalPush::start_with(addr, Transport::Http2Tls, 1)
-        .await
-        .unwrap();
-    let root = push.certificate().expect("a certificate over TLS").to_vec();
-    let settings = DeliverySettings {
-        extra_trusted_roots: vec![root],
-        ..quick()
-    };
-    let engine = Engine::on(TestStore::new().await, push, settings).await;
+    let engine = Engine::over_tls().await;
     let mut members = Vec::new();
     for name in ["Ann", "Bo", "Cy"] {
         members.push(engine.member(name, None).await);
@@ -466,16 +471,7 @@ async fn test_a_tls_push_service_gets_every_push_over_http2_only_once_its_root_i
 
 #[tokio::test]
 async fn test_over_http2_the_status_policy_holds_on_one_shared_connection() {
-    let addr = "127.0.0.1:0".parse().unwrap();
-    let push = LocalPush::start_with(addr, Transport::Http2Tls, 1)
-        .await
-        .unwrap();
-    let root = push.certificate().expect("a certificate over TLS").to_vec();
-    let settings = DeliverySettings {
-        extra_trusted_roots: vec![root],
-        ..quick()
-    };
-    let engine = Engine::on(TestStore::new().await, push, settings).await;
+    let engine = Engine::over_tls().await;
     let ann = engine.member("Ann", None).await;
     let flaky = engine.member("Bo", Some(Fault::Flaky)).await;
     let gone = engine.member("Cy", Some(Fault::NotFound)).await;
