@@ -26,6 +26,7 @@ const SHIFT: &str = "\u{E008}";
 async fn joined_by_enter(stack: &Stack, name: &str) -> Browser {
     let browser = stack.firefox().await;
     browser.open_chat().await;
+    browser.screenshot("page-visitor").await;
     browser
         .client
         .find(Locator::Css("#name"))
@@ -121,6 +122,19 @@ async fn test_http_addresses_in_a_line_are_anchors_opening_a_new_tab_and_a_scrip
     assert_eq!(elements, json!(2));
     assert_eq!(ann.canary().await, Value::Null);
     ann.screenshot("page-links").await;
+    // On a phone the members are a panel the bar opens, over the conversation.
+    ann.client.set_window_size(390, 844).await.unwrap();
+    ann.screenshot("page-links-phone").await;
+    ann.client
+        .find(Locator::Css("#members-toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let members = ann.client.find(Locator::Css("#members")).await.unwrap();
+    assert!(members.is_displayed().await.unwrap());
+    ann.screenshot("page-members-phone").await;
 }
 
 #[tokio::test]
