@@ -8,6 +8,7 @@ pub mod wire;
 
 mod api;
 mod browser;
+mod linkify;
 mod offline;
 mod page;
 mod payload;

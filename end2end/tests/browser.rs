@@ -37,6 +37,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 #[path = "browser/chromium.rs"]
 mod chromium;
+#[path = "browser/page.rs"]
+mod page;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -492,9 +494,9 @@ impl Browser {
         serde_json::from_value(self.client.execute(script, vec![]).await.unwrap()).unwrap()
     }
 
-    /// The message list, as (sender, text) pairs of text.
+    /// The message list's sent lines, as (sender, text) pairs of text.
     async fn lines(&self) -> Vec<(String, String)> {
-        let script = "return [...document.querySelectorAll('#messages li')]
+        let script = "return [...document.querySelectorAll('#messages li.line:not(.waiting)')]
             .map(li => [li.querySelector('.who').textContent, li.querySelector('.text').textContent])";
         serde_json::from_value(self.client.execute(script, vec![]).await.unwrap()).unwrap()
     }

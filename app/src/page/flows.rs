@@ -2,9 +2,15 @@
 //! announcing this browser to the server, leaving, and returning to Subscribe when the
 //! server no longer knows this browser.
 
-use leptos::prelude::*;
+use std::time::Duration;
 
-use super::state::{CannotJoin, Member, Membership, Page};
+use futures::channel::oneshot;
+use leptos::{prelude::*, task::spawn_local};
+
+use super::{
+    outbox::send_kept,
+    state::{CannotJoin, Member, Membership, Page},
+};
 use crate::{
     api, browser,
     names::clean_name,
@@ -85,7 +91,10 @@ pub(super) async fn restore(page: Page) {
         Some(connect(&registration, request, page, Announce::Init).await)
     };
     match restored.await {
-        Some(Ok(member)) => membership.set(Membership::Member(member)),
+        Some(Ok(member)) => {
+            membership.set(Membership::Member(member));
+            send_kept(page).await;
+        }
         Some(Err(api::Error {
             not_member: Some(why),
             ..
@@ -96,6 +105,36 @@ pub(super) async fn restore(page: Page) {
         }
         None => membership.set(Membership::Visitor),
     }
+}
+
+/// The longest wait between two looks for the server.
+const LONGEST_WAIT: Duration = Duration::from_secs(30);
+
+/// While the page says the server cannot be reached: looks for it again, after 1 s, then
+/// twice as long each time up to [`LONGEST_WAIT`], and restores the page (and sends what
+/// was typed meanwhile) once it answers. The device's `online` event does the same at
+/// once; either way the page recovers without a reload.
+pub(super) async fn wait_for_server(page: Page) {
+    let mut wait = Duration::from_secs(1);
+    while page.unreachable.get_untracked() {
+        sleep(wait).await;
+        wait = (wait * 2).min(LONGEST_WAIT);
+        if page.unreachable.get_untracked() && offline::server_reachable().await {
+            spawn_local(restore(page));
+            return;
+        }
+    }
+}
+
+async fn sleep(duration: Duration) {
+    let (done, waited) = oneshot::channel();
+    set_timeout(
+        move || {
+            let _ = done.send(());
+        },
+        duration,
+    );
+    let _ = waited.await;
 }
 
 /// The Subscribe press: permission, worker, push subscription, then the server. With a
@@ -215,6 +254,7 @@ pub(super) async fn leave(member: Member, page: Page) {
     }
     browser::save_name(None);
     room.clear();
+    page.outbox.clear();
     membership.set(Membership::Visitor);
 }
 
@@ -227,6 +267,7 @@ pub(super) async fn no_longer_member(page: Page, why: NotMember) {
     page.problem.set(Some(not_member_sentence(why).to_owned()));
     page.new_device_code.set(None);
     page.room.clear();
+    page.outbox.clear();
     browser::save_name(None);
     if why == NotMember::Banned {
         page.name_input.set(String::new());

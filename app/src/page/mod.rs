@@ -1,10 +1,12 @@
-//! The chat page: a name field and a Subscribe button, the member list, the message list
-//! and, for members, a send box. The server renders it empty; in the browser it restores
-//! an earlier membership (`init`) and then changes only on pushes relayed by the service
-//! worker and on the answers to this page's own requests. When the server cannot be
-//! reached, it says so and shows the last room this browser saw. When the server no
-//! longer knows this browser as a member (a 404 with a code, or a `removed` push), the
-//! page drops the browser's subscription, returns to Subscribe and says why.
+//! The chat page, laid out as the chats people use: a bar with the chat's name and its
+//! members, the conversation filling the window, and at the bottom the line being typed
+//! (or, before joining, the name and Subscribe). The server renders it empty; in the
+//! browser it restores an earlier membership (`init`) and then changes only on pushes
+//! relayed by the service worker and on the answers to this page's own requests. When the
+//! server cannot be reached, it says so, shows the last room this browser saw, keeps what
+//! is typed, and looks for the server again. When the server no longer knows this browser
+//! as a member (a 404 with a code, or a `removed` push), the page drops the browser's
+//! subscription, returns to Subscribe and says why.
 
 use leptos::{prelude::*, task::spawn_local};
 use leptos_meta::Title;
@@ -13,14 +15,19 @@ use crate::{
     api, browser,
     budget::{chat_line_excess, PUSH_PAYLOAD_LIMIT},
     offline,
-    wire::{DeviceCode, PostLineRequest},
+    wire::DeviceCode,
 };
 
+mod conversation;
 mod flows;
+mod outbox;
 mod state;
+mod timeline;
 
 use self::{
-    flows::{join, leave, restore, OFFLINE_PRESS},
+    conversation::Conversation,
+    flows::{join, leave, restore, wait_for_server, OFFLINE_PRESS},
+    outbox::{send, Outbox, Sent},
     state::{CannotJoin, Joining, Membership, Page, Room},
 };
 
@@ -32,18 +39,22 @@ pub fn ChatPage() -> impl IntoView {
     let name_input = RwSignal::new(String::new());
     let draft = RwSignal::new(String::new());
     let unreachable = RwSignal::new(false);
+    let outbox = Outbox::new();
     let joining = Joining {
         passphrase_needed: RwSignal::new(false),
         passphrase: RwSignal::new(String::new()),
         device_code: RwSignal::new(String::new()),
     };
     let new_device_code = RwSignal::new(None::<DeviceCode>);
+    let members_open = RwSignal::new(false);
+    let follow = StoredValue::new(true);
     let page = Page {
         membership,
         room,
         name_input,
         problem,
         unreachable,
+        outbox,
         joining,
         new_device_code,
     };
@@ -51,6 +62,7 @@ pub fn ChatPage() -> impl IntoView {
     // Effects run in the browser only, once hydrated.
     Effect::new(move |_| {
         room.unread.clear_when_shown();
+        outbox.load();
         offline::watch_connectivity(move |online| {
             if !online {
                 unreachable.set(true);
@@ -61,8 +73,13 @@ pub fn ChatPage() -> impl IntoView {
         spawn_local(restore(page));
     });
     Effect::new(move |_| room.unread.show_on_badge());
+    Effect::new(move |_| {
+        if unreachable.get() {
+            spawn_local(wait_for_server(page));
+        }
+    });
 
-    let on_subscribe = move |_| {
+    let on_subscribe = move || {
         let current = membership.get_untracked();
         problem.set(None);
         if unreachable.get_untracked() {
@@ -96,8 +113,7 @@ pub fn ChatPage() -> impl IntoView {
         })
     };
 
-    let on_send = move |event: leptos::ev::SubmitEvent| {
-        event.prevent_default();
+    let send_draft = move || {
         let Membership::Member(member) = membership.get_untracked() else {
             return;
         };
@@ -112,22 +128,38 @@ pub fn ChatPage() -> impl IntoView {
             return;
         }
         problem.set(None);
+        // Whoever sends wants to see their line.
+        follow.set_value(true);
+        if unreachable.get_untracked() {
+            draft.set(String::new());
+            return outbox.keep(msg);
+        }
         spawn_local(async move {
-            let sent = async {
-                let member = browser::member_credentials().await?;
-                api::chat(&PostLineRequest { member, msg }).await
-            };
-            match sent.await {
-                Ok(line) => {
+            match send(page, msg.clone()).await {
+                Sent::Yes => draft.set(String::new()),
+                Sent::Later => {
                     draft.set(String::new());
-                    room.add_line(line);
+                    outbox.keep(msg);
                 }
-                Err(error) => page.member_call_failed(error),
+                // The line stays in the box, to change and send again.
+                Sent::Refused => {}
             }
         });
     };
+    let on_message_key = move |event: leptos::ev::KeyboardEvent| {
+        // Enter sends; Shift+Enter is a new line; Enter that ends an input method's
+        // composition (Japanese, say) only ends it.
+        if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
+            event.prevent_default();
+            send_draft();
+        }
+    };
 
-    let is_member = move || matches!(membership.get(), Membership::Member(_));
+    let you = Signal::derive(move || match membership.get() {
+        Membership::Member(member) => Some(member.name),
+        _ => None,
+    });
+    let is_member = move || you.with(Option::is_some);
     let busy = move || matches!(membership.get(), Membership::Restoring | Membership::Busy);
     let reader = move || matches!(membership.get(), Membership::Reader(_));
     let button_label = move || {
@@ -171,26 +203,25 @@ pub fn ChatPage() -> impl IntoView {
             "Subscribe to see who is here."
         }
     };
+    let member_count = move || room.members.with(Vec::len);
+    let message_rows = move || draft.with(|draft| draft.split('\n').count().clamp(1, 6));
 
-    view! {
-        <Title text=move || room.unread.title() />
-        <main class="chat">
-            <header>
-                <h1>"pushchat"</h1>
-                <p class="tagline">"A group chat that reaches you even when this tab is closed."</p>
-            </header>
-            <Show when=move || unreachable.get()>
-                <p id="offline" class="offline" role="status">
-                    "You are offline: the chat server cannot be reached. These are the last \
-                    messages this browser saw; the chat goes on when the connection is back."
-                </p>
-            </Show>
-            <section class="join" aria-label="Membership">
+    // Separate views keep the page's type shallow enough for the compiler.
+    let join_section = view! {
+        <section class="join" aria-label="Membership">
+            <form
+                class="join-form"
+                on:submit=move |event| {
+                    event.prevent_default();
+                    on_subscribe();
+                }
+            >
                 <label for="name">"Your name"</label>
                 <input
                     id="name"
                     type="text"
                     autocomplete="nickname"
+                    enterkeyhint="go"
                     maxlength="64"
                     prop:value=move || name_input.get()
                     on:input=move |ev| name_input.set(event_target_value(&ev))
@@ -207,10 +238,15 @@ pub fn ChatPage() -> impl IntoView {
                         disabled=busy
                     />
                 </Show>
+                <Show when=is_member>
+                    <button id="add-device" class="quiet" type="button" on:click=on_add_device>
+                        "Add a device"
+                    </button>
+                </Show>
                 <button
                     id="subscribe"
-                    type="button"
-                    on:click=on_subscribe
+                    type="submit"
+                    class:quiet=is_member
                     disabled=move || busy() || reader()
                 >
                     {button_label}
@@ -232,12 +268,7 @@ pub fn ChatPage() -> impl IntoView {
                         />
                     </details>
                 </Show>
-                <Show when=is_member>
-                    <button id="add-device" type="button" on:click=on_add_device>
-                        "Add a device"
-                    </button>
-                </Show>
-            </section>
+            </form>
             <Show when=move || is_member() && new_device_code.with(Option::is_some)>
                 <p id="device-code" class="device-code" role="status">
                     "On your other device, open "
@@ -250,6 +281,90 @@ pub fn ChatPage() -> impl IntoView {
                 </p>
             </Show>
             <p id="status" class="status">{status}</p>
+        </section>
+    }
+    .into_any();
+    let room_view = view! {
+        <div class="room">
+            <section
+                id="members-panel"
+                class="members"
+                class:open=move || members_open.get()
+                aria-labelledby="members-title"
+            >
+                <h2 id="members-title">"Members"</h2>
+                <ul id="members">
+                    <For
+                        each=move || room.members.get()
+                        key=|name| name.clone()
+                        children=|name| view! { <li>{name}</li> }
+                    />
+                </ul>
+                <Show when=move || room.members.with(Vec::is_empty)>
+                    <p class="empty">{empty_members}</p>
+                </Show>
+            </section>
+            <main class="messages">
+                <h2 class="visually-hidden">"Messages"</h2>
+                <Conversation lines=room.lines outbox you follow />
+                <Show when=move || {
+                    room.lines.with(Vec::is_empty) && outbox.lines.with(Vec::is_empty)
+                }>
+                    <p class="empty">{empty_history}</p>
+                </Show>
+                <Show when=is_member>
+                    <form
+                        id="send-form"
+                        class="send"
+                        on:submit=move |event| {
+                            event.prevent_default();
+                            send_draft();
+                        }
+                    >
+                        <label for="message" class="visually-hidden">"Message"</label>
+                        <textarea
+                            id="message"
+                            rows=message_rows
+                            autocomplete="off"
+                            enterkeyhint="send"
+                            placeholder="Message"
+                            maxlength=PUSH_PAYLOAD_LIMIT
+                            prop:value=move || draft.get()
+                            on:input=move |ev| draft.set(event_target_value(&ev))
+                            on:keydown=on_message_key
+                        ></textarea>
+                        <button id="send" type="submit">"Send"</button>
+                    </form>
+                </Show>
+            </main>
+        </div>
+    }
+    .into_any();
+    view! {
+        <Title text=move || room.unread.title() />
+        <div class="chat" class:joined=is_member>
+            <header class="bar">
+                <h1>"pushchat"</h1>
+                <button
+                    id="members-toggle"
+                    class="quiet"
+                    type="button"
+                    aria-controls="members-panel"
+                    aria-expanded=move || members_open.get().to_string()
+                    on:click=move |_| members_open.update(|open| *open = !*open)
+                >
+                    "Members "
+                    <span class="count">{member_count}</span>
+                </button>
+            </header>
+            <Show when=move || unreachable.get()>
+                <p id="offline" class="offline" role="status">
+                    "You are offline: the chat server cannot be reached. These are the last \
+                    messages this browser saw. What you send now is kept and goes when the \
+                    connection is back; the page keeps trying."
+                </p>
+            </Show>
+            {join_section}
             <p id="problem" class="problem" role="alert">{move || problem.get()}</p>
             <Show when=move || room.notice.with(Option::is_some)>
                 <p id="notice" class="notice" role="status">
@@ -257,60 +372,7 @@ pub fn ChatPage() -> impl IntoView {
                     {move || room.notice.get()}
                 </p>
             </Show>
-            <div class="room">
-                <section class="members" aria-labelledby="members-title">
-                    <h2 id="members-title">"Members"</h2>
-                    <ul id="members">
-                        <For
-                            each=move || room.members.get()
-                            key=|name| name.clone()
-                            children=|name| view! { <li>{name}</li> }
-                        />
-                    </ul>
-                    <Show when=move || room.members.with(Vec::is_empty)>
-                        <p class="empty">{empty_members}</p>
-                    </Show>
-                </section>
-                <section class="messages" aria-labelledby="messages-title">
-                    <h2 id="messages-title">"Messages"</h2>
-                    <ol id="messages" aria-live="polite">
-                        <For
-                            each=move || room.lines.get()
-                            key=|line| line.id
-                            children=|line| view! {
-                                <li data-id=line.id.to_string()>
-                                    <span class="who">{line.name}</span>
-                                    <span class="text">{line.msg}</span>
-                                    <time>{clock_time(line.time)}</time>
-                                </li>
-                            }
-                        />
-                    </ol>
-                    <Show when=move || room.lines.with(Vec::is_empty)>
-                        <p class="empty">{empty_history}</p>
-                    </Show>
-                    <Show when=is_member>
-                        <form id="send-form" class="send" on:submit=on_send>
-                            <label for="message">"Message"</label>
-                            <input
-                                id="message"
-                                type="text"
-                                autocomplete="off"
-                                maxlength=PUSH_PAYLOAD_LIMIT
-                                prop:value=move || draft.get()
-                                on:input=move |ev| draft.set(event_target_value(&ev))
-                            />
-                            <button id="send" type="submit">"Send"</button>
-                        </form>
-                    </Show>
-                </section>
-            </div>
-        </main>
+            {room_view}
+        </div>
     }
-}
-
-/// "14:05" in the reader's time zone.
-fn clock_time(millis: u64) -> String {
-    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(millis as f64));
-    format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
 }

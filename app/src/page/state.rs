@@ -3,7 +3,7 @@
 
 use leptos::{prelude::*, task::spawn_local};
 
-use super::flows::no_longer_member;
+use super::{flows::no_longer_member, outbox::Outbox};
 use crate::{
     api, offline,
     unread::Unread,
@@ -137,6 +137,8 @@ pub(super) struct Page {
     pub(super) problem: RwSignal<Option<String>>,
     /// The server could not be reached: the page shows the room it kept.
     pub(super) unreachable: RwSignal<bool>,
+    /// Lines typed while the server could not be reached.
+    pub(super) outbox: Outbox,
     pub(super) joining: Joining,
     /// The code "Add a device" made, while it is shown.
     pub(super) new_device_code: RwSignal<Option<DeviceCode>>,
