@@ -5,7 +5,9 @@ use leptos::{prelude::*, task::spawn_local};
 
 use super::flows::no_longer_member;
 use crate::{
-    api, offline,
+    api,
+    names::sort_key,
+    offline,
     unread::Unread,
     wire::{ChatLine, DeviceCode, NotMember, PushMessage, RoomState},
 };
@@ -89,8 +91,7 @@ impl Room {
             PushMessage::Joined { name } => self.members.update(|members| {
                 if !members.contains(&name) {
                     members.push(name);
-                    // As the server sorts them.
-                    members.sort_by_cached_key(|name| name.to_lowercase());
+                    members.sort_by_cached_key(|name| sort_key(name));
                 }
             }),
             PushMessage::Left { names } => self
