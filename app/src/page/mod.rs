@@ -20,7 +20,7 @@ mod flows;
 mod state;
 
 use self::{
-    flows::{join, leave, restore, OFFLINE_PRESS},
+    flows::{join, leave, restore_until_reachable, OFFLINE_PRESS},
     state::{CannotJoin, Joining, Membership, Page, Room},
 };
 
@@ -55,10 +55,10 @@ pub fn ChatPage() -> impl IntoView {
             if !online {
                 unreachable.set(true);
             } else if unreachable.get_untracked() {
-                spawn_local(restore(page));
+                spawn_local(restore_until_reachable(page));
             }
         });
-        spawn_local(restore(page));
+        spawn_local(restore_until_reachable(page));
     });
     Effect::new(move |_| room.unread.show_on_badge());
 
@@ -182,7 +182,8 @@ pub fn ChatPage() -> impl IntoView {
             <Show when=move || unreachable.get()>
                 <p id="offline" class="offline" role="status">
                     "You are offline: the chat server cannot be reached. These are the last \
-                    messages this browser saw; the chat goes on when the connection is back."
+                    messages this browser saw. Reconnecting: the chat goes on by itself when \
+                    the connection is back."
                 </p>
             </Show>
             <section class="join" aria-label="Membership">
