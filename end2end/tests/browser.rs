@@ -35,6 +35,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
+#[path = "browser/a11y.rs"]
+mod a11y;
 #[path = "browser/chromium.rs"]
 mod chromium;
 #[path = "browser/reconnect.rs"]

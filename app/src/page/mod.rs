@@ -258,6 +258,9 @@ pub fn ChatPage() -> impl IntoView {
                     {move || room.notice.get()}
                 </p>
             </Show>
+            <p id="member-news" class="visually-hidden" aria-live="polite">
+                {move || room.announcement.get()}
+            </p>
             <div class="room">
                 <section class="members" aria-labelledby="members-title">
                     <h2 id="members-title">"Members"</h2>
