@@ -208,8 +208,8 @@ impl Browser {
             let focused = self.focused().await;
             assert!(
                 focused.visible_focus,
-                "on the way to #{id}, the focus on #{} does not show: {focused:?}",
-                focused.id
+                "on the way to #{id}, the focus on #{} does not show (outline {})",
+                focused.id, focused.outline
             );
             if focused.id == id {
                 return;
@@ -243,7 +243,7 @@ impl Browser {
 }
 
 /// The element that has the keyboard's focus.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct Focused {
     id: String,
     /// Whether it matches `:focus-visible` and shows an outline of the page's own (not
@@ -309,16 +309,7 @@ async fn test_every_state_of_the_page_passes_axe_and_member_changes_are_announce
 
     // The server goes away; Alice's reload comes from her worker's cache.
     stack.server.process.kill().await;
-    alice
-        .client
-        .execute("location.reload()", vec![])
-        .await
-        .unwrap();
-    eventually("the offline banner", || alice.text_of_any("#offline")).await;
-    eventually("the page to hydrate", || async {
-        alice.is_idle().await.then_some(())
-    })
-    .await;
+    alice.reload_offline().await;
     alice.check_and_photograph("offline", &axe).await;
 }
 

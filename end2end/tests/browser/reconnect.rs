@@ -96,11 +96,7 @@ async fn test_a_page_loaded_while_the_server_is_down_rejoins_and_hears_pushes_on
 
     // Bob's page loads (from his worker's cache) while the server is out of reach.
     outage.begin();
-    bob.client
-        .execute("location.reload()", vec![])
-        .await
-        .unwrap();
-    let banner = eventually("the offline banner", || bob.text_of_any("#offline")).await;
+    let banner = bob.reload_offline().await;
     assert!(banner.contains("Reconnecting"), "{banner}");
     assert_eq!(bob.members().await, ["Alice", "Bob"]);
 
