@@ -7,6 +7,7 @@ TOOLS_DIR="${PUSHCHAT_TOOLS_DIR:-$HOME/.cache/pushchat-tools}"
 CARGO_LEPTOS_VERSION=0.3.10
 WASM_BINDGEN_VERSION=0.2.130   # must equal wasm-bindgen in Cargo.lock
 BINARYEN_VERSION=132           # Debian's wasm-opt 108 builds pages that do not hydrate
+AXE_CORE_VERSION=4.14.1        # the browser tests' accessibility checker
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -27,6 +28,8 @@ apt_install pkg-config libssl-dev
 command -v npm >/dev/null || apt_install npm
 
 export PATH="$HOME/.cargo/bin:$TOOLS_DIR/node_modules/.bin:$PATH"
+# Where the browser tests find axe-core's script (install_browser_test_tools installs it).
+export PUSHCHAT_AXE_JS="$TOOLS_DIR/axe-core-$AXE_CORE_VERSION/node_modules/axe-core/axe.min.js"
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown \
     || rustup target add wasm32-unknown-unknown
@@ -51,4 +54,8 @@ fi
 install_browser_test_tools() {
     apt_install firefox-esr chromium chromium-driver
     command -v geckodriver >/dev/null || cargo install geckodriver --locked
+    # axe-core's script, which the accessibility tests inject into the page; a folder of
+    # its own per version, so the pin is all that decides what runs.
+    [ -f "$PUSHCHAT_AXE_JS" ] || npm install --silent --no-audit --no-fund \
+        --prefix "$TOOLS_DIR/axe-core-$AXE_CORE_VERSION" "axe-core@$AXE_CORE_VERSION"
 }

@@ -293,15 +293,20 @@ pub(crate) fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-/// Runs `future` for at most `ms` milliseconds.
-async fn within<T>(ms: i32, future: impl Future<Output = T>) -> Option<T> {
+/// Waits `ms` milliseconds.
+pub(crate) async fn pause(ms: i32) {
     let timer = Promise::new(&mut |resolve, _| {
         if let Some(window) = web_sys::window() {
             let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
         }
     });
+    let _ = JsFuture::from(timer).await;
+}
+
+/// Runs `future` for at most `ms` milliseconds.
+async fn within<T>(ms: i32, future: impl Future<Output = T>) -> Option<T> {
     let future = std::pin::pin!(future);
-    match select(future, JsFuture::from(timer)).await {
+    match select(future, std::pin::pin!(pause(ms))).await {
         Either::Left((value, _)) => Some(value),
         Either::Right(_) => None,
     }

@@ -54,6 +54,13 @@ pub fn clean_name(raw: &str) -> Result<String, NameError> {
     }
 }
 
+/// Where a member's name sits in a list of names, on the page and from the server alike:
+/// by its lowercase form (so "bob" sits beside "Bob", and "émile" beside "Émile"), then
+/// by the name itself, so that the order never depends on the order names came in.
+pub fn sort_key(name: &str) -> (String, String) {
+    (name.to_lowercase(), name.to_owned())
+}
+
 /// Whether `raw` has a character that shows nothing or reorders what follows: with one,
 /// two names that look the same can differ, and a name can make the text after it read
 /// backwards. A variation selector is visible through the character it follows (the
@@ -140,6 +147,31 @@ mod tests {
             clean_name("Ann \u{263A}\u{FE0E}"),
             Ok("Ann \u{263A}\u{FE0E}".into())
         );
+    }
+
+    #[test]
+    fn names_sort_without_regard_to_case_in_any_script() {
+        let mut names = [
+            "zoë", "Émile", "bob", "Ærin", "Alice", "émilie", "Ωmega", "ÅSA",
+        ]
+        .map(String::from);
+        names.sort_by_cached_key(|name| sort_key(name));
+        assert_eq!(
+            names,
+            ["Alice", "bob", "zoë", "ÅSA", "Ærin", "Émile", "émilie", "Ωmega"]
+        );
+    }
+
+    #[test]
+    fn names_sort_the_same_whatever_order_they_came_in() {
+        let sorted = |names: &[&str]| {
+            let mut names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+            names.sort_by_cached_key(|name| sort_key(name));
+            names
+        };
+        // "Ann" and "ann" cannot both join (see `clean_name`'s callers); the order of two
+        // such names still never depends on where they started.
+        assert_eq!(sorted(&["ann", "Bo", "Ann"]), sorted(&["Ann", "ann", "Bo"]));
     }
 
     #[test]

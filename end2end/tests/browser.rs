@@ -35,10 +35,14 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
+#[path = "browser/a11y.rs"]
+mod a11y;
 #[path = "browser/chromium.rs"]
 mod chromium;
 #[path = "browser/page.rs"]
 mod page;
+#[path = "browser/reconnect.rs"]
+mod reconnect;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -447,6 +451,23 @@ impl Browser {
         let png = self.client.screenshot().await.unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Reloads the page as a person would while the server is out of reach (WebDriver's
+    /// Refresh would reload past the service worker, as a forced reload does): the page
+    /// comes from the worker's cache. Waits until it shows the offline banner and has
+    /// hydrated; returns the banner.
+    async fn reload_offline(&self) -> String {
+        self.client
+            .execute("location.reload()", vec![])
+            .await
+            .unwrap();
+        let banner = eventually("the offline banner", || self.text_of_any("#offline")).await;
+        eventually("the page to hydrate", || async {
+            self.is_idle().await.then_some(())
+        })
+        .await;
+        banner
     }
 
     async fn is_idle(&self) -> bool {
@@ -1090,16 +1111,7 @@ async fn test_a_new_worker_version_takes_over_with_its_own_shell_and_the_page_st
     browser.join("Dee").await;
     // Its shell is whole: without the server, the page it serves still hydrates.
     stack.server.process.kill().await;
-    browser
-        .client
-        .execute("location.reload()", vec![])
-        .await
-        .unwrap();
-    eventually("the offline banner", || browser.text_of_any("#offline")).await;
-    eventually("the page to hydrate", || async {
-        browser.is_idle().await.then_some(())
-    })
-    .await;
+    browser.reload_offline().await;
     assert_eq!(browser.members().await, ["Dee"]);
 }
 

@@ -1,11 +1,10 @@
-//! What the page does in the background: restoring a membership on load, joining,
-//! announcing this browser to the server, leaving, and returning to Subscribe when the
-//! server no longer knows this browser.
+//! What the page does in the background: restoring a membership on load (and retrying
+//! while the server cannot be reached), joining, announcing this browser to the server,
+//! leaving, and returning to Subscribe when the server no longer knows this browser.
 
-use std::time::Duration;
+use std::cell::Cell;
 
-use futures::channel::oneshot;
-use leptos::{prelude::*, task::spawn_local};
+use leptos::prelude::*;
 
 use super::{
     outbox::send_kept,
@@ -22,10 +21,39 @@ use crate::{
 pub(super) const OFFLINE_PRESS: &str =
     "You are offline. Press Subscribe again when the connection is back.";
 
+thread_local! {
+    /// Which call of [`restore_until_reachable`] is the current one; an older one stops
+    /// retrying. The page is the only one in its wasm instance, so this is the page's.
+    static RESTORE_RUN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// [`restore`], tried again after a growing pause for as long as the server cannot be
+/// reached, so that a page loaded during an outage joins the chat (and opens its relay
+/// of pushes) once the server is back, without a reload. A newer call (the device came
+/// back online) takes over at once from an older one that is pausing.
+pub(super) async fn restore_until_reachable(page: Page) {
+    let run = RESTORE_RUN.with(|current| {
+        current.set(current.get().wrapping_add(1));
+        current.get()
+    });
+    let mut attempt = 0;
+    loop {
+        restore(page).await;
+        if !page.unreachable.get_untracked() {
+            return;
+        }
+        browser::pause(offline::retry_delay_ms(attempt, js_sys::Math::random()) as i32).await;
+        if RESTORE_RUN.with(Cell::get) != run {
+            return;
+        }
+        attempt = attempt.saturating_add(1);
+    }
+}
+
 /// On load, and when the device is back online: a browser that already holds a
 /// subscription is a member; ask the server for the room (`init`), which pushes nothing
 /// to the others. Without the server, show the room this browser saw last.
-pub(super) async fn restore(page: Page) {
+async fn restore(page: Page) {
     let Page {
         membership,
         room,
@@ -105,36 +133,6 @@ pub(super) async fn restore(page: Page) {
         }
         None => membership.set(Membership::Visitor),
     }
-}
-
-/// The longest wait between two looks for the server.
-const LONGEST_WAIT: Duration = Duration::from_secs(30);
-
-/// While the page says the server cannot be reached: looks for it again, after 1 s, then
-/// twice as long each time up to [`LONGEST_WAIT`], and restores the page (and sends what
-/// was typed meanwhile) once it answers. The device's `online` event does the same at
-/// once; either way the page recovers without a reload.
-pub(super) async fn wait_for_server(page: Page) {
-    let mut wait = Duration::from_secs(1);
-    while page.unreachable.get_untracked() {
-        sleep(wait).await;
-        wait = (wait * 2).min(LONGEST_WAIT);
-        if page.unreachable.get_untracked() && offline::server_reachable().await {
-            spawn_local(restore(page));
-            return;
-        }
-    }
-}
-
-async fn sleep(duration: Duration) {
-    let (done, waited) = oneshot::channel();
-    set_timeout(
-        move || {
-            let _ = done.send(());
-        },
-        duration,
-    );
-    let _ = waited.await;
 }
 
 /// The Subscribe press: permission, worker, push subscription, then the server. With a

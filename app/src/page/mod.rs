@@ -26,7 +26,7 @@ mod timeline;
 
 use self::{
     conversation::Conversation,
-    flows::{join, leave, restore, wait_for_server, OFFLINE_PRESS},
+    flows::{join, leave, restore_until_reachable, OFFLINE_PRESS},
     outbox::{send, Outbox, Sent},
     state::{CannotJoin, Joining, Membership, Page, Room},
 };
@@ -67,17 +67,12 @@ pub fn ChatPage() -> impl IntoView {
             if !online {
                 unreachable.set(true);
             } else if unreachable.get_untracked() {
-                spawn_local(restore(page));
+                spawn_local(restore_until_reachable(page));
             }
         });
-        spawn_local(restore(page));
+        spawn_local(restore_until_reachable(page));
     });
     Effect::new(move |_| room.unread.show_on_badge());
-    Effect::new(move |_| {
-        if unreachable.get() {
-            spawn_local(wait_for_server(page));
-        }
-    });
 
     let on_subscribe = move || {
         let current = membership.get_untracked();
@@ -360,8 +355,8 @@ pub fn ChatPage() -> impl IntoView {
             <Show when=move || unreachable.get()>
                 <p id="offline" class="offline" role="status">
                     "You are offline: the chat server cannot be reached. These are the last \
-                    messages this browser saw. What you send now is kept and goes when the \
-                    connection is back; the page keeps trying."
+                    messages this browser saw. Reconnecting: what you send now is kept and goes \
+                    when the connection is back."
                 </p>
             </Show>
             {join_section}
@@ -372,6 +367,9 @@ pub fn ChatPage() -> impl IntoView {
                     {move || room.notice.get()}
                 </p>
             </Show>
+            <p id="member-news" class="visually-hidden" aria-live="polite">
+                {move || room.announcement.get()}
+            </p>
             {room_view}
         </div>
     }

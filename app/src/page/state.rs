@@ -5,7 +5,9 @@ use leptos::{prelude::*, task::spawn_local};
 
 use super::{flows::no_longer_member, outbox::Outbox};
 use crate::{
-    api, offline,
+    api,
+    names::sort_key,
+    offline,
     unread::Unread,
     wire::{ChatLine, DeviceCode, NotMember, PushMessage, RoomState},
 };
@@ -48,6 +50,8 @@ pub(super) struct Room {
     pub(super) lines: RwSignal<Vec<ChatLine>>,
     /// The operator's latest notice; not part of the history.
     pub(super) notice: RwSignal<Option<String>>,
+    /// The latest change to the member list, in words, for screen readers to announce.
+    pub(super) announcement: RwSignal<String>,
     /// Lines pushed while the page was hidden.
     pub(super) unread: Unread,
 }
@@ -58,6 +62,7 @@ impl Room {
             members: RwSignal::new(Vec::new()),
             lines: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
+            announcement: RwSignal::new(String::new()),
             unread: Unread::new(),
         }
     }
@@ -86,16 +91,25 @@ impl Room {
 
     pub(super) fn apply(&self, message: PushMessage) {
         match message {
-            PushMessage::Joined { name } => self.members.update(|members| {
-                if !members.contains(&name) {
-                    members.push(name);
-                    // As the server sorts them.
-                    members.sort_by_cached_key(|name| name.to_lowercase());
+            PushMessage::Joined { name } => {
+                if self
+                    .members
+                    .with_untracked(|members| members.contains(&name))
+                {
+                    return;
                 }
-            }),
-            PushMessage::Left { names } => self
-                .members
-                .update(|members| members.retain(|member| !names.contains(member))),
+                self.announcement.set(format!("{name} joined the chat."));
+                self.members.update(|members| {
+                    members.push(name);
+                    members.sort_by_cached_key(|name| sort_key(name));
+                });
+            }
+            PushMessage::Left { names } => {
+                self.announcement
+                    .set(format!("{} left the chat.", names.join(", ")));
+                self.members
+                    .update(|members| members.retain(|member| !names.contains(member)));
+            }
             PushMessage::Line(line) => {
                 if self.add_line(line) {
                     self.unread.line_arrived();

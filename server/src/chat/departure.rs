@@ -114,7 +114,7 @@ impl Chat {
         if !left.is_empty() {
             tracing::info!(names = ?left, ?departure, "members left");
         }
-        left.sort_by_key(|name| name.to_lowercase());
+        left.sort_by_cached_key(|name| app::names::sort_key(name));
         left.dedup();
         let pushes = in_pushes(left);
         if pushes.is_empty() {

@@ -121,7 +121,7 @@ impl Chat {
     /// The member list (sorted by name, each member once) and the recent history.
     pub async fn room(&self) -> Result<RoomState, ChatError> {
         let mut members = self.store.member_names().await?;
-        members.sort_by_cached_key(|name| name.to_lowercase());
+        members.sort_by_cached_key(|name| app::names::sort_key(name));
         let history = self.store.recent_lines(self.rules.history_limit).await?;
         Ok(RoomState {
             you: None,

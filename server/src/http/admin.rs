@@ -205,7 +205,7 @@ pub fn summarize(
             joined: device.joined,
         })
         .collect();
-    summaries.sort_by_key(|summary| summary.name.to_lowercase());
+    summaries.sort_by_cached_key(|summary| app::names::sort_key(&summary.name));
     summaries
 }
 
