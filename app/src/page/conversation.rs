@@ -58,7 +58,8 @@ pub(super) fn Conversation(
     let is_you = move |name: &str| you.with(|you| you.as_deref() == Some(name));
 
     view! {
-        <ol id="messages" node_ref=list on:scroll=on_scroll tabindex="0" aria-label="Messages">
+        <ol id="messages" node_ref=list on:scroll=on_scroll tabindex="0" aria-label="Messages"
+            aria-live="polite" aria-relevant="additions">
             <For
                 each=move || rows.get()
                 key=row_key
