@@ -33,7 +33,7 @@ use super::{
     origins::OriginPush,
     report::Outcome,
 };
-use crate::model::subscription::Subscription;
+use crate::{chat::STALE_GRACE, model::subscription::Subscription};
 
 /// The engine's limits and retry policy.
 #[derive(Clone, Debug)]
@@ -157,6 +157,14 @@ impl PushOptions {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::Normal,
                 topic: None,
+                pad_to,
+            },
+            // A silent browser's warning waits at its push service for as long as the
+            // browser has to answer it; a later one replaces it.
+            PushMessage::Stale { .. } => PushOptions {
+                ttl_secs: STALE_GRACE.as_secs() as u32,
+                urgency: Urgency::Normal,
+                topic: Some("stale"),
                 pad_to,
             },
             // Only the newest member-list change matters to a browser that was away.
