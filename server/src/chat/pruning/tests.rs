@@ -65,6 +65,11 @@ async fn test_a_silent_browser_is_warned_once_then_removed_and_the_others_told()
     assert_eq!(chat.prune_stale().await.unwrap(), Pruned::default());
 
     let warned_at = bo_is_warned(&chat, &clock, joined).await;
+    // Another instance that read Bo before the warning does not warn him again.
+    let bo = credentials(2).endpoint;
+    let seen_before = warned_at - STALE_AFTER;
+    let again = chat.store.mark_warned(&bo, seen_before, warned_at);
+    assert!(!again.await.unwrap());
     // Warned once, not at every round.
     clock.set(warned_at + HOUR);
     assert_eq!(chat.prune_stale().await.unwrap(), Pruned::default());
