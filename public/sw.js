@@ -4,7 +4,7 @@
 //   {"web_push": 8030, "notification": {"title", "body", "navigate", "tag", "mutable"},
 //    "mutable": true, "pushchat": {"action": ..., ...}}
 // `notification` is what a person sees; `pushchat` is the status update (tagged by
-// `action`: subscribe, unsubscribe, chatMsg, notice, removed), whose text, if any, is the
+// `action`: subscribe, unsubscribe, chatMsg, notice, removed, stale), whose text, if any, is the
 // notification's body. Safari shows such a push by itself; being mutable, it still fires
 // this `push` event (with `event.notification`), and shows its own notification only if
 // the worker shows none. Chromium and Firefox fire an ordinary `push` event. Either way the
@@ -16,6 +16,10 @@
 // Only Subscribe (on the page) makes a member. When the server says this browser is no
 // longer one (a `removed` push, or a 404 to one of the worker's own requests), the worker
 // forgets the member it keeps and drops the push subscription, and never rejoins.
+//
+// At most once a day, a push also makes the worker tell the server that pushes reach this
+// browser (`/api/alive`): a sign of life, like the page's own calls, so that a browser whose
+// person only reads notifications is not pruned as stale.
 //
 // It also keeps the app shell (the page, its wasm, script and styles, the manifest and
 // icons) so that the installed app opens without the network: every page load and shell
@@ -31,7 +35,7 @@
 // hands all of its work to it.
 
 const ICON = '/icons/icon-192.png';
-const VERSION = 'v3';
+const VERSION = 'v4';
 const SHELL_CACHE_PREFIX = 'pushchat-shell-';
 const SHELL_CACHE = `${SHELL_CACHE_PREFIX}${VERSION}`;
 // The shell besides the page and the bundle it names (under /pkg/).
@@ -42,6 +46,8 @@ const SHELL_FILES = [
   '/icons/icon-maskable-512.png',
 ];
 const BUNDLE = '/pkg/';
+// How often the worker reports that pushes arrive, at most.
+const ALIVE_EVERY_MS = 24 * 60 * 60 * 1000;
 
 // The MessagePort each open page handed over, by the page's client id. They are lost
 // when the browser stops an idle worker; pages are then reached with client.postMessage.
@@ -73,6 +79,23 @@ async function handlePush(event) {
       return showChatLine(shown, update, windows, Boolean(event.notification));
     default:
       return self.registration.showNotification(shown.title, notificationOptions(shown));
+  }
+}
+
+// Tells the server this browser still receives pushes, unless it was told less than a day
+// ago (the time of the last report is kept beside the member). A failure waits for the
+// next push; a 404 means the server no longer knows this member.
+async function reportAlive() {
+  try {
+    const member = await loadMember();
+    if (!member) return;
+    const reported = (await loadReported()) || 0;
+    if (Date.now() - reported < ALIVE_EVERY_MS) return;
+    const response = await postJson('/api/alive', { endpoint: member.endpoint, auth: member.auth });
+    if (response.status === 404) return leaveChat();
+    if (response.ok) await saveReported(Date.now());
+  } catch (_) {
+    // The server or the network is away: the next push tries again.
   }
 }
 
@@ -232,6 +255,8 @@ function memberStore(mode, use) {
 const saveMember = (member) => memberStore('readwrite', (store) => store.put(member, 'self'));
 const loadMember = () => memberStore('readonly', (store) => store.get('self'));
 const forgetMember = () => memberStore('readwrite', (store) => store.delete('self'));
+const saveReported = (time) => memberStore('readwrite', (store) => store.put(time, 'reported'));
+const loadReported = () => memberStore('readonly', (store) => store.get('reported'));
 
 // Caches this version's shell, then takes over from an older worker without waiting for
 // its pages to close. The page is fetched anew (the server says never to use it unchecked)
@@ -287,7 +312,7 @@ self.addEventListener('activate', (event) => event.waitUntil(handleActivate()));
 self.addEventListener('fetch', (event) => {
   if (isShell(event.request)) event.respondWith(handleFetch(event.request));
 });
-self.addEventListener('push', (event) => event.waitUntil(handlePush(event)));
+self.addEventListener('push', (event) => event.waitUntil(Promise.all([handlePush(event), reportAlive()])));
 self.addEventListener('notificationclick', (event) => event.waitUntil(handleNotificationClick(event)));
 self.addEventListener('message', handleMessage);
 self.addEventListener('pushsubscriptionchange', (event) =>

@@ -69,6 +69,11 @@ enum AppPart {
     Notice,
     #[serde(rename = "removed")]
     Removed { banned: bool },
+    #[serde(rename = "stale")]
+    Stale {
+        #[serde(rename = "removeAt")]
+        remove_at: u64,
+    },
 }
 
 impl PushMessage {
@@ -112,6 +117,14 @@ impl PushMessage {
                 MEMBERS_TAG.to_owned(),
                 AppPart::Removed { banned: *banned },
             ),
+            PushMessage::Stale { remove_at } => (
+                "This browser will leave the chat".to_owned(),
+                stale_body(*remove_at),
+                "stale".to_owned(),
+                AppPart::Stale {
+                    remove_at: *remove_at,
+                },
+            ),
         };
         let push = DeclarativePush {
             web_push: DECLARATIVE_WEB_PUSH,
@@ -147,6 +160,7 @@ impl PushMessage {
             }),
             AppPart::Notice => PushMessage::Notice { text },
             AppPart::Removed { banned } => PushMessage::Removed { banned },
+            AppPart::Stale { remove_at } => PushMessage::Stale { remove_at },
         })
     }
 }
@@ -170,6 +184,18 @@ fn removed_body(banned: bool) -> &'static str {
     } else {
         "The chat's operator removed you. Open the chat and press Subscribe to join again."
     }
+}
+
+/// What a stale browser is told: the day it goes, as a date every reader parses alike.
+fn stale_body(remove_at: u64) -> String {
+    let day = time::OffsetDateTime::from_unix_timestamp((remove_at / 1000) as i64).map_or_else(
+        |_| "soon".to_owned(),
+        |moment| format!("on {} (UTC)", moment.date()),
+    );
+    format!(
+        "It has not opened the chat for a long time and will be removed {day}. \
+         Open the chat before then to keep getting it here."
+    )
 }
 
 #[cfg(test)]
@@ -227,6 +253,9 @@ mod tests {
             },
             PushMessage::Removed { banned: true },
             PushMessage::Removed { banned: false },
+            PushMessage::Stale {
+                remove_at: 1_798_761_600_000,
+            },
         ];
         for update in updates {
             let payload = String::from_utf8(update.to_payload(CHAT)).unwrap();
@@ -258,6 +287,20 @@ mod tests {
         let notice = json_of(&PushMessage::Notice { text: "hi".into() });
         assert_eq!(notice["notification"]["title"], "From the operator");
         assert_eq!(notice["pushchat"], json!({"action": "notice"}));
+    }
+
+    #[test]
+    fn test_a_stale_browser_is_told_the_day_it_goes() {
+        // 2027-01-01T00:00:00Z.
+        let warning = json_of(&PushMessage::Stale {
+            remove_at: 1_798_761_600_000,
+        });
+        let body = warning["notification"]["body"].as_str().unwrap();
+        assert!(body.contains("on 2027-01-01 (UTC)"), "{body}");
+        assert_eq!(
+            warning["pushchat"],
+            json!({"action": "stale", "removeAt": 1_798_761_600_000u64})
+        );
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct ResubscribeRequest {
     pub subscription: PushSubscription,
 }
 
+/// `POST /api/alive`: the service worker says its browser still receives the chat's pushes
+/// (at most once a day), a sign of life like the page's own calls.
+pub type AliveRequest = MemberCredentials;
+
 /// `POST /api/mute`: the member's "Mute 1 hour" (a notification's action button).
 pub type MuteRequest = MemberCredentials;
 
@@ -177,6 +181,14 @@ pub enum PushMessage {
     /// browsers: their worker forgets the membership and unsubscribes.
     #[serde(rename = "removed")]
     Removed { banned: bool },
+    /// To one browser that has shown no sign of life for long (see the server's
+    /// `--stale-after`): it is removed at `remove_at` (ms since the Unix epoch) unless the
+    /// chat is opened there first.
+    #[serde(rename = "stale")]
+    Stale {
+        #[serde(rename = "removeAt")]
+        remove_at: u64,
+    },
 }
 
 #[cfg(test)]

@@ -127,6 +127,7 @@ pub async fn open(config: &Config) -> anyhow::Result<AppState> {
     )?;
     let chat = Arc::new(Chat::new(Arc::clone(&store), config.rules.clone()));
     tokio::spawn(end_gone_memberships(Arc::clone(&chat), gone_heard));
+    tokio::spawn(chat::pruning::prune_periodically(Arc::clone(&chat)));
     let mut leptos = get_configuration(None)?.leptos_options;
     leptos.site_addr = config.addr;
     let site = Site::locate(

@@ -57,7 +57,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     match command {
         Command::Serve(args) => {
-            let config = Config::from_args(args)?;
+            let config = Config::from_args(*args)?;
             runtime.block_on(server::serve(config, shutdown_signal()))
         }
         Command::Vapid(command) => runtime.block_on(operator::vapid(command)),

@@ -396,6 +396,45 @@ async fn test_a_muted_member_gets_no_chat_lines_but_hears_of_joins_across_a_rest
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
 }
 
+#[tokio::test]
+async fn test_the_workers_report_that_pushes_arrive_is_a_members_and_pushes_nothing() {
+    let fx = Fixture::new(PUSHCHAT).await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    let pushes = fx.pushes();
+    received(&pushes, &ann, 2).await;
+    received(&pushes, &bo, 1).await;
+
+    let (status, answer) = fx
+        .server
+        .post("/api/alive", &json!(credentials(&ann)))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+    let mut forged = credentials(&ann);
+    forged.auth = bo.subscription.keys.auth.clone();
+    let (status, _) = fx.server.post("/api/alive", &json!(forged)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let stranger = fx.browser().await;
+    let (status, answer) = fx
+        .server
+        .post("/api/alive", &json!(credentials(&stranger)))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["code"], "not_member", "{answer}");
+    let (status, answer) = fx
+        .server
+        .post(
+            "/api/alive",
+            &json!({"endpoint": ann.subscription.endpoint}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+
+    // A line after the reports is the next push each gets: they pushed nothing.
+    fx.server.chat(&bo, "still here").await;
+    let ann_got = received(&pushes, &ann, 3).await;
+    assert!(matches!(ann_got[2].message(), Some(PushMessage::Line(_))));
+}
+
 fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

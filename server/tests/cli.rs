@@ -330,6 +330,19 @@ async fn test_a_short_admin_token_is_refused_at_start() {
 }
 
 #[tokio::test]
+async fn test_a_stale_after_that_is_no_number_of_days_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "sixty"] {
+        let args = ["serve", "--vapid-subject", SUBJECT, "--stale-after", bad];
+        let stderr = fails(&args, dir.path()).await;
+        assert!(
+            stderr.contains("--stale-after must be a number of days"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn test_tls_files_that_do_not_fit_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("cert.pem");
@@ -411,6 +424,8 @@ async fn test_on_postgres_members_works_without_a_server_and_backup_points_to_pg
         joined: 0,
         joined_from: None,
         muted_until: None,
+        last_seen: server::model::clock::now_millis(),
+        stale_warned: None,
     };
     store.put_device(&ann).await.unwrap();
     // No server runs on this (empty) data dir: the subcommand opens the database.

@@ -75,7 +75,7 @@ fn target() -> &'static Target {
         };
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let state =
-            runtime.block_on(async { server::open(&Config::from_args(args).unwrap()).await });
+            runtime.block_on(async { server::open(&Config::from_args(*args).unwrap()).await });
         let state = state.unwrap();
         let client: SocketAddr = ([203, 0, 113, 1], 40000).into();
         let router = server::http::routes::router(state.clone()).layer(MockConnectInfo(client));

@@ -22,7 +22,8 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use end2end::{eventually, join_body, suites_use_postgres, Server, TestDatabase, SUBJECT};
 use localpush::{LocalPush, NewSubscriber};
 use server::{
-    model::member::Device,
+    chat::{pruning::Pruned, Chat, ChatRules},
+    model::{clock::now_millis, member::Device},
     push::vapid::VapidKeys,
     store::{self, format::FORMAT, Store, StoreError, StoreLocation},
 };
@@ -330,6 +331,18 @@ async fn assert_the_queued_pushes_are_there(store: &dyn Store) {
     assert_eq!(queued, expected);
 }
 
+/// Format 6: every browser of an older store counts as seen when it was upgraded (at
+/// `upgraded_at` or after), so pruning then warns and removes nobody, however long ago the
+/// fixture was written.
+async fn assert_nobody_is_pruned_for_the_upgrade(store: Arc<dyn Store>, upgraded_at: u64) {
+    for device in store.devices().await.unwrap() {
+        assert!(device.last_seen >= upgraded_at, "{device:?}");
+        assert_eq!(device.stale_warned, None, "{device:?}");
+    }
+    let chat = Chat::new(store, ChatRules::default());
+    assert_eq!(chat.prune_stale().await.unwrap(), Pruned::default());
+}
+
 /// Devices of one name share one member id, and no two names do.
 fn assert_one_member_per_name(devices: &[Device]) {
     for a in devices {
@@ -353,10 +366,12 @@ async fn test_every_fixture_opens_with_everything_written_at_todays_format() {
             "bob's unused device code in {}",
             fixture.folder
         );
+        let upgraded_at = now_millis();
         {
             let store = chat.open().await.unwrap();
             assert_everything_written_is_there(&*store, chat.written(fixture)).await;
             assert_the_queued_pushes_are_there(&*store).await;
+            assert_nobody_is_pruned_for_the_upgrade(store, upgraded_at).await;
         }
         // Format 2 voided the device codes made before (they named members by old names).
         assert_eq!(chat.raw_format_and_codes().await, (FORMAT, 0));

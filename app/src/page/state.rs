@@ -116,8 +116,10 @@ impl Room {
                 }
             }
             PushMessage::Notice { text } => self.notice.set(Some(text)),
-            // About this browser's membership, not the room: see `Page::on_push`.
-            PushMessage::Removed { .. } => return,
+            // About this browser's membership, not the room: see `Page::on_push`. A
+            // warning that this browser is stale needs nothing: this page's own calls are
+            // the sign of life that keeps it.
+            PushMessage::Removed { .. } | PushMessage::Stale { .. } => return,
         }
         self.keep();
     }

@@ -127,13 +127,16 @@ impl Chat {
     fn new_member(&self, request: &SubscribeRequest, from: IpAddr) -> Result<Device, ChatError> {
         let name = clean_name(&request.name)?;
         let subscription = subscription::validate(&request.subscription, &self.rules.endpoints)?;
+        let now = self.now();
         Ok(Device {
             name,
             member_id: random_id(),
             subscription,
-            joined: self.now(),
+            joined: now,
             joined_from: Some(from),
             muted_until: None,
+            last_seen: now,
+            stale_warned: None,
         })
     }
 

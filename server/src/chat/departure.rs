@@ -1,5 +1,5 @@
 //! The one way out: whatever ends a membership (leaving, the operator's remove or ban, a
-//! push service's 404/410, a new VAPID key) goes through [`Chat::end`], which removes the
+//! push service's 404/410, a new VAPID key, a browser's long silence) goes through [`Chat::end`], which removes the
 //! browsers (the store voids the device codes of members left without one), tells the
 //! others who left, one push per batch of names that fits the budget, and gives a member
 //! the operator removed one last push on each of its browsers.
@@ -23,6 +23,8 @@ pub enum Departure {
     /// Its push service no longer knows the subscription (404 or 410), or the server's
     /// VAPID key, to which every subscription is bound, was replaced.
     Gone,
+    /// The browser stayed silent past its warning (see `pruning`).
+    Stale,
 }
 
 impl Chat {
@@ -95,7 +97,7 @@ impl Chat {
     ) -> Result<Vec<FanOut>, ChatError> {
         let removal = match &departure {
             Departure::Removed(removal) => Some(removal),
-            Departure::Left | Departure::Gone => None,
+            Departure::Left | Departure::Gone | Departure::Stale => None,
         };
         let removed = self.store.remove_devices(subscriptions, removal).await?;
         let mut queued = Vec::new();

@@ -104,13 +104,16 @@ impl Chat {
         if self.store.is_banned(&grant.name).await? {
             return Err(ChatError::Banned(grant.name));
         }
+        let now = self.now();
         let device = Device {
             name: grant.name,
             member_id: grant.member_id,
             subscription,
-            joined: self.now(),
+            joined: now,
             joined_from: Some(from),
             muted_until: None,
+            last_seen: now,
+            stale_warned: None,
         };
         self.store.put_device(&device).await?;
         tracing::info!(name = %device.name, %from, "member added a device");

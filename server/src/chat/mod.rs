@@ -12,7 +12,7 @@
 //! browser to a member who is still in. [`Chat::reopen`] (a page load) only restores a
 //! member's state: a browser the chat does not know is told why ([`NotMember`]). One way
 //! out: whatever ends a membership (leaving, the operator's remove or ban, a push
-//! service's 404/410) goes through [`Chat::end`], which removes the browsers (the store
+//! service's 404/410, a browser's long silence) goes through [`Chat::end`], which removes the browsers (the store
 //! voids the codes of members left without one), tells the others who left, one push per
 //! batch of names, and tells a removed member's own browsers. A ban holds on every way in.
 //!
@@ -21,7 +21,8 @@
 //!
 //! One file per part of the rules: `admission` (the way in), `device_codes` (another
 //! browser for a member), `lines` (chat lines, notices, mutes), `departure` (the one way
-//! out), `limits` (the allowances) and `error` (why a request is refused); this file
+//! out), `pruning` (stale browsers warned, then removed), `limits` (the allowances) and
+//! `error` (why a request is refused); this file
 //! holds what they share: who a request comes from, the room, and who a push goes to.
 //!
 //! A member may mute chat lines for an hour. Every push must end in a visible
@@ -48,9 +49,15 @@ mod device_codes;
 mod error;
 mod limits;
 mod lines;
+pub mod pruning;
 
 use self::limits::minutely;
-pub use self::{departure::Departure, error::ChatError, limits::Limits};
+pub use self::{
+    departure::Departure,
+    error::ChatError,
+    limits::Limits,
+    pruning::{DEFAULT_STALE_AFTER_DAYS, STALE_GRACE},
+};
 
 /// How long a mute lasts: the notification's button says "Mute 1 hour".
 pub const MUTE_FOR: Duration = Duration::from_secs(60 * 60);
@@ -68,6 +75,9 @@ pub struct ChatRules {
     pub members_per_address: usize,
     /// What newcomers must give to join; anyone may join without one.
     pub join_passphrase: Option<String>,
+    /// How long a browser may stay silent before it is warned, then removed (see
+    /// `pruning`); never, without.
+    pub stale_after: Option<Duration>,
 }
 
 impl Default for ChatRules {
@@ -78,6 +88,7 @@ impl Default for ChatRules {
             chat_lines_per_minute: DEFAULT_CHAT_LINES_PER_MINUTE,
             members_per_address: DEFAULT_MEMBERS_PER_ADDRESS,
             join_passphrase: None,
+            stale_after: Some(DEFAULT_STALE_AFTER),
         }
     }
 }
@@ -85,6 +96,7 @@ impl Default for ChatRules {
 pub const DEFAULT_HISTORY_LIMIT: usize = 200;
 pub const DEFAULT_CHAT_LINES_PER_MINUTE: u32 = 30;
 pub const DEFAULT_MEMBERS_PER_ADDRESS: usize = 20;
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(DEFAULT_STALE_AFTER_DAYS * 24 * 3600);
 
 pub struct Chat {
     store: Arc<dyn Store>,
@@ -190,11 +202,12 @@ impl Chat {
             let why = self.why_not_member(&credentials.endpoint, None).await?;
             return Err(ChatError::NotMember(why));
         };
-        if member.subscription.auth_matches(&credentials.auth) {
-            Ok(member)
-        } else {
-            Err(ChatError::WrongSecret)
+        if !member.subscription.auth_matches(&credentials.auth) {
+            return Err(ChatError::WrongSecret);
         }
+        // A member's own request: a sign of life of its browser (see `pruning`).
+        self.note_alive(&member).await?;
+        Ok(member)
     }
 
     /// Why the browser at `endpoint`, perhaps asking under `name`, is not a member.

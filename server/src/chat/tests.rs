@@ -21,7 +21,7 @@ use crate::{
     store::testing::TestStore,
 };
 
-const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
+pub(super) const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
 
 fn rules() -> ChatRules {
     ChatRules {
@@ -30,6 +30,7 @@ fn rules() -> ChatRules {
         chat_lines_per_minute: 3,
         members_per_address: 3,
         join_passphrase: None,
+        stale_after: Some(DEFAULT_STALE_AFTER),
     }
 }
 
@@ -45,7 +46,7 @@ async fn chat_with(rules: ChatRules) -> (TestStore, Chat) {
 }
 
 /// A chat whose time is `clock`'s.
-async fn chat_at(clock: Arc<ManualClock>) -> (TestStore, Chat) {
+pub(super) async fn chat_at(clock: Arc<ManualClock>) -> (TestStore, Chat) {
     let test = TestStore::new().await;
     let chat = Chat::with_clock(Arc::clone(&test.store), rules(), clock);
     (test, chat)
@@ -56,7 +57,7 @@ fn auth(n: u8) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([n; 16])
 }
 
-fn join_request(name: &str, n: u8) -> SubscribeRequest {
+pub(super) fn join_request(name: &str, n: u8) -> SubscribeRequest {
     SubscribeRequest {
         name: name.into(),
         subscription: PushSubscription {
@@ -71,20 +72,20 @@ fn join_request(name: &str, n: u8) -> SubscribeRequest {
     }
 }
 
-fn credentials(n: u8) -> MemberCredentials {
+pub(super) fn credentials(n: u8) -> MemberCredentials {
     MemberCredentials {
         endpoint: format!("https://push.example.com/{n}"),
         auth: auth(n),
     }
 }
 
-fn left(names: &[&str]) -> PushMessage {
+pub(super) fn left(names: &[&str]) -> PushMessage {
     PushMessage::Left {
         names: names.iter().map(|&name| name.to_owned()).collect(),
     }
 }
 
-fn endpoints(broadcast: &FanOut) -> Vec<String> {
+pub(super) fn endpoints(broadcast: &FanOut) -> Vec<String> {
     broadcast
         .recipients()
         .endpoints()

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::chat::{
     DEFAULT_CHAT_LINES_PER_MINUTE, DEFAULT_HISTORY_LIMIT, DEFAULT_MEMBERS_PER_ADDRESS,
+    DEFAULT_STALE_AFTER_DAYS,
 };
 
 /// The address `serve` listens on unless told otherwise.
@@ -47,7 +48,8 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the chat: the page, its service worker and the JSON API.
-    Serve(ServeArgs),
+    // Boxed: its flags outweigh every other subcommand's many times over.
+    Serve(Box<ServeArgs>),
     /// Show the server's VAPID identity, or make a new key pair.
     #[command(subcommand)]
     Vapid(VapidCommand),
@@ -236,6 +238,18 @@ pub struct ServeArgs {
         default_value_t = DEFAULT_MEMBERS_PER_ADDRESS
     )]
     pub members_per_address: usize,
+
+    /// Days a browser may show no sign of life (its page's calls, its worker's daily
+    /// report that pushes arrive) before it is warned, then removed a week later unless
+    /// the chat is opened there; "off" never prunes. 60: Mozilla's push service drops a
+    /// browser silent that long.
+    #[arg(
+        long,
+        env = "PUSHCHAT_STALE_AFTER",
+        value_name = "DAYS",
+        default_value_t = DEFAULT_STALE_AFTER_DAYS.to_string()
+    )]
+    pub stale_after: String,
 
     /// Reverse proxies (IP addresses, comma-separated) whose X-Forwarded-For header names
     /// the client, for per-address limits and logs. Without it the header is ignored.

@@ -5,7 +5,7 @@
 pub mod cli;
 pub mod file;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use app::budget::MAX_CHAT_URL_LEN;
 use url::Url;
@@ -21,6 +21,9 @@ use crate::{
 
 /// The most history lines a server keeps; each arriving member receives them all.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+/// The longest `--stale-after`, in days (ten years): longer is "off".
+pub const MAX_STALE_AFTER_DAYS: u64 = 3650;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -72,6 +75,11 @@ pub enum ConfigError {
     BadSubject { subject: String, why: &'static str },
     #[error("--history-limit must be between 1 and {MAX_HISTORY_LIMIT}")]
     HistoryLimit,
+    #[error(
+        "--stale-after must be a number of days between 1 and {MAX_STALE_AFTER_DAYS}, \
+         or \"off\" (never prune silent browsers), not {0:?}"
+    )]
+    StaleAfter(String),
     #[error("--cache-mib must be at least 1")]
     CacheSize,
     #[error("--database-url must be a postgres:// (or postgresql://) URL")]
@@ -97,6 +105,7 @@ impl Config {
         if !(1..=MAX_HISTORY_LIMIT).contains(&args.history_limit) {
             return Err(ConfigError::HistoryLimit);
         }
+        let stale_after = stale_after(&args.stale_after)?;
         let store = store_location(&args.data, args.cache_mib)?;
         let max_fan_outs = match (args.fan_outs_at_once, &store) {
             (Some(0), _) => return Err(ConfigError::FanOutsAtOnce),
@@ -145,6 +154,7 @@ impl Config {
                     .join_passphrase
                     .map(|passphrase| passphrase.trim().to_owned())
                     .filter(|passphrase| !passphrase.is_empty()),
+                stale_after,
             },
             delivery: DeliverySettings {
                 allow_loopback_endpoints: args.allow_loopback_endpoints,
@@ -166,6 +176,20 @@ impl Config {
                 .zip(args.tls_key)
                 .map(|(cert, key)| TlsFiles { cert, key }),
         })
+    }
+}
+
+/// `--stale-after`: a number of days, or "off" (`None`).
+pub fn stale_after(given: &str) -> Result<Option<Duration>, ConfigError> {
+    let given = given.trim();
+    if given.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match given.parse::<u64>() {
+        Ok(days) if (1..=MAX_STALE_AFTER_DAYS).contains(&days) => {
+            Ok(Some(Duration::from_secs(days * 24 * 3600)))
+        }
+        _ => Err(ConfigError::StaleAfter(given.to_owned())),
     }
 }
 
@@ -293,6 +317,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn test_stale_after_is_days_or_off() {
+        let days = |n: u64| Some(Duration::from_secs(n * 24 * 3600));
+        assert_eq!(stale_after("60"), Ok(days(60)));
+        assert_eq!(stale_after(" 1 "), Ok(days(1)));
+        assert_eq!(stale_after("OFF"), Ok(None));
+        for bad in ["0", "-3", "60d", "", "3651"] {
+            let refused = stale_after(bad).unwrap_err();
+            assert!(
+                refused.to_string().starts_with("--stale-after "),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
     fn test_mailto_and_https_contacts_are_accepted() {
         assert!(validate_subject("mailto:ops@example.org").is_ok());
         assert!(validate_subject("https://chat.example.org/contact").is_ok());
@@ -339,7 +378,7 @@ mod tests {
         ];
         all.extend(flags);
         match crate::config::cli::Cli::parse_from(all).command {
-            crate::config::cli::Command::Serve(args) => Config::from_args(args),
+            crate::config::cli::Command::Serve(args) => Config::from_args(*args),
             _ => unreachable!("parsed a serve command"),
         }
     }
@@ -411,7 +450,7 @@ mod tests {
         let mut args = args.to_vec();
         args.push(file.into_os_string());
         let config = match crate::config::file::parse(args).unwrap().command {
-            crate::config::cli::Command::Serve(args) => Config::from_args(args).unwrap(),
+            crate::config::cli::Command::Serve(args) => Config::from_args(*args).unwrap(),
             _ => unreachable!("parsed a serve command"),
         };
         assert_eq!(

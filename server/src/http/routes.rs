@@ -20,8 +20,9 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        ChatLine, DeviceCode, JoinRules, MemberCredentials, MuteRequest, Muted, PostLineRequest,
-        ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
+        AliveRequest, ChatLine, DeviceCode, JoinRules, MemberCredentials, MuteRequest, Muted,
+        PostLineRequest, ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest,
+        VapidPublicKey,
     },
     App,
 };
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/device-code", post(device_code))
         .route("/chat", post(chat))
         .route("/mute", post(mute))
+        .route("/alive", post(alive))
         .nest("/admin", admin::router(&state, Exposure::Public))
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
@@ -218,6 +220,15 @@ async fn mute(
 ) -> Result<Json<Muted>, ApiError> {
     let muted_until = state.chat.mute(request).await?;
     Ok(Json(Muted { muted_until }))
+}
+
+/// The service worker's daily word that pushes reach its browser (see `chat::pruning`).
+async fn alive(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<AliveRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.chat.alive(request).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn api_not_found() -> ApiError {

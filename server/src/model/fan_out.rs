@@ -119,6 +119,12 @@ impl FanOut {
         FanOut::to_devices(PushMessage::Line(line.clone()), endpoints.to_vec())
     }
 
+    /// The warning to the one browser at `endpoint`, silent for long, that it will be
+    /// removed at `remove_at` (ms since the Unix epoch) unless the chat is opened there.
+    pub fn stale_warning(remove_at: u64, endpoint: String) -> Self {
+        FanOut::to_devices(PushMessage::Stale { remove_at }, vec![endpoint])
+    }
+
     /// The last push to the browsers of a member the operator removed: by whole
     /// subscriptions, since their devices are deleted in the same change.
     pub fn removed(banned: bool, subscriptions: Vec<Subscription>) -> Self {

@@ -24,6 +24,15 @@ pub struct Device {
     /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muted_until: Option<u64>,
+    /// When the browser last showed a sign of life (ms since the Unix epoch): a request of
+    /// its own, its page's or its worker's (see `chat::pruning`). 0 in a record from
+    /// before store format 6, which the format's step dates to the migration.
+    #[serde(default)]
+    pub last_seen: u64,
+    /// When it was told it will be removed for its silence (ms since the Unix epoch);
+    /// a sign of life clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_warned: Option<u64>,
 }
 
 /// What a device code stands for until it is used or expires.

@@ -419,6 +419,7 @@ async fn run_once(
             chat_lines_per_minute: 30,
             members_per_address: usize::MAX,
             join_passphrase: None,
+            stale_after: None,
         },
         delivery: DeliverySettings {
             allow_loopback_endpoints: true,
@@ -565,6 +566,8 @@ async fn seed(
             joined: 0,
             joined_from: None,
             muted_until: None,
+            last_seen: crate::model::clock::now_millis(),
+            stale_warned: None,
         });
         ids.push(virtual_member.id);
     }

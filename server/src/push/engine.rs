@@ -38,7 +38,7 @@ use super::{
     origins::OriginPush,
     report::Outcome,
 };
-use crate::model::subscription::Subscription;
+use crate::{chat::STALE_GRACE, model::subscription::Subscription};
 
 /// The engine's limits and retry policy.
 #[derive(Clone, Debug)]
@@ -155,6 +155,13 @@ impl Kind {
                 ttl_secs: 24 * 3600,
                 urgency: Urgency::Normal,
                 topic: None,
+            },
+            // A silent browser's warning waits at its push service for as long as the
+            // browser has to answer it; a later one replaces it.
+            PushMessage::Stale { .. } => Kind {
+                ttl_secs: STALE_GRACE.as_secs() as u32,
+                urgency: Urgency::Normal,
+                topic: Some("stale"),
             },
             // Only the newest member-list change matters to a browser that was away.
             PushMessage::Joined { .. } | PushMessage::Left { .. } => Kind {

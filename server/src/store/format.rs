@@ -29,6 +29,11 @@
 //!    browsers, whose devices go in the same change, still carries whole subscriptions,
 //!    and so does every batch queued before, read as it is. Nothing is moved; the format
 //!    changes so that an older release refuses a store whose batches it cannot read.
+//! 6. A device records its last sign of life (`last_seen`) and whether it was warned that
+//!    its silence will remove it (`stale_warned`; see `chat::pruning`). Every device of an
+//!    older store counts as seen when the store reached format 6 (sled: written into each
+//!    record; PostgreSQL: migration 0005's default), and so does every device of an older
+//!    backup when it is read: an upgrade or a restore never prunes anyone at once.
 //!
 //! Each step that brings a store up a format records the format it reached once its work
 //! is durable (in the same transaction where it has one), so a store stopped between two
@@ -39,10 +44,10 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use super::{name_key, StoreContents, StoreError};
-use crate::model::member::Device;
+use crate::model::{clock::now_millis, member::Device};
 
 /// The format this build writes.
-pub const FORMAT: u32 = DEVICE_RECIPIENTS;
+pub const FORMAT: u32 = SEEN_DEVICES;
 
 /// The format in which names collide by their skeleton (see the list above).
 pub const SKELETON_NAMES: u32 = 2;
@@ -57,6 +62,9 @@ pub const FAN_OUT_ORIGINS: u32 = 4;
 /// The format in which a queued batch names its recipients by their devices' endpoints
 /// (see the list above).
 pub const DEVICE_RECIPIENTS: u32 = 5;
+
+/// The format in which a device records its last sign of life (see the list above).
+pub const SEEN_DEVICES: u32 = 6;
 
 /// The format of a store that records none but holds a chat.
 pub const UNRECORDED: u32 = 1;
@@ -155,6 +163,16 @@ pub fn upgrade_message(message: &mut Value) -> bool {
     true
 }
 
+/// A device from before format 6, which recorded no sign of life, counts as seen `now`
+/// (see the list above). Whether it changed.
+pub fn date_unseen(device: &mut Device, now: u64) -> bool {
+    let unseen = device.last_seen == 0;
+    if unseen {
+        device.last_seen = now;
+    }
+    unseen
+}
+
 /// Store contents (a backup, say) in any format up to [`FORMAT`], as this build keeps them;
 /// a newer format is refused.
 pub fn read_contents(mut contents: Value) -> Result<StoreContents, StoreError> {
@@ -176,10 +194,12 @@ pub fn read_contents(mut contents: Value) -> Result<StoreContents, StoreError> {
     }
     let mut contents: StoreContents = serde_json::from_value(contents)?;
     let renamed = distinct_device_names(&contents.devices);
+    let now = now_millis();
     for device in &mut contents.devices {
         if let Some(new_name) = renamed.get(&device.member_id) {
             device.name.clone_from(new_name);
         }
+        date_unseen(device, now);
     }
     contents.store_format = FORMAT;
     Ok(contents)
@@ -228,6 +248,22 @@ mod tests {
         assert_eq!(message, json!({"action": "unsubscribe", "names": ["Ann"]}));
         let mut line = json!({"action": "chatMsg", "id": 1, "name": "Ann", "msg": "hi", "time": 2});
         assert!(!upgrade_message(&mut line));
+    }
+
+    #[test]
+    fn test_a_backup_from_before_format_6_counts_its_devices_as_seen_when_read() {
+        let mut device = serde_json::to_value(crate::store::testing::ann()).unwrap();
+        device.as_object_mut().unwrap().remove("last_seen");
+        let backup = json!({"store_format": DEVICE_RECIPIENTS, "devices": [device],
+                            "banned": [], "history": []});
+        let read_at = now_millis();
+        let contents = read_contents(backup).unwrap();
+        assert!(contents.devices[0].last_seen >= read_at);
+        // One that recorded its sign of life keeps it.
+        let seen = crate::store::testing::ann();
+        let backup = json!({"store_format": FORMAT, "devices": [seen.clone()],
+                            "banned": [], "history": []});
+        assert_eq!(read_contents(backup).unwrap().devices, [seen]);
     }
 
     #[test]

@@ -221,6 +221,20 @@ pub trait MemberStore: Send + Sync {
     /// device is there (it left meanwhile).
     async fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError>;
 
+    /// Records a sign of life of the device at `endpoint` at `now`, and clears any warning
+    /// that its silence will remove it. Returns false when no device is there.
+    async fn mark_seen(&self, endpoint: &str, now: u64) -> Result<bool, StoreError>;
+
+    /// Records that the device at `endpoint` was warned at `now` that its silence will
+    /// remove it, if it was not warned yet and was last seen before `seen_before`; returns
+    /// whether it did. Several instances pruning at once warn a device once.
+    async fn mark_warned(
+        &self,
+        endpoint: &str,
+        seen_before: u64,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+
     /// Removes, in one transaction, each device at one of `subscriptions`' endpoints whose
     /// auth secret is still that subscription's (it may have been replaced meanwhile);
     /// with a member's last device, the member, its name and its device codes go. With

@@ -25,6 +25,8 @@ pub fn member(name: &str, endpoint: &str) -> Device {
         joined: 1,
         joined_from: None,
         muted_until: None,
+        last_seen: 1,
+        stale_warned: None,
     }
 }
 

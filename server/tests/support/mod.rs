@@ -26,6 +26,8 @@ pub fn device(name: &str, member: &VirtualSubscription) -> Device {
         joined: 0,
         joined_from: None,
         muted_until: None,
+        last_seen: server::model::clock::now_millis(),
+        stale_warned: None,
     }
 }
 

@@ -66,6 +66,8 @@ pub(super) async fn bring_format_up_to_date(pool: &PgPool) -> Result<(), StoreEr
     // Format 4 (`FAN_OUT_ORIGINS`) moves nothing: migration 0004 added a column.
     // Format 5 (`DEVICE_RECIPIENTS`) moves nothing: batches queued before are read as they
     // are, and a batch by reference is a `recipients` value older releases cannot read.
+    // Format 6 (`SEEN_DEVICES`) moves nothing: migration 0005's default dated every device
+    // seen when it ran.
     if found < FORMAT {
         tracing::warn!(
             from = found,

@@ -116,6 +116,35 @@ impl MemberStore for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn mark_seen(&self, endpoint: &str, now: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE devices SET last_seen = $1, stale_warned = NULL WHERE endpoint = $2",
+        )
+        .bind(signed(now)?)
+        .bind(endpoint)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn mark_warned(
+        &self,
+        endpoint: &str,
+        seen_before: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE devices SET stale_warned = $1 \
+             WHERE endpoint = $2 AND stale_warned IS NULL AND last_seen < $3",
+        )
+        .bind(signed(now)?)
+        .bind(endpoint)
+        .bind(signed(seen_before)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn remove_devices(
         &self,
         subscriptions: &[Subscription],
@@ -320,11 +349,13 @@ pub(super) async fn insert_device(
     .map_err(|error| taken(error, StoreError::NameTaken(device.name.clone())))?;
     let subscription = &device.subscription;
     let stored = sqlx::query(
-        "INSERT INTO devices (endpoint, member_id, p256dh, auth, joined, joined_from, muted_until) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO devices (endpoint, member_id, p256dh, auth, joined, joined_from, muted_until, \
+         last_seen, stale_warned) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (endpoint) DO UPDATE SET p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth, \
          joined = EXCLUDED.joined, joined_from = EXCLUDED.joined_from, \
-         muted_until = EXCLUDED.muted_until \
+         muted_until = EXCLUDED.muted_until, last_seen = EXCLUDED.last_seen, \
+         stale_warned = EXCLUDED.stale_warned \
          WHERE devices.member_id = EXCLUDED.member_id",
     )
     .bind(&subscription.endpoint)
@@ -334,6 +365,8 @@ pub(super) async fn insert_device(
     .bind(signed(device.joined)?)
     .bind(device.joined_from.map(|address| address.to_string()))
     .bind(device.muted_until.map(signed).transpose()?)
+    .bind(signed(device.last_seen)?)
+    .bind(device.stale_warned.map(signed).transpose()?)
     .execute(&mut *conn)
     .await?;
     if stored.rows_affected() == 0 {
@@ -351,6 +384,8 @@ pub(super) struct DeviceRow {
     joined: i64,
     joined_from: Option<String>,
     muted_until: Option<i64>,
+    last_seen: i64,
+    stale_warned: Option<i64>,
     member_id: String,
     name: String,
 }
@@ -374,6 +409,8 @@ impl TryFrom<DeviceRow> for Device {
                 .transpose()
                 .map_err(|_| StoreError::BadValue("a stored address is not an IP address"))?,
             muted_until: row.muted_until.map(unsigned).transpose()?,
+            last_seen: unsigned(row.last_seen)?,
+            stale_warned: row.stale_warned.map(unsigned).transpose()?,
         })
     }
 }

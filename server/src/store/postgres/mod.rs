@@ -45,7 +45,8 @@ const FORMAT_LOCK: i64 = 0x7075_7368_6368_6174;
 const CONNECTIONS_FOR_REQUESTS: u32 = 8;
 
 const DEVICE_COLUMNS: &str = "d.endpoint, d.p256dh, d.auth, d.joined, d.joined_from, \
-     d.muted_until, m.member_id, m.name FROM devices d JOIN members m USING (member_id)";
+     d.muted_until, d.last_seen, d.stale_warned, m.member_id, m.name \
+     FROM devices d JOIN members m USING (member_id)";
 
 /// Members, history and queued fan-outs in a PostgreSQL database.
 pub struct PostgresStore {

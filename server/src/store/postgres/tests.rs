@@ -7,7 +7,7 @@ use app::wire::PushMessage;
 
 use super::*;
 use crate::{
-    model::subscription::Subscription,
+    model::{clock::now_millis, subscription::Subscription},
     store::{format::FORMAT, Backups, FanOutQueue, MemberStore},
 };
 
@@ -43,7 +43,12 @@ async fn format_1_database() -> TestDatabase {
 #[tokio::test]
 async fn test_a_format_1_database_is_brought_up_to_date_when_connected() {
     let database = format_1_database().await;
+    let upgraded_at = now_millis();
     let store = PostgresStore::connect(&database.url, 2).await.unwrap();
+    // Format 6: they count as seen at the upgrade, not in 1970.
+    for device in store.devices().await.unwrap() {
+        assert!(device.last_seen >= upgraded_at, "{device:?}");
+    }
     let first = store.devices_of("BOB").await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].member_id, "first");

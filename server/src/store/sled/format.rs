@@ -10,9 +10,11 @@ use app::wire::ChatLine;
 
 use super::{decode, indexes::Entries, SledStore, OLD_OUTBOX, STORE_FORMAT, WRITTEN_BY_KEY};
 use crate::{
-    model::{fan_out::FanOut, member::Device},
+    model::{clock::now_millis, fan_out::FanOut, member::Device},
     store::{
-        format::{self, FORMAT, INDEXED_DEVICES, SKELETON_NAMES, UNRECORDED, WRITTEN_BY},
+        format::{
+            self, FORMAT, INDEXED_DEVICES, SEEN_DEVICES, SKELETON_NAMES, UNRECORDED, WRITTEN_BY,
+        },
         name_key, StoreError,
     },
 };
@@ -54,6 +56,9 @@ impl SledStore {
         }
         // Formats 4 (`FAN_OUT_ORIGINS`) and 5 (`DEVICE_RECIPIENTS`) move nothing: batches
         // queued before are read as they are.
+        if found < SEEN_DEVICES {
+            self.date_unseen_devices()?;
+        }
         if found < FORMAT {
             tracing::warn!(
                 from = found,
@@ -162,9 +167,32 @@ impl SledStore {
             let device: Device = decode(&record?)?;
             Entries::of(&device).insert_into(trees.0, trees.1, trees.2)?;
         }
+        self.step_done(INDEXED_DEVICES)
+    }
+
+    /// Format 5 to 6: every device that recorded no sign of life counts as seen now, so an
+    /// upgrade prunes nobody at once. Not in one transaction, for the memory reason of
+    /// [`Self::index_devices`]: one device at a time (only those still undated, so an
+    /// interrupted step goes on where it stopped), flushed, then format 6 recorded.
+    fn date_unseen_devices(&self) -> Result<(), StoreError> {
+        let now = now_millis();
+        for entry in self.devices.iter() {
+            let (endpoint, record) = entry?;
+            let mut device: Device = decode(&record)?;
+            if format::date_unseen(&mut device, now) {
+                self.devices
+                    .insert(endpoint, serde_json::to_vec(&device)?)?;
+            }
+        }
+        self.step_done(SEEN_DEVICES)
+    }
+
+    /// A step done outside a transaction is on disk: flushes it, then records the
+    /// `format` it reached.
+    fn step_done(&self, format: u32) -> Result<(), StoreError> {
         self.db.flush()?;
         self.settings.transaction(|settings| {
-            record_format(settings, INDEXED_DEVICES)?;
+            record_format(settings, format)?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
         Ok(())

@@ -146,20 +146,34 @@ impl MemberStore for SledStore {
     }
 
     async fn set_muted_until(&self, endpoint: &str, until: u64) -> Result<bool, StoreError> {
-        self.commit(|| {
-            let set = self.devices.transaction(|devices| {
-                let Some(record) = devices.get(endpoint)? else {
-                    return Ok(false);
-                };
-                let mut device: Device = decode(&record).or_else(abort)?;
-                device.muted_until = Some(until);
-                let record = serde_json::to_vec(&device)
-                    .map_err(StoreError::from)
-                    .or_else(abort)?;
-                devices.insert(endpoint.as_bytes(), record)?;
-                Ok(true)
-            })?;
-            Ok(set)
+        self.update_device(endpoint, |device| {
+            device.muted_until = Some(until);
+            true
+        })
+        .await
+    }
+
+    async fn mark_seen(&self, endpoint: &str, now: u64) -> Result<bool, StoreError> {
+        self.update_device(endpoint, |device| {
+            device.last_seen = now;
+            device.stale_warned = None;
+            true
+        })
+        .await
+    }
+
+    async fn mark_warned(
+        &self,
+        endpoint: &str,
+        seen_before: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.update_device(endpoint, |device| {
+            let due = device.stale_warned.is_none() && device.last_seen < seen_before;
+            if due {
+                device.stale_warned = Some(now);
+            }
+            due
         })
         .await
     }
@@ -305,6 +319,33 @@ impl MemberStore for SledStore {
 }
 
 impl SledStore {
+    /// Changes the device at `endpoint` with `change` in one transaction, and stores it if
+    /// `change` says it changed; returns whether it did (false when no device is there).
+    async fn update_device(
+        &self,
+        endpoint: &str,
+        change: impl Fn(&mut Device) -> bool + Send + Sync,
+    ) -> Result<bool, StoreError> {
+        self.commit(|| {
+            let changed = self.devices.transaction(|devices| {
+                let Some(record) = devices.get(endpoint)? else {
+                    return Ok(false);
+                };
+                let mut device: Device = decode(&record).or_else(abort)?;
+                if !change(&mut device) {
+                    return Ok(false);
+                }
+                let record = serde_json::to_vec(&device)
+                    .map_err(StoreError::from)
+                    .or_else(abort)?;
+                devices.insert(endpoint.as_bytes(), record)?;
+                Ok(true)
+            })?;
+            Ok(changed)
+        })
+        .await
+    }
+
     /// The subscriptions of the devices at `endpoints` that are still there, in their
     /// order; the rest of each record is skipped, not kept.
     pub(super) fn subscriptions_at(

@@ -4,7 +4,9 @@ use app::wire::PushMessage;
 
 use super::*;
 use crate::{
-    model::{fan_out::ResolvedFanOut, member::DeviceCode, subscription::Subscription},
+    model::{
+        clock::now_millis, fan_out::ResolvedFanOut, member::DeviceCode, subscription::Subscription,
+    },
     store::{
         code_key,
         format::{self, FORMAT},
@@ -66,6 +68,8 @@ fn old_device(name: &str, member_id: &str, n: u8, joined: u64) -> Device {
         joined,
         joined_from: None,
         muted_until: None,
+        last_seen: 0,
+        stale_warned: None,
     }
 }
 
@@ -266,6 +270,28 @@ fn write_format_2(dir: &Path) {
         .unwrap();
     settings.insert(WRITTEN_BY_KEY, "pushchat 0.2.0").unwrap();
     db.flush().unwrap();
+}
+
+#[tokio::test]
+async fn test_the_devices_of_a_data_dir_before_format_6_count_as_seen_when_it_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_2(dir.path());
+    let upgraded_at = now_millis();
+    let store = open_sled_when_free(dir.path()).await;
+    let devices = store.devices().await.unwrap();
+    assert_eq!(devices.len(), 3);
+    for device in devices {
+        assert!(device.last_seen >= upgraded_at, "{device:?}");
+        assert_eq!(device.stale_warned, None);
+    }
+    // Opened again, nothing moves: they keep the time of the upgrade.
+    let seen = store.device("https://p.example/1").await.unwrap().unwrap();
+    drop(store);
+    let again = open_sled_when_free(dir.path()).await;
+    assert_eq!(
+        again.device("https://p.example/1").await.unwrap(),
+        Some(seen)
+    );
 }
 
 #[tokio::test]
