@@ -37,6 +37,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 #[path = "browser/chromium.rs"]
 mod chromium;
+#[path = "browser/scroll_back.rs"]
+mod scroll_back;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

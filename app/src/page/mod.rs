@@ -17,10 +17,12 @@ use crate::{
 };
 
 mod flows;
+mod scroll_back;
 mod state;
 
 use self::{
     flows::{join, leave, restore, OFFLINE_PRESS},
+    scroll_back::OlderLines,
     state::{CannotJoin, Joining, Membership, Page, Room},
 };
 
@@ -273,6 +275,7 @@ pub fn ChatPage() -> impl IntoView {
                 </section>
                 <section class="messages" aria-labelledby="messages-title">
                     <h2 id="messages-title">"Messages"</h2>
+                    <OlderLines page active=Signal::derive(is_member) />
                     <ol id="messages" aria-live="polite">
                         <For
                             each=move || room.lines.get()
