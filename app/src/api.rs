@@ -10,8 +10,8 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
 
 use crate::wire::{
-    ApiError, ChatLine, DeviceCode, JoinRules, MemberCredentials, NotMember, PostLineRequest,
-    RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
+    ApiError, ChatLine, DeviceCode, HistoryPage, JoinRules, MemberCredentials, NotMember,
+    PostLineRequest, RoomState, SubscribeRequest, UnsubscribeRequest, VapidPublicKey,
 };
 
 /// A call that failed: a sentence for the person and, on the 404 the server answers a
@@ -82,6 +82,11 @@ pub async fn unsubscribe(request: &UnsubscribeRequest) -> Result<(), Error> {
 
 pub async fn chat(request: &PostLineRequest) -> Result<ChatLine, Error> {
     post("/api/chat", request).await
+}
+
+/// The member's scroll-back: the page of lines just older than line `before`.
+pub async fn history(before: u64, member: &MemberCredentials) -> Result<HistoryPage, Error> {
+    post(&format!("/api/history?before={before}"), member).await
 }
 
 async fn post<Req: Serialize, Resp: DeserializeOwned>(

@@ -122,6 +122,15 @@ pub struct RoomState {
     pub history: Vec<ChatLine>,
 }
 
+/// The answer to `POST /api/history?before=ID` (the member's credentials in the body): the
+/// lines just older than line ID, oldest first, as in [`RoomState::history`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub history: Vec<ChatLine>,
+    /// No line older than these is kept: the page has reached the start.
+    pub start: bool,
+}
+
 /// `GET /api/vapid-public-key`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VapidPublicKey {

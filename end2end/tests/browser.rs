@@ -43,6 +43,8 @@ mod chromium;
 mod page;
 #[path = "browser/reconnect.rs"]
 mod reconnect;
+#[path = "browser/scroll_back.rs"]
+mod scroll_back;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

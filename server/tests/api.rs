@@ -9,7 +9,7 @@ use support::*;
 use app::{
     budget::{chat_line_excess, MAX_CHAT_URL_LEN, PUSH_BODY_LIMIT, PUSH_PAYLOAD_LIMIT},
     names::MAX_NAME_CHARS,
-    wire::{ChatLine, Muted, PostLineRequest, PushMessage, RoomState},
+    wire::{ChatLine, HistoryPage, Muted, PostLineRequest, PushMessage, RoomState},
 };
 use end2end::{
     chat_body, credentials, eventually, join_body, joined, left, messages, received, sample,
@@ -713,6 +713,82 @@ async fn test_a_member_posting_too_fast_gets_429_with_retry_after() {
         "{answer}"
     );
     assert_eq!(fx.server.init("Ann", &ann).await.history.len(), 2);
+}
+
+/// `POST /api/history?QUERY` as `member`: the status and the answer.
+async fn history(fx: &Fixture, member: &VirtualSubscription, query: &str) -> (StatusCode, Value) {
+    let path = format!("/api/history?{query}");
+    fx.server.post(&path, &json!(credentials(member))).await
+}
+
+#[tokio::test]
+async fn test_scrolling_back_through_250_lines_reads_each_once_in_order() {
+    let fx = Fixture::with_args(PUSHCHAT, &["--chat-lines-per-minute", "1000"]).await;
+    let [ann] = fx.members(["Ann"]).await;
+    let mut sent = Vec::new();
+    for n in 0..250 {
+        sent.push(fx.server.chat(&ann, &format!("line {n}")).await);
+    }
+
+    // The page loads the newest 200, and reads back from the oldest of them.
+    let first = fx.server.init("Ann", &ann).await.history;
+    assert_eq!(first, sent[50..]);
+    let mut read = first;
+    loop {
+        let query = format!("before={}&limit=30", read[0].id);
+        let (status, answer) = history(&fx, &ann, &query).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let page: HistoryPage = serde_json::from_value(answer).unwrap();
+        assert!(page.history.len() <= 30);
+        let start = page.start;
+        read.splice(..0, page.history);
+        if start {
+            break;
+        }
+    }
+    assert_eq!(read, sent);
+
+    // Without a limit, a page is 100 lines.
+    let (_, answer) = history(&fx, &ann, &format!("before={}", sent[249].id)).await;
+    let page: HistoryPage = serde_json::from_value(answer).unwrap();
+    assert_eq!(page.history, sent[149..249]);
+    assert!(!page.start);
+}
+
+#[tokio::test]
+async fn test_only_members_scroll_back_and_a_bad_line_id_gets_400() {
+    let fx = Fixture::with_args(PUSHCHAT, &["--history-limit", "5"]).await;
+    let [ann, bo] = fx.members(["Ann", "Bo"]).await;
+    for n in 0..7 {
+        fx.server.chat(&ann, &format!("line {n}")).await;
+    }
+    // Only the newest five are kept, though the page loads more at first.
+    let kept = fx.server.init("Ann", &ann).await.history;
+    assert_eq!(kept.len(), 5);
+    let (status, answer) = history(&fx, &ann, &format!("before={}", kept[2].id)).await;
+    assert_eq!(status, StatusCode::OK);
+    let page: HistoryPage = serde_json::from_value(answer).unwrap();
+    assert_eq!((page.history, page.start), (kept[..2].to_vec(), true));
+
+    let stranger = fx.browser().await;
+    let (status, answer) = history(&fx, &stranger, "before=9").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["code"], "not_member");
+    assert!(answer.get("history").is_none());
+    let mut forged = bo.clone();
+    forged.subscription.keys.auth = ann.subscription.keys.auth.clone();
+    let (status, answer) = history(&fx, &forged, "before=9").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+
+    for query in ["before=abc", "before=-1", "", "limit=5"] {
+        let (status, answer) = history(&fx, &ann, query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query:?}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains("?before= must be a line's id"), "{error}");
+    }
+    let (status, answer) = history(&fx, &ann, "before=9&limit=501").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer["error"].as_str().unwrap().contains("from 1 to 500"));
 }
 
 /// Subscribes `member` as `name`, the request arriving with `X-Forwarded-For: forwarded_for`.

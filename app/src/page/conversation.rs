@@ -27,6 +27,9 @@ pub(super) fn Conversation(
     you: Signal<Option<String>>,
     /// Set to follow the newest line again (after this member sends one).
     follow: StoredValue<bool>,
+    /// What goes above the first line (scroll-back's way to older lines).
+    #[prop(optional)]
+    children: Option<Children>,
 ) -> impl IntoView {
     let list = NodeRef::<html::Ol>::new();
     let rows = Memo::new(move |_| {
@@ -60,6 +63,7 @@ pub(super) fn Conversation(
     view! {
         <ol id="messages" node_ref=list on:scroll=on_scroll tabindex="0" aria-label="Messages"
             aria-live="polite" aria-relevant="additions">
+            {children.map(|children| children())}
             <For
                 each=move || rows.get()
                 key=row_key

@@ -21,6 +21,7 @@ use crate::{
 mod conversation;
 mod flows;
 mod outbox;
+mod scroll_back;
 mod state;
 mod timeline;
 
@@ -28,6 +29,7 @@ use self::{
     conversation::Conversation,
     flows::{join, leave, restore_until_reachable, OFFLINE_PRESS},
     outbox::{send, Outbox, Sent},
+    scroll_back::OlderLines,
     state::{CannotJoin, Joining, Membership, Page, Room},
 };
 
@@ -301,7 +303,9 @@ pub fn ChatPage() -> impl IntoView {
             </section>
             <main class="messages">
                 <h2 class="visually-hidden">"Messages"</h2>
-                <Conversation lines=room.lines outbox you follow />
+                <Conversation lines=room.lines outbox you follow>
+                    <OlderLines page active=Signal::derive(is_member) />
+                </Conversation>
                 <Show when=move || {
                     room.lines.with(Vec::is_empty) && outbox.lines.with(Vec::is_empty)
                 }>

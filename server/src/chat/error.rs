@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use app::{names::NameError, wire::NotMember};
 
+use super::lines::MAX_OLDER_LINES;
 use crate::{model::subscription::SubscriptionError, store::StoreError};
 
 /// Why a request was refused. Every variant but `Store` is the client's to fix.
@@ -51,6 +52,10 @@ pub enum ChatError {
     TooManyFromAddress(usize),
     #[error("Too many {what} in a short time; try again in {} seconds.", wait.as_secs().max(1))]
     TooMany { what: &'static str, wait: Duration },
+    #[error("?before= must be a line's id (a whole number): the oldest line the page has.")]
+    BadBefore,
+    #[error("?limit= must be a whole number from 1 to {MAX_OLDER_LINES}.")]
+    BadLimit,
     #[error("the store failed")]
     Store(#[source] StoreError),
 }

@@ -20,10 +20,10 @@
 //! member (see [`Limits`]); on PostgreSQL the store counts them for all instances at once.
 //!
 //! One file per part of the rules: `admission` (the way in), `device_codes` (another
-//! browser for a member), `lines` (chat lines, notices, mutes), `departure` (the one way
-//! out), `pruning` (stale browsers warned, then removed), `limits` (the allowances) and
-//! `error` (why a request is refused); this file
-//! holds what they share: who a request comes from, the room, and who a push goes to.
+//! browser for a member), `lines` (chat lines and reading back through them, notices,
+//! mutes), `departure` (the one way out), `pruning` (stale browsers warned, then removed),
+//! `limits` (the allowances) and `error` (why a request is refused); this file holds what
+//! they share: who a request comes from, the room, and who a push goes to.
 //!
 //! A member may mute chat lines for an hour. Every push must end in a visible
 //! notification, so its service worker cannot drop them: the fan-out skips the member
@@ -56,6 +56,7 @@ pub use self::{
     departure::Departure,
     error::ChatError,
     limits::Limits,
+    lines::{OlderLines, FIRST_LINES, MAX_OLDER_LINES},
     pruning::{DEFAULT_STALE_AFTER_DAYS, STALE_GRACE},
 };
 
@@ -67,7 +68,8 @@ pub const MUTE_FOR: Duration = Duration::from_secs(60 * 60);
 pub struct ChatRules {
     /// Which push endpoints members may join with.
     pub endpoints: EndpointPolicy,
-    /// How many chat lines the history keeps and a reopened page gets.
+    /// How many chat lines the history keeps: a page loads [`FIRST_LINES`] of them and
+    /// reads further back as the person scrolls up.
     pub history_limit: usize,
     /// How many chat lines one member may post in a minute.
     pub chat_lines_per_minute: u32,
@@ -93,7 +95,10 @@ impl Default for ChatRules {
     }
 }
 
-pub const DEFAULT_HISTORY_LIMIT: usize = 200;
+/// Scroll-back reaches this far unless the operator says otherwise: five first pages'
+/// worth, while the store (and each backup) stays small. A line is at most a push's
+/// payload, about 3 KB, so 1000 lines are at most about 3 MB.
+pub const DEFAULT_HISTORY_LIMIT: usize = 1000;
 pub const DEFAULT_CHAT_LINES_PER_MINUTE: u32 = 30;
 pub const DEFAULT_MEMBERS_PER_ADDRESS: usize = 20;
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(DEFAULT_STALE_AFTER_DAYS * 24 * 3600);
@@ -134,7 +139,7 @@ impl Chat {
     pub async fn room(&self) -> Result<RoomState, ChatError> {
         let mut members = self.store.member_names().await?;
         members.sort_by_cached_key(|name| app::names::sort_key(name));
-        let history = self.store.recent_lines(self.rules.history_limit).await?;
+        let history = self.store.recent_lines(FIRST_LINES).await?;
         Ok(RoomState {
             you: None,
             members,

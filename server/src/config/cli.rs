@@ -218,7 +218,8 @@ pub struct ServeArgs {
     )]
     pub push_services: Vec<String>,
 
-    /// How many chat lines to keep and show to arriving members.
+    /// How many chat lines to keep: a page loads the newest 200 and members scroll back
+    /// through the rest.
     #[arg(long, env = "PUSHCHAT_HISTORY_LIMIT", default_value_t = DEFAULT_HISTORY_LIMIT)]
     pub history_limit: usize,
 

@@ -19,7 +19,8 @@ use crate::{
     store::StoreLocation,
 };
 
-/// The most history lines a server keeps; each arriving member receives them all.
+/// The most history lines a server keeps: on sled, pruning walks past the kept lines' keys
+/// with every new line.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
 
 /// The longest `--stale-after`, in days (ten years): longer is "off".

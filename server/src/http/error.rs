@@ -37,6 +37,7 @@ impl ApiError {
 impl From<ChatError> for ApiError {
     fn from(error: ChatError) -> Self {
         let status = match &error {
+            ChatError::BadBefore | ChatError::BadLimit => StatusCode::BAD_REQUEST,
             ChatError::InvalidName(_)
             | ChatError::InvalidSubscription(_)
             | ChatError::EmptyMessage

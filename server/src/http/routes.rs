@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{DefaultBodyLimit, Request, State},
+    extract::{DefaultBodyLimit, RawQuery, Request, State},
     http::{
         header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS},
         HeaderValue, Method, StatusCode,
@@ -20,15 +20,15 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
     wire::{
-        AliveRequest, ChatLine, DeviceCode, JoinRules, MemberCredentials, MuteRequest, Muted,
-        PostLineRequest, ResubscribeRequest, RoomState, SubscribeRequest, UnsubscribeRequest,
-        VapidPublicKey,
+        AliveRequest, ChatLine, DeviceCode, HistoryPage, JoinRules, MemberCredentials, MuteRequest,
+        Muted, PostLineRequest, ResubscribeRequest, RoomState, SubscribeRequest,
+        UnsubscribeRequest, VapidPublicKey,
     },
     App,
 };
 
 use crate::{
-    chat::ChatError,
+    chat::{ChatError, OlderLines},
     http::{
         admin::{self, Exposure},
         client_address::ClientAddress,
@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/unsubscribe", post(unsubscribe))
         .route("/device-code", post(device_code))
         .route("/chat", post(chat))
+        .route("/history", post(history))
         .route("/mute", post(mute))
         .route("/alive", post(alive))
         .nest("/admin", admin::router(&state, Exposure::Public))
@@ -212,6 +213,17 @@ async fn chat(
 ) -> Result<Json<ChatLine>, ApiError> {
     let (line, _queued) = state.chat.post_line(request).await?;
     Ok(Json(line))
+}
+
+/// Scroll-back: `?before=ID[&limit=N]`, with the member's credentials in the body (a
+/// GET could carry them only in its URL, which logs keep).
+async fn history(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    ApiJson(member): ApiJson<MemberCredentials>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let request = OlderLines::from_query(query.as_deref().unwrap_or_default())?;
+    Ok(Json(state.chat.older_lines(&member, request).await?))
 }
 
 async fn mute(

@@ -290,6 +290,11 @@ pub trait ChatHistory: Send + Sync {
 
     /// The newest `limit` lines, oldest first.
     async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError>;
+
+    /// The newest `limit` lines older than the line with id `before` (which need not be
+    /// kept any more), oldest first: a page of scroll-back. Line ids start at 0 on sled and
+    /// at 1 on PostgreSQL, so `before` 0 or 1 may find nothing.
+    async fn lines_before(&self, before: u64, limit: usize) -> Result<Vec<ChatLine>, StoreError>;
 }
 
 /// The fan-outs not yet sent. A queued fan-out is announced to the workers waiting in

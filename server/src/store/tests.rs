@@ -428,6 +428,52 @@ async fn test_history_keeps_the_newest_lines_in_order() {
     assert_eq!(store.recent_lines(2).await.unwrap()[0].msg, "line 3");
 }
 
+/// Appends lines "line 0" to "line {count - 1}", keeping `keep`; returns their ids.
+async fn append_numbered(store: &dyn Store, count: u64, keep: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let msg = format!("line {n}");
+        let (line, _) = store.append_line(line(&msg, n), keep, &[]).await.unwrap();
+        ids.push(line.id);
+    }
+    ids
+}
+
+fn texts(lines: &[ChatLine]) -> Vec<&str> {
+    lines.iter().map(|l| l.msg.as_str()).collect()
+}
+
+#[tokio::test]
+async fn test_lines_before_a_line_are_the_newest_older_ones_in_order() {
+    let test = TestStore::new().await;
+    let store = &*test.store;
+    let ids = append_numbered(store, 6, 10).await;
+    let older = store.lines_before(ids[4], 2).await.unwrap();
+    assert_eq!(texts(&older), ["line 2", "line 3"]);
+    let rest = store.lines_before(older[0].id, 10).await.unwrap();
+    assert_eq!(texts(&rest), ["line 0", "line 1"]);
+    assert!(store.lines_before(ids[0], 10).await.unwrap().is_empty());
+    // An id after every line (one not given yet, or the largest there is) reads the newest.
+    let newest = store.lines_before(u64::MAX, 1).await.unwrap();
+    assert_eq!(texts(&newest), ["line 5"]);
+}
+
+#[tokio::test]
+async fn test_the_history_limit_keeps_more_lines_than_a_page_reads() {
+    let test = TestStore::new().await;
+    let store = &*test.store;
+    let ids = append_numbered(store, 8, 5).await;
+    assert_eq!(
+        texts(&store.recent_lines(2).await.unwrap()),
+        ["line 6", "line 7"]
+    );
+    let older = store.lines_before(ids[6], 10).await.unwrap();
+    assert_eq!(texts(&older), ["line 3", "line 4", "line 5"]);
+    // A line pruned meanwhile still marks where to read from.
+    let gone = store.lines_before(ids[2], 10).await.unwrap();
+    assert!(gone.is_empty());
+}
+
 #[tokio::test]
 async fn test_a_line_and_its_fan_out_in_batches_are_queued_together() {
     let test = TestStore::new().await;

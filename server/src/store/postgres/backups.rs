@@ -31,7 +31,7 @@ impl Backups for PostgresStore {
         let banned = sqlx::query_scalar("SELECT name FROM banned_names ORDER BY name_key")
             .fetch_all(&mut *tx)
             .await?;
-        let history = Self::lines(&mut tx, usize::MAX).await?;
+        let history = Self::lines(&mut tx, None, usize::MAX).await?;
         let fan_outs: Vec<Json<FanOut>> = sqlx::query_scalar(
             "SELECT jsonb_build_object('message', message, 'recipients', recipients) \
              FROM fan_outs ORDER BY id",

@@ -47,6 +47,10 @@ impl ChatHistory for PostgresStore {
     }
 
     async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
-        Self::lines(&mut *self.pool.acquire().await?, limit).await
+        Self::lines(&mut *self.pool.acquire().await?, None, limit).await
+    }
+
+    async fn lines_before(&self, before: u64, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
+        Self::lines(&mut *self.pool.acquire().await?, Some(before), limit).await
     }
 }

@@ -105,13 +105,22 @@ impl PostgresStore {
         rows.into_iter().map(Device::try_from).collect()
     }
 
-    async fn lines(conn: &mut PgConnection, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
+    /// The newest `limit` lines, older than line `before` if given, oldest first.
+    async fn lines(
+        conn: &mut PgConnection,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // An id beyond PostgreSQL's bigint is after every line.
+        let before = before.and_then(|id| i64::try_from(id).ok());
         let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT * FROM (SELECT id, name, msg, time FROM chat_lines ORDER BY id DESC LIMIT $1) \
+            "SELECT * FROM (SELECT id, name, msg, time FROM chat_lines \
+             WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1) \
              AS newest ORDER BY id",
         )
         .bind(limit)
+        .bind(before)
         .fetch_all(conn)
         .await?;
         rows.into_iter()

@@ -8,7 +8,7 @@ use sled::{transaction::ConflictableTransactionError, Transactional};
 
 use app::wire::ChatLine;
 
-use super::SledStore;
+use super::{decode, SledStore};
 use crate::{
     model::fan_out::FanOut,
     store::{ChatHistory, NewLine, StoreError},
@@ -52,4 +52,20 @@ impl ChatHistory for SledStore {
     async fn recent_lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
         self.lines(limit)
     }
+
+    async fn lines_before(&self, before: u64, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
+        newest_lines(self.history.range(..before.to_be_bytes()), limit)
+    }
+}
+
+/// The newest `limit` of `lines` (a range of the history tree), oldest first.
+pub(super) fn newest_lines(lines: sled::Iter, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
+    let mut newest = lines
+        .values()
+        .rev()
+        .take(limit)
+        .map(|bytes| decode(&bytes?))
+        .collect::<Result<Vec<ChatLine>, _>>()?;
+    newest.reverse();
+    Ok(newest)
 }

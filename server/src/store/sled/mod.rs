@@ -216,16 +216,7 @@ impl SledStore {
     }
 
     fn lines(&self, limit: usize) -> Result<Vec<ChatLine>, StoreError> {
-        let mut lines = self
-            .history
-            .iter()
-            .values()
-            .rev()
-            .take(limit)
-            .map(|bytes| decode(&bytes?))
-            .collect::<Result<Vec<ChatLine>, _>>()?;
-        lines.reverse();
-        Ok(lines)
+        history::newest_lines(self.history.iter(), limit)
     }
 
     fn subject(&self) -> Result<Option<String>, StoreError> {
