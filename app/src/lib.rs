@@ -16,10 +16,6 @@ mod unread;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, Link, Meta, MetaTags, Title};
-use leptos_router::{
-    components::{Route, Router, Routes},
-    path,
-};
 
 /// The HTML document around the app; the server renders it for every page request.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -75,10 +71,6 @@ pub fn App() -> impl IntoView {
         <Link rel="icon" href="/icons/icon-192.png" />
         <Meta name="theme-color" content="#2b5797" />
         <Title text="pushchat" />
-        <Router>
-            <Routes fallback=|| view! { <p class="problem">"There is no such page."</p> }>
-                <Route path=path!("") view=page::ChatPage />
-            </Routes>
-        </Router>
+        <page::ChatPage />
     }
 }

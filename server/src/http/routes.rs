@@ -11,11 +11,10 @@ use axum::{
         HeaderValue, Method, StatusCode,
     },
     middleware,
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
-use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
 use app::{
@@ -111,7 +110,8 @@ async fn revalidate_by_default(mut response: Response) -> Response {
     response
 }
 
-/// A file of the site; anything else is the page saying there is no such page (404).
+/// A file of the site; anything else is a short page saying there is no such page (404),
+/// with the way to the chat. The chat has one page, so the bundle carries no router.
 async fn site_file_or_no_such_page(State(state): State<AppState>, request: Request) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         let path = request.uri().path();
@@ -119,17 +119,13 @@ async fn site_file_or_no_such_page(State(state): State<AppState>, request: Reque
             return file;
         }
     }
-    let options = state.leptos.clone();
-    let render = leptos_axum::render_app_to_stream_with_context(
-        move || provide_context(state.clone()),
-        move || app::shell(options.clone()),
-    );
-    let mut page = render(request).await;
-    if page.status() == StatusCode::OK {
-        *page.status_mut() = StatusCode::NOT_FOUND;
-    }
-    page
+    (StatusCode::NOT_FOUND, Html(NO_SUCH_PAGE)).into_response()
 }
+
+const NO_SUCH_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+    <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+    <title>No such page · pushchat</title></head>\
+    <body><p>There is no such page. <a href=\"/\">Open the chat</a></p></body></html>\n";
 
 /// Up, and the store answers.
 async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
