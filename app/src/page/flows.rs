@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use leptos::prelude::*;
+use leptos::{prelude::*, task::spawn_local};
 
 use super::{
     outbox::send_kept,
@@ -22,28 +22,29 @@ pub(super) const OFFLINE_PRESS: &str =
     "You are offline. Press Subscribe again when the connection is back.";
 
 thread_local! {
-    /// Which call of [`restore_until_reachable`] is the current one; an older one stops
-    /// retrying. The page is the only one in its wasm instance, so this is the page's.
-    static RESTORE_RUN: Cell<u32> = const { Cell::new(0) };
+    /// Which call of [`wait_for_server`] is the current one; an older one stops looking.
+    /// The page is the only one in its wasm instance, so this is the page's.
+    static WAITING_RUN: Cell<u32> = const { Cell::new(0) };
 }
 
-/// [`restore`], tried again after a growing pause for as long as the server cannot be
-/// reached, so that a page loaded during an outage joins the chat (and opens its relay
-/// of pushes) once the server is back, without a reload. A newer call (the device came
-/// back online) takes over at once from an older one that is pausing.
-pub(super) async fn restore_until_reachable(page: Page) {
-    let run = RESTORE_RUN.with(|current| {
+/// While the page says the server cannot be reached (on load, or since a call failed):
+/// looks for it again after a growing pause (see [`offline::retry_delay_ms`]), and
+/// restores the page once it answers, which rejoins the chat, opens the relay of pushes
+/// and sends what was typed meanwhile, without a reload. A newer call takes over from an
+/// older one that is pausing.
+pub(super) async fn wait_for_server(page: Page) {
+    let run = WAITING_RUN.with(|current| {
         current.set(current.get().wrapping_add(1));
         current.get()
     });
     let mut attempt = 0;
     loop {
-        restore(page).await;
-        if !page.unreachable.get_untracked() {
+        browser::pause(offline::retry_delay_ms(attempt, js_sys::Math::random()) as i32).await;
+        if WAITING_RUN.with(Cell::get) != run || !page.unreachable.get_untracked() {
             return;
         }
-        browser::pause(offline::retry_delay_ms(attempt, js_sys::Math::random()) as i32).await;
-        if RESTORE_RUN.with(Cell::get) != run {
+        if offline::server_reachable().await {
+            spawn_local(restore(page));
             return;
         }
         attempt = attempt.saturating_add(1);
@@ -53,7 +54,7 @@ pub(super) async fn restore_until_reachable(page: Page) {
 /// On load, and when the device is back online: a browser that already holds a
 /// subscription is a member; ask the server for the room (`init`), which pushes nothing
 /// to the others. Without the server, show the room this browser saw last.
-async fn restore(page: Page) {
+pub(super) async fn restore(page: Page) {
     let Page {
         membership,
         room,

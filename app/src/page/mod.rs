@@ -27,7 +27,7 @@ mod timeline;
 
 use self::{
     conversation::Conversation,
-    flows::{join, leave, restore_until_reachable, OFFLINE_PRESS},
+    flows::{join, leave, restore, wait_for_server, OFFLINE_PRESS},
     outbox::{send, Outbox, Sent},
     scroll_back::OlderLines,
     state::{CannotJoin, Joining, Membership, Page, Room},
@@ -69,12 +69,17 @@ pub fn ChatPage() -> impl IntoView {
             if !online {
                 unreachable.set(true);
             } else if unreachable.get_untracked() {
-                spawn_local(restore_until_reachable(page));
+                spawn_local(restore(page));
             }
         });
-        spawn_local(restore_until_reachable(page));
+        spawn_local(restore(page));
     });
     Effect::new(move |_| room.unread.show_on_badge());
+    Effect::new(move |_| {
+        if unreachable.get() {
+            spawn_local(wait_for_server(page));
+        }
+    });
 
     let on_subscribe = move || {
         let current = membership.get_untracked();

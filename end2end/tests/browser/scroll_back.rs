@@ -17,10 +17,12 @@ const WITHOUT_SCROLL_ANCHORING: &str = "const style = document.createElement('st
     document.head.append(style);";
 
 /// The person scrolls up to the top of the conversation, in whatever box it scrolls:
-/// returns the oldest line shown (its id) and how far it is from the top of the window.
+/// returns the oldest line shown (its id), and the next one (its id, and how far it is from
+/// the top of the window). The next one is what the reader's place is judged by: the
+/// oldest may lose its sender's name once older lines of the same sender join its group.
 const SCROLL_TO_THE_TOP: &str = "document.querySelector('#older-lines').scrollIntoView();
-    const oldest = document.querySelector('#messages li[data-id]');
-    return [oldest.dataset.id, oldest.getBoundingClientRect().top];";
+    const [oldest, next] = document.querySelectorAll('#messages li[data-id]');
+    return [oldest.dataset.id, next.dataset.id, next.getBoundingClientRect().top];";
 
 /// The id of the oldest line shown, once no older lines are on their way.
 async fn oldest_line_when_idle(browser: &Browser) -> String {
@@ -78,12 +80,12 @@ async fn test_scrolling_up_reads_older_lines_and_keeps_the_line_being_read_in_vi
         if ann.text_of_any("#history-start").await.is_some() {
             break;
         }
-        let (reading, top): (String, f64) =
+        let (oldest, reading, top): (String, String, f64) =
             serde_json::from_value(ann.client.execute(SCROLL_TO_THE_TOP, vec![]).await.unwrap())
                 .unwrap();
-        assert_eq!(reading, before);
+        assert_eq!(oldest, before);
         eventually("an older line to show above", || async {
-            (oldest_line_when_idle(&ann).await != reading).then_some(())
+            (oldest_line_when_idle(&ann).await != oldest).then_some(())
         })
         .await;
         eventually("the line being read to stay where it was", || async {
