@@ -39,6 +39,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 mod a11y;
 #[path = "browser/chromium.rs"]
 mod chromium;
+#[path = "browser/ios.rs"]
+mod ios;
 #[path = "browser/page.rs"]
 mod page;
 #[path = "browser/reconnect.rs"]
@@ -201,6 +203,8 @@ struct Setup {
     system_access: bool,
     /// Whether the browser has service workers and the Push API at all.
     push: bool,
+    /// The browser it says it is, instead of Firefox.
+    user_agent: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -209,6 +213,7 @@ impl Default for Setup {
             permission: Permission::Allow,
             system_access: false,
             push: true,
+            user_agent: None,
         }
     }
 }
@@ -242,7 +247,7 @@ impl Browser {
         geckodriver
             .args(["--port", "0", "--log", "info"])
             .args(setup.system_access.then_some("--allow-system-access"));
-        let capabilities = json!({
+        let mut capabilities = json!({
             "moz:firefoxOptions": {
                 "binary": FIREFOX,
                 "args": ["-headless"],
@@ -262,6 +267,10 @@ impl Browser {
                 },
             }
         });
+        if let Some(user_agent) = setup.user_agent {
+            capabilities["moz:firefoxOptions"]["prefs"]["general.useragent.override"] =
+                user_agent.into();
+        }
         Self::launch(
             geckodriver,
             "Listening on 127.0.0.1:",
