@@ -37,6 +37,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 #[path = "browser/a11y.rs"]
 mod a11y;
+#[path = "browser/alive.rs"]
+mod alive;
 #[path = "browser/chromium.rs"]
 mod chromium;
 #[path = "browser/ios.rs"]
