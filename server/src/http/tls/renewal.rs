@@ -28,8 +28,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// taken from the moment this returns, so it never ends the process.
 pub(super) fn keep_renewed(certificate: Arc<ServedCertificate>) -> io::Result<JoinHandle<()>> {
     let mut hangups = signal(SignalKind::hangup())?;
+    // Looked at now, not when the task first runs: a change made in between (the task may
+    // wait for a busy runtime) would otherwise be taken as the files in use.
+    let mut seen = FilesSeen::of(&certificate);
     Ok(tokio::spawn(async move {
-        let mut seen = FilesSeen::of(&certificate);
         let mut ticks = tokio::time::interval(POLL_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
